@@ -1,0 +1,1 @@
+"""The OpenAI-compatible HTTP facade over the run engine."""

@@ -1,0 +1,83 @@
+"""The FastAPI application: lifespan wiring, routers under /v1 (and /api/v1), error handling."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from api.database import migrate, open_pool
+from api.deps import Services
+from api.errors import install_error_handlers
+from api.events import EventSink
+from api.executor import RunExecutor, setup_checkpointer
+from api.queue import RunQueue
+from api.routers import assistants, runs, threads
+from api.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+
+class PollAfterHeader:
+    """Adds `openai-poll-after-ms`, which the SDK's poll helpers wait for instead of a full second."""
+
+    def __init__(self, app, value: int):
+        self.app = app
+        self.header = (b"openai-poll-after-ms", str(value).encode())
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+
+        async def send_with_header(message):
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), self.header]
+            await send(message)
+
+        return await self.app(scope, receive, send_with_header)
+
+
+@asynccontextmanager
+async def runtime(settings: Settings, database_url: str, *, with_executor: bool):
+    """Pool, schema, queue and (optionally) the in-process executor: shared by `serve` and `worker`."""
+    pool = await open_pool(database_url, settings.db_pool_size)
+    try:
+        await migrate(pool)
+        await setup_checkpointer(pool)
+        queue = RunQueue(database_url)
+        await queue.open()
+        services = Services(settings=settings, pool=pool, queue=queue, sink=EventSink(pool))
+        executor = RunExecutor(pool, queue, settings) if with_executor else None
+        yield services, executor
+        await queue.close()
+    finally:
+        await pool.close()
+
+
+def create_app(database_url: str, settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        async with runtime(settings, database_url, with_executor=settings.executor) as (services, executor):
+            app.state.services = services
+            worker = asyncio.create_task(executor.run_worker()) if executor else None
+            try:
+                yield
+            finally:
+                if worker:
+                    worker.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await worker
+
+    app = FastAPI(title="assistgraph", version="0.1.0", lifespan=lifespan)
+    install_error_handlers(app)
+    for prefix, in_schema in (("/v1", True), ("/api/v1", False)):
+        # /threads/runs is registered before /threads/{thread_id} so it is not read as an id.
+        for module in (assistants, runs, threads):
+            app.include_router(module.router, prefix=prefix, include_in_schema=in_schema)
+    app.add_middleware(PollAfterHeader, value=settings.poll_after_ms)
+    return app

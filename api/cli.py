@@ -1,0 +1,62 @@
+"""`assistgraph serve` (API + executor) and `assistgraph worker` (executor only)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+
+import uvicorn
+
+from api.database import embedded_postgres
+from api.settings import get_settings
+
+
+def _serve(args: argparse.Namespace) -> None:
+    from api.app import create_app
+
+    settings = get_settings()
+    with embedded_postgres(settings) as url:
+        uvicorn.run(
+            create_app(url, settings),
+            host=args.host,
+            port=args.port,
+            log_level=settings.log_level,
+            timeout_graceful_shutdown=5,
+        )
+
+
+async def _work(url: str) -> None:
+    from api.app import runtime
+
+    settings = get_settings()
+    async with runtime(settings, url, with_executor=True) as (_, executor):
+        await executor.run_worker()
+
+
+def _worker(args: argparse.Namespace) -> None:
+    settings = get_settings()
+    with embedded_postgres(settings) as url:
+        try:
+            asyncio.run(_work(url))
+        except KeyboardInterrupt:
+            pass
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="assistgraph", description="Self-hosted OpenAI Assistants API.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="Start the API server (and, by default, the run executor).")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8086)
+    serve.set_defaults(func=_serve)
+    worker = sub.add_parser("worker", help="Execute queued runs only (scale-out worker).")
+    worker.set_defaults(func=_worker)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=get_settings().log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
+    args.func(args)
+
+
+if __name__ == "__main__":
+    main()

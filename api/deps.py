@@ -1,0 +1,69 @@
+"""Request dependencies, as `Annotated` aliases the routers declare."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated, Literal
+
+from fastapi import Depends, Path, Query, Request
+from psycopg_pool import AsyncConnectionPool
+
+from api.errors import InvalidRequest
+from api.events import EventSink
+from api.queue import RunQueue
+from api.settings import Settings
+
+
+@dataclass
+class Services:
+    settings: Settings
+    pool: AsyncConnectionPool
+    queue: RunQueue
+    sink: EventSink
+
+
+def _services(request: Request) -> Services:
+    return request.app.state.services
+
+
+App = Annotated[Services, Depends(_services)]
+
+
+def _id_checker(param: str, prefix: str):
+    def check(value: str = Path(alias=param)) -> str:
+        if not value.startswith(prefix):
+            raise InvalidRequest(
+                f"Invalid '{param}': '{value}'. Expected an ID that begins with '{prefix.rstrip('_')}'.",
+                param=param,
+            )
+        return value
+
+    return check
+
+
+AssistantId = Annotated[str, Depends(_id_checker("assistant_id", "asst_"))]
+ThreadId = Annotated[str, Depends(_id_checker("thread_id", "thread_"))]
+MessageId = Annotated[str, Depends(_id_checker("message_id", "msg_"))]
+RunId = Annotated[str, Depends(_id_checker("run_id", "run_"))]
+StepId = Annotated[str, Depends(_id_checker("step_id", "step_"))]
+
+
+@dataclass
+class Page:
+    limit: int
+    order: str
+    after: str | None
+    before: str | None
+
+
+def _page(
+    limit: int = Query(20, ge=1, le=100),
+    order: Literal["asc", "desc"] = Query("desc"),
+    after: str | None = Query(None),
+    before: str | None = Query(None),
+) -> Page:
+    return Page(limit, order, after, before)
+
+
+PageParams = Annotated[Page, Depends(_page)]
+Include = Annotated[list[str] | None, Query(alias="include[]")]

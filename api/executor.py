@@ -1,0 +1,195 @@
+"""Executes queued runs: drives the checkpointed graph and turns its stream into Assistants events.
+
+Everything it needs is read from Postgres (the run, its checkpoint, its resume values), so it can
+run in `assistgraph serve` or in any number of separate `assistgraph worker` processes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import openai
+from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
+from langgraph.types import Command
+from psycopg_pool import AsyncConnectionPool
+
+from api import history, store
+from api.events import EventSink, RunPreempted, prune_payloads
+from api.mapper import RunEventMapper
+from api.queue import ADVANCE_RUN, EXPIRE_RUN, PRUNE_EVENTS, QUEUE, RunQueue
+from api.settings import Settings
+from graph.context import Context
+from graph.graph import builder
+
+log = logging.getLogger(__name__)
+
+CLEAR_RESUME = "UPDATE runs SET config = config - 'resume' WHERE id = %s"
+
+
+def context_for(run: dict, settings: Settings) -> Context:
+    tools = []
+    for tool in run["tools"]:
+        if tool["type"] == "function":
+            fn = {k: v for k, v in tool["function"].items() if v is not None}
+            tools.append({"type": "function", "function": fn})
+    truncation = run.get("truncation_strategy") or {}
+    response_format = run.get("response_format")
+    return Context(
+        model=run["model"],
+        instructions=run.get("instructions") or "",
+        tools=tools,
+        tool_choice=run.get("tool_choice") if tools else None,
+        parallel_tool_calls=run.get("parallel_tool_calls", True),
+        temperature=run.get("temperature"),
+        top_p=run.get("top_p"),
+        response_format=None if response_format in (None, "auto") else response_format,
+        reasoning_effort=run.get("reasoning_effort"),
+        last_messages=truncation.get("last_messages") if truncation.get("type") == "last_messages" else None,
+        max_prompt_tokens=run.get("max_prompt_tokens"),
+        max_completion_tokens=run.get("max_completion_tokens"),
+        base_url=settings.openai_base_url,
+        api_key=settings.openai_api_key,
+        timeout=settings.model_timeout,
+        max_retries=settings.model_max_retries,
+    )
+
+
+def describe_model_error(exc: BaseException, settings: Settings) -> tuple[str, str]:
+    """(last_error.code, message) a person can act on."""
+    if isinstance(exc, openai.RateLimitError):
+        return "rate_limit_exceeded", f"The model provider rate-limited the request: {exc.message}"
+    if isinstance(exc, openai.APITimeoutError):
+        return "server_error", "The model provider did not answer in time."
+    if isinstance(exc, openai.APIConnectionError):
+        where = settings.openai_base_url or "the default OpenAI endpoint"
+        return "server_error", f"Could not reach the model provider at {where}: {exc.message}"
+    if isinstance(exc, openai.APIStatusError):
+        return "server_error", f"The model provider returned HTTP {exc.status_code}: {exc.message}"
+    return "server_error", f"The run failed: {type(exc).__name__}: {exc}"
+
+
+class RunExecutor:
+    def __init__(self, pool: AsyncConnectionPool, queue: RunQueue, settings: Settings):
+        self.pool = pool
+        self.queue = queue
+        self.settings = settings
+        self.sink = EventSink(pool)
+        self.graph = builder.compile(checkpointer=AsyncPostgresSaver(pool), name="assistant")
+        app = queue.app
+        app.task(name=ADVANCE_RUN, queue=QUEUE, pass_context=False)(self.advance)
+        app.task(name=EXPIRE_RUN, queue=QUEUE, pass_context=False)(self.expire)
+        app.periodic(cron="*/10 * * * *", periodic_id="prune")(
+            app.task(name=PRUNE_EVENTS, queue=QUEUE, pass_context=False)(self.prune)
+        )
+
+    async def run_worker(self) -> None:
+        await self.queue.app.run_worker_async(
+            queues=[QUEUE],
+            concurrency=self.settings.executor_concurrency,
+            fetch_job_polling_interval=self.settings.executor_poll_interval,
+            abort_job_polling_interval=self.settings.executor_poll_interval,
+            delete_jobs="successful",
+            install_signal_handlers=False,
+            name="assistgraph-executor",
+        )
+
+    # --- tasks --------------------------------------------------------------------------------
+
+    async def advance(self, run_id: str, timestamp: int | None = None) -> None:
+        async with self.pool.connection() as conn:
+            row = await store.run_row(conn, run_id)
+            if row is None:
+                return
+            open_steps = await store.open_steps(conn, run_id)
+            open_messages = await store.open_messages(conn, run_id)
+        run, config = row["obj"], row["config"]
+        mapper = RunEventMapper(run, open_steps=open_steps, open_messages=open_messages)
+        if row["status"] == "cancelling":
+            await self._emit_quietly(mapper.cancel(), run_id)
+            return
+        if row["status"] != "queued":
+            return
+        graph_config = {"configurable": {"thread_id": run_id}}
+        try:
+            await self.sink.emit(mapper.start(), run_id=run_id)
+            if "resume" in config:
+                graph_input: Any = Command(resume=config["resume"])
+            else:
+                async with self.pool.connection() as conn:
+                    messages = await store.thread_messages(conn, run["thread_id"])
+                graph_input = {"history": history.render(messages)}
+            context = context_for(run, self.settings)
+            async for mode, payload in self.graph.astream(
+                graph_input, graph_config, context=context, stream_mode=["messages", "updates"]
+            ):
+                events = mapper.handle(mode, payload)
+                if events:
+                    await self.sink.emit(events, run_id=run_id)
+            if mapper.run["status"] == "requires_action":
+                async with self.pool.connection() as conn, conn.transaction():
+                    for step_id, usage in mapper.pending_tool_usage.items():
+                        await store.set_step_pending_usage(conn, step_id, usage)
+                    await conn.execute(CLEAR_RESUME, (run_id,))
+                return
+            state = await self.graph.aget_state(graph_config)
+            await self.sink.emit(
+                mapper.finish(state.values.get("usage"), state.values.get("incomplete")), run_id=run_id
+            )
+        except RunPreempted:
+            await self._after_preemption(run_id, mapper)
+        except asyncio.CancelledError:
+            # Procrastinate cancels the task when the run is cancelled or expires.
+            await asyncio.shield(self._after_preemption(run_id, mapper))
+            raise
+        except Exception as exc:  # the model, the network, a bad tool schema: the run fails, never hangs
+            log.warning("run %s failed: %s", run_id, exc)
+            code, message = describe_model_error(exc, self.settings)
+            usage = await self._usage(graph_config)
+            await self._emit_quietly(mapper.fail(code, message, usage), run_id)
+
+    async def expire(self, run_id: str, timestamp: int | None = None) -> None:
+        async with self.pool.connection() as conn:
+            row = await store.run_row(conn, run_id)
+            if row is None or row["status"] not in ("queued", "in_progress", "requires_action", "cancelling"):
+                return
+            mapper = RunEventMapper(
+                row["obj"],
+                open_steps=await store.open_steps(conn, run_id),
+                open_messages=await store.open_messages(conn, run_id),
+            )
+        if await self._emit_quietly(mapper.expire(), run_id) and row["status"] != "requires_action":
+            await self.queue.abort(row["job_id"])
+
+    async def prune(self, timestamp: int | None = None) -> None:
+        async with self.pool.connection() as conn:
+            await prune_payloads(conn)
+
+    # --- helpers ------------------------------------------------------------------------------
+
+    async def _after_preemption(self, run_id: str, mapper: RunEventMapper) -> None:
+        async with self.pool.connection() as conn:
+            row = await store.run_row(conn, run_id)
+        if row is not None and row["status"] == "cancelling":
+            usage = await self._usage({"configurable": {"thread_id": run_id}})
+            await self._emit_quietly(mapper.cancel(usage), run_id)
+
+    async def _usage(self, graph_config: dict) -> dict | None:
+        try:
+            state = await self.graph.aget_state(graph_config)
+        except Exception:
+            return None
+        return state.values.get("usage") if state else None
+
+    async def _emit_quietly(self, events, run_id: str) -> bool:
+        try:
+            await self.sink.emit(events, run_id=run_id)
+            return True
+        except RunPreempted:
+            return False
+
+
+async def setup_checkpointer(pool: AsyncConnectionPool) -> None:
+    await AsyncPostgresSaver(pool).setup()
+

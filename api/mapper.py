@@ -1,0 +1,348 @@
+"""Graph stream → Assistants events. A pure object: no I/O, one handler per kind of graph event.
+
+It owns the run's snapshot and the step/message that are open, and returns the events to emit
+(full objects for lifecycle events, deltas for tokens). Persisting and publishing them is the
+executor's business.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
+
+from api import objects
+from api.ids import new_id as default_new_id
+from api.ids import now as default_now
+from graph.nodes import normalize_call_id
+
+MODEL_NODE = "model"
+
+
+@dataclass(frozen=True)
+class Event:
+    event: str
+    data: dict
+    # Internal snapshots are persisted but never sent to clients (no such SSE event exists).
+    publish: bool = True
+
+
+def _text_of(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    parts = []
+    for part in content or []:
+        if isinstance(part, str):
+            parts.append(part)
+        elif isinstance(part, dict) and part.get("type") == "text":
+            parts.append(part.get("text", ""))
+    return "".join(parts)
+
+
+def usage_json(usage: dict | None) -> dict:
+    usage = usage or {}
+    prompt, completion = usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0)
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+
+
+class RunEventMapper:
+    def __init__(
+        self,
+        run: dict,
+        *,
+        open_steps: list[dict] | None = None,
+        open_messages: list[dict] | None = None,
+        new_id: Callable[[str], str] = default_new_id,
+        clock: Callable[[], int] = default_now,
+    ):
+        self.run = copy.deepcopy(run)
+        self._new_id = new_id
+        self._now = clock
+        # Steps/messages left open by an earlier execution of this run (a tool_calls step
+        # waiting for outputs): closed on a terminal event.
+        self._stale_steps = [copy.deepcopy(s) for s in open_steps or []]
+        self._stale_messages = [copy.deepcopy(m) for m in open_messages or []]
+        self._message: dict | None = None
+        self._message_step: dict | None = None
+        self._text: list[str] = []
+        self._tool_step: dict | None = None
+        self._calls: list[dict] = []  # {"id", "name", "arguments"} in order of appearance
+        self._call_pos: dict[Any, int] = {}  # provider's chunk index -> position in the step
+        self._chunk_source: str | None = None  # id of the model response being streamed
+        self.pending_tool_usage: dict[str, dict] = {}  # tool_calls step id -> usage awaiting outputs
+
+    # --- dispatch ---------------------------------------------------------------------------
+
+    def handle(self, mode: str, payload: Any) -> list[Event]:
+        handler = getattr(self, f"on_{mode}", None)
+        return handler(payload) if handler else []
+
+    # --- run lifecycle ------------------------------------------------------------------------
+
+    def _run_event(self, status: str, **fields) -> Event:
+        self.run.update(status=status, **fields)
+        return Event(f"thread.run.{status}", copy.deepcopy(self.run))
+
+    def start(self) -> list[Event]:
+        return [self._run_event("in_progress", started_at=self.run.get("started_at") or self._now())]
+
+    def finish(self, usage: dict | None, incomplete: str | None) -> list[Event]:
+        events = self._close_message(incomplete_reason="max_tokens" if incomplete else None)
+        events += self._close_steps("completed" if not incomplete else "cancelled")
+        common = {"usage": usage_json(usage), "required_action": None, "expires_at": None}
+        if incomplete:
+            events.append(self._run_event("incomplete", incomplete_details={"reason": incomplete}, **common))
+        else:
+            events.append(self._run_event("completed", completed_at=self._now(), **common))
+        return events
+
+    def fail(self, code: str, message: str, usage: dict | None = None) -> list[Event]:
+        error = {"code": code, "message": message}
+        events = self._close_steps("failed", last_error=error)
+        events += self._close_message(incomplete_reason="run_failed")
+        events.append(
+            self._run_event(
+                "failed", failed_at=self._now(), last_error=error, required_action=None,
+                expires_at=None, usage=usage_json(usage) if usage else None,
+            )
+        )
+        return events
+
+    def cancelling(self) -> list[Event]:
+        return [self._run_event("cancelling")]
+
+    def cancel(self, usage: dict | None = None) -> list[Event]:
+        events = self._close_steps("cancelled")
+        events += self._close_message(incomplete_reason="run_cancelled")
+        events.append(
+            self._run_event(
+                "cancelled", cancelled_at=self._now(), required_action=None, expires_at=None,
+                usage=usage_json(usage) if usage else None,
+            )
+        )
+        return events
+
+    def expire(self) -> list[Event]:
+        events = self._close_steps("expired")
+        events += self._close_message(incomplete_reason="run_expired")
+        events.append(self._run_event("expired", required_action=None))
+        return events
+
+    # --- graph events -------------------------------------------------------------------------
+
+    def on_messages(self, payload: tuple[BaseMessage, dict]) -> list[Event]:
+        chunk, meta = payload
+        if meta.get("langgraph_node") != MODEL_NODE or not isinstance(chunk, AIMessage):
+            return []
+        events: list[Event] = []
+        if chunk.id and chunk.id != self._chunk_source:
+            self._chunk_source = chunk.id
+        text = _text_of(chunk.content)
+        if text:
+            events += self._text_delta(text)
+        if isinstance(chunk, AIMessageChunk):
+            pieces = [
+                (c.get("index", i), c.get("id"), c.get("name"), c.get("args") or "")
+                for i, c in enumerate(chunk.tool_call_chunks)
+            ]
+        else:  # a provider that does not stream hands over the whole message at once
+            pieces = [
+                (i, c.get("id"), c.get("name"), json.dumps(c.get("args", {})))
+                for i, c in enumerate(chunk.tool_calls)
+            ]
+        for index, raw_id, name, args in pieces:
+            events += self._tool_call_delta(index, raw_id, name, args)
+        return events
+
+    def on_updates(self, payload: dict) -> list[Event]:
+        events: list[Event] = []
+        for node, update in payload.items():
+            if node == "__interrupt__":
+                events += self._requires_action(update)
+            elif node == MODEL_NODE and update:
+                events += self._model_turn_done(update)
+        return events
+
+    # --- message creation -----------------------------------------------------------------------
+
+    def _text_delta(self, text: str) -> list[Event]:
+        events: list[Event] = []
+        if self._message is None:
+            events += self._open_message()
+        first = not self._text
+        self._text.append(text)
+        block: dict[str, Any] = {"index": 0, "type": "text", "text": {"value": text}}
+        if first:
+            block["text"]["annotations"] = []
+        events.append(
+            Event(
+                "thread.message.delta",
+                {"id": self._message["id"], "object": "thread.message.delta", "delta": {"content": [block]}},
+            )
+        )
+        return events
+
+    def _open_message(self) -> list[Event]:
+        message_id = self._new_id("message")
+        step = objects.run_step(
+            self.run,
+            self._new_id("step"),
+            {"type": "message_creation", "message_creation": {"message_id": message_id}},
+        )
+        self._message_step = step
+        self._message = objects.assistant_message(self.run["thread_id"], self.run, message_id)
+        self._text = []
+        return [
+            Event("thread.run.step.created", copy.deepcopy(step)),
+            Event("thread.run.step.in_progress", copy.deepcopy(step)),
+            Event("thread.message.created", copy.deepcopy(self._message)),
+            Event("thread.message.in_progress", copy.deepcopy(self._message)),
+        ]
+
+    def _close_message(self, *, incomplete_reason: str | None, usage: dict | None = None, text: str | None = None) -> list[Event]:
+        events: list[Event] = []
+        for stale in self._stale_messages:
+            stale.update(status="incomplete", incomplete_at=self._now(), incomplete_details={"reason": incomplete_reason or "run_failed"})
+            events.append(Event("thread.message.incomplete", stale))
+        self._stale_messages = []
+        if self._message is None:
+            return events
+        value = text if text is not None else "".join(self._text)
+        message = self._message
+        message["content"] = [{"type": "text", "text": {"value": value, "annotations": []}}]
+        if incomplete_reason:
+            message.update(status="incomplete", incomplete_at=self._now(), incomplete_details={"reason": incomplete_reason})
+            events.append(Event("thread.message.incomplete", copy.deepcopy(message)))
+        else:
+            message.update(status="completed", completed_at=self._now())
+            events.append(Event("thread.message.completed", copy.deepcopy(message)))
+        step = self._message_step
+        if incomplete_reason in (None, "max_tokens"):
+            step.update(status="completed", completed_at=self._now(), usage=usage_json(usage) if usage else step["usage"])
+            events.append(Event("thread.run.step.completed", copy.deepcopy(step)))
+        self._message = None
+        if incomplete_reason in (None, "max_tokens"):
+            self._message_step = None
+        return events
+
+    # --- tool calls -----------------------------------------------------------------------------
+
+    def _tool_call_delta(self, index: Any, raw_id: str | None, name: str | None, args: str) -> list[Event]:
+        events: list[Event] = []
+        if self._message is not None:
+            events += self._close_message(incomplete_reason=None)
+        if self._tool_step is None:
+            step = objects.run_step(self.run, self._new_id("step"), {"type": "tool_calls", "tool_calls": []})
+            self._tool_step = step
+            self._calls, self._call_pos = [], {}
+            events += [
+                Event("thread.run.step.created", copy.deepcopy(step)),
+                Event("thread.run.step.in_progress", copy.deepcopy(step)),
+            ]
+        if index not in self._call_pos:
+            pos = len(self._calls)
+            self._call_pos[index] = pos
+            call = {
+                "id": normalize_call_id(raw_id, self._chunk_source, pos),
+                "name": name or "",
+                "arguments": args,
+            }
+            self._calls.append(call)
+            body = {
+                "index": pos,
+                "id": call["id"],
+                "type": "function",
+                "function": {"name": call["name"], "arguments": args, "output": None},
+            }
+        else:
+            pos = self._call_pos[index]
+            self._calls[pos]["arguments"] += args
+            if not args:
+                return events
+            body = {"index": pos, "type": "function", "function": {"arguments": args}}
+        events.append(
+            Event(
+                "thread.run.step.delta",
+                {
+                    "id": self._tool_step["id"],
+                    "object": "thread.run.step.delta",
+                    "delta": {"step_details": {"type": "tool_calls", "tool_calls": [body]}},
+                },
+            )
+        )
+        return events
+
+    def _model_turn_done(self, update: dict) -> list[Event]:
+        messages = update.get("messages") or []
+        if not messages:
+            return []
+        response: AIMessage = messages[-1]
+        usage = update.get("usage")
+        events: list[Event] = []
+        if self._chunk_source != response.id or (not self._text and not self._calls):
+            # Nothing was streamed for this response: replay it as one delta.
+            self._chunk_source = response.id
+            events += self.on_messages((response, {"langgraph_node": MODEL_NODE}))
+        text = _text_of(response.content)
+        if self._message is None and self._tool_step is None:
+            events += self._open_message()  # an empty answer is still an (empty) message
+        if self._message is not None:
+            if response.tool_calls:
+                events += self._close_message(incomplete_reason=None, text=text)
+            elif update.get("incomplete") == "max_completion_tokens":
+                self._message_step["usage"] = usage_json(usage)
+                events += self._close_message(incomplete_reason="max_tokens", text=text)
+            else:
+                events += self._close_message(incomplete_reason=None, usage=usage, text=text)
+        if self._tool_step is not None:
+            # Final ids/arguments come from the graph's normalised message.
+            for pos, call in enumerate(response.tool_calls):
+                if pos < len(self._calls):
+                    self._calls[pos]["id"] = call["id"]
+                    self._calls[pos]["name"] = call["name"]
+            del self._calls[len(response.tool_calls):]
+            self._tool_step["step_details"]["tool_calls"] = [
+                {"id": c["id"], "type": "function", "function": {"name": c["name"], "arguments": c["arguments"], "output": None}}
+                for c in self._calls
+            ]
+            self.pending_tool_usage[self._tool_step["id"]] = usage_json(usage)
+        return events
+
+    def _requires_action(self, interrupts: Any) -> list[Event]:
+        if self._tool_step is None:
+            return []
+        calls = [
+            {"id": c["id"], "type": "function", "function": {"name": c["name"], "arguments": c["arguments"]}}
+            for c in self._calls
+        ]
+        step = self._tool_step
+        # The step stays open while the client works; it is closed on submit.
+        self._stale_steps.append(copy.deepcopy(step))
+        self._tool_step = None
+        return [
+            Event("thread.run.step.snapshot", copy.deepcopy(step), publish=False),
+            self._run_event(
+                "requires_action",
+                required_action={"type": "submit_tool_outputs", "submit_tool_outputs": {"tool_calls": calls}},
+            ),
+        ]
+
+    def _close_steps(self, status: str, last_error: dict | None = None) -> list[Event]:
+        events: list[Event] = []
+        open_steps = self._stale_steps + [s for s in (self._message_step, self._tool_step) if s is not None]
+        stamp = {"completed": "completed_at", "failed": "failed_at", "cancelled": "cancelled_at", "expired": "expired_at"}[status]
+        for step in open_steps:
+            if step["status"] != "in_progress":
+                continue
+            step.update(status=status, **{stamp: self._now()})
+            if last_error:
+                step["last_error"] = last_error
+            events.append(Event(f"thread.run.step.{status}", copy.deepcopy(step)))
+        self._stale_steps = []
+        self._tool_step = None
+        if self._message is None:
+            self._message_step = None
+        return events

@@ -1,0 +1,61 @@
+"""Append-only schema migrations. Never edit an applied entry: add a new one.
+
+Each API object is stored whole as `obj` (the exact JSON the API returns) beside the
+columns that queries filter or order on; `seq` gives a total insertion order for
+cursor pagination, since `created_at` only has second resolution.
+"""
+
+from __future__ import annotations
+
+MIGRATIONS: list[str] = [
+    # 0: bookkeeping is created by the runner itself.
+    """
+    CREATE TABLE assistants (
+        id text PRIMARY KEY,
+        seq bigserial UNIQUE,
+        obj jsonb NOT NULL
+    );
+    CREATE TABLE threads (
+        id text PRIMARY KEY,
+        seq bigserial UNIQUE,
+        obj jsonb NOT NULL
+    );
+    CREATE TABLE messages (
+        id text PRIMARY KEY,
+        seq bigserial UNIQUE,
+        thread_id text NOT NULL REFERENCES threads(id) ON DELETE CASCADE,
+        run_id text,
+        obj jsonb NOT NULL
+    );
+    CREATE INDEX messages_thread_seq ON messages (thread_id, seq);
+    CREATE TABLE runs (
+        id text PRIMARY KEY,
+        seq bigserial UNIQUE,
+        thread_id text NOT NULL REFERENCES threads(id) ON DELETE CASCADE,
+        status text NOT NULL,
+        job_id bigint,
+        config jsonb NOT NULL,
+        obj jsonb NOT NULL
+    );
+    CREATE INDEX runs_thread_seq ON runs (thread_id, seq);
+    CREATE INDEX runs_active ON runs (thread_id)
+        WHERE status IN ('queued', 'in_progress', 'requires_action', 'cancelling');
+    CREATE TABLE run_steps (
+        id text PRIMARY KEY,
+        seq bigserial UNIQUE,
+        run_id text NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+        pending_usage jsonb,
+        obj jsonb NOT NULL
+    );
+    CREATE INDEX run_steps_run_seq ON run_steps (run_id, seq);
+    -- Event payloads too large for NOTIFY, read by streams in other processes.
+    CREATE TABLE run_event_payloads (
+        id bigserial PRIMARY KEY,
+        run_id text NOT NULL,
+        created_at timestamptz NOT NULL DEFAULT now(),
+        payload jsonb NOT NULL
+    );
+    """,
+    # 1: the job queue's own schema (procrastinate), applied once like ours.
+    "PROCRASTINATE_SCHEMA",
+]

@@ -1,0 +1,52 @@
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from api import objects, schemas, store
+from api.deps import App, AssistantId, PageParams
+from api.errors import not_found
+
+router = APIRouter(prefix="/assistants", tags=["assistants"])
+
+
+@router.post("")
+async def create_assistant(body: schemas.CreateAssistant, app: App) -> dict:
+    assistant = objects.assistant(body)
+    async with app.pool.connection() as conn:
+        await store.insert_assistant(conn, assistant)
+    return assistant
+
+
+@router.get("")
+async def list_assistants(app: App, page: PageParams) -> dict:
+    async with app.pool.connection() as conn:
+        items, more = await store.list_page(conn, "assistants", filters={}, **vars(page))
+    return objects.page(items, more)
+
+
+@router.get("/{assistant_id}")
+async def retrieve_assistant(assistant_id: AssistantId, app: App) -> dict:
+    async with app.pool.connection() as conn:
+        assistant = await store.get(conn, "assistants", assistant_id)
+    if assistant is None:
+        raise not_found("assistant", assistant_id)
+    return assistant
+
+
+@router.post("/{assistant_id}")
+async def modify_assistant(assistant_id: AssistantId, body: schemas.ModifyAssistant, app: App) -> dict:
+    async with app.pool.connection() as conn, conn.transaction():
+        current = await store.get(conn, "assistants", assistant_id, for_update=True)
+        if current is None:
+            raise not_found("assistant", assistant_id)
+        updated = objects.modify_assistant(current, body)
+        await store.replace(conn, "assistants", updated)
+    return updated
+
+
+@router.delete("/{assistant_id}")
+async def delete_assistant(assistant_id: AssistantId, app: App) -> dict:
+    async with app.pool.connection() as conn:
+        if not await store.delete(conn, "assistants", assistant_id):
+            raise not_found("assistant", assistant_id)
+    return objects.deleted(assistant_id, "assistant")

@@ -1,0 +1,100 @@
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from api import objects, schemas, store
+from api.deps import App, Include, PageParams, RunId, StepId, ThreadId
+from api.errors import not_found
+from api.run_control import add_messages, cancel_run, create_run, start_run, submit_tool_outputs
+
+router = APIRouter(tags=["runs"])
+
+
+@router.post("/threads/runs")
+async def create_thread_and_run(body: schemas.CreateThreadAndRun, app: App, include: Include = None) -> dict:
+    spec = body.thread or schemas.CreateThread()
+    resources = body.tool_resources if body.tool_resources is not None else spec.tool_resources
+    thread = objects.thread(spec.metadata, resources)
+    async with app.pool.connection() as conn, conn.transaction():
+        await store.insert_thread(conn, thread)
+        await add_messages(conn, thread["id"], spec.messages)
+        run, events = await create_run(app, conn, thread["id"], body)
+        await app.sink.emit(events, run_id=run["id"], conn=conn)
+    await start_run(app, run)
+    return run
+
+
+@router.post("/threads/{thread_id}/runs")
+async def create_thread_run(thread_id: ThreadId, body: schemas.CreateRun, app: App, include: Include = None) -> dict:
+    async with app.pool.connection() as conn, conn.transaction():
+        run, events = await create_run(
+            app,
+            conn,
+            thread_id,
+            body,
+            additional_instructions=body.additional_instructions,
+            additional_messages=body.additional_messages,
+        )
+        await app.sink.emit(events, run_id=run["id"], conn=conn)
+    await start_run(app, run)
+    return run
+
+
+@router.get("/threads/{thread_id}/runs")
+async def list_runs(thread_id: ThreadId, app: App, page: PageParams) -> dict:
+    async with app.pool.connection() as conn:
+        if await store.get(conn, "threads", thread_id) is None:
+            raise not_found("thread", thread_id)
+        items, more = await store.list_page(conn, "runs", filters={"thread_id": thread_id}, **vars(page))
+    return objects.page(items, more)
+
+
+async def _run(conn, thread_id: str, run_id: str, *, for_update: bool = False) -> dict:
+    run = await store.get(conn, "runs", run_id, for_update=for_update)
+    if run is None or run["thread_id"] != thread_id:
+        raise not_found("run", run_id)
+    return run
+
+
+@router.get("/threads/{thread_id}/runs/{run_id}")
+async def retrieve_run(thread_id: ThreadId, run_id: RunId, app: App) -> dict:
+    async with app.pool.connection() as conn:
+        return await _run(conn, thread_id, run_id)
+
+
+@router.post("/threads/{thread_id}/runs/{run_id}")
+async def modify_run(thread_id: ThreadId, run_id: RunId, body: schemas.ModifyRun, app: App) -> dict:
+    async with app.pool.connection() as conn, conn.transaction():
+        run = await _run(conn, thread_id, run_id, for_update=True)
+        if "metadata" in body.model_fields_set:
+            run["metadata"] = body.metadata or {}
+        await store.replace(conn, "runs", run)
+    return run
+
+
+@router.post("/threads/{thread_id}/runs/{run_id}/cancel")
+async def cancel(thread_id: ThreadId, run_id: RunId, app: App) -> dict:
+    return await cancel_run(app, thread_id, run_id)
+
+
+@router.post("/threads/{thread_id}/runs/{run_id}/submit_tool_outputs")
+async def submit(thread_id: ThreadId, run_id: RunId, body: schemas.SubmitToolOutputs, app: App) -> dict:
+    return await submit_tool_outputs(app, thread_id, run_id, body)
+
+
+@router.get("/threads/{thread_id}/runs/{run_id}/steps")
+async def list_steps(thread_id: ThreadId, run_id: RunId, app: App, page: PageParams, include: Include = None) -> dict:
+    async with app.pool.connection() as conn:
+        await _run(conn, thread_id, run_id)
+        items, more = await store.list_page(conn, "run_steps", filters={"run_id": run_id}, **vars(page))
+    return objects.page(items, more)
+
+
+@router.get("/threads/{thread_id}/runs/{run_id}/steps/{step_id}")
+async def retrieve_step(thread_id: ThreadId, run_id: RunId, step_id: StepId, app: App, include: Include = None) -> dict:
+    async with app.pool.connection() as conn:
+        await _run(conn, thread_id, run_id)
+        step = await store.get(conn, "run_steps", step_id)
+    if step is None or step["run_id"] != run_id:
+        raise not_found("run step", step_id)
+    return step

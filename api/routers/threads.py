@@ -1,0 +1,109 @@
+from __future__ import annotations
+
+from fastapi import APIRouter, Query
+
+from api import objects, schemas, store
+from api.deps import App, MessageId, PageParams, ThreadId
+from api.errors import not_found
+from api.run_control import add_messages, ensure_unlocked_for_messages, lock_thread
+
+router = APIRouter(prefix="/threads", tags=["threads"])
+
+
+@router.post("")
+async def create_thread(app: App, body: schemas.CreateThread | None = None) -> dict:
+    body = body or schemas.CreateThread()
+    thread = objects.thread(body.metadata, body.tool_resources)
+    async with app.pool.connection() as conn, conn.transaction():
+        await store.insert_thread(conn, thread)
+        await add_messages(conn, thread["id"], body.messages)
+    return thread
+
+
+async def _thread(conn, thread_id: str) -> dict:
+    thread = await store.get(conn, "threads", thread_id)
+    if thread is None:
+        raise not_found("thread", thread_id)
+    return thread
+
+
+@router.get("/{thread_id}")
+async def retrieve_thread(thread_id: ThreadId, app: App) -> dict:
+    async with app.pool.connection() as conn:
+        return await _thread(conn, thread_id)
+
+
+@router.post("/{thread_id}")
+async def modify_thread(thread_id: ThreadId, body: schemas.ModifyThread, app: App) -> dict:
+    async with app.pool.connection() as conn, conn.transaction():
+        thread = await store.get(conn, "threads", thread_id, for_update=True)
+        if thread is None:
+            raise not_found("thread", thread_id)
+        if "metadata" in body.model_fields_set:
+            thread["metadata"] = body.metadata or {}
+        if "tool_resources" in body.model_fields_set:
+            thread["tool_resources"] = objects.tool_resources_json(body.tool_resources)
+        await store.replace(conn, "threads", thread)
+    return thread
+
+
+@router.delete("/{thread_id}")
+async def delete_thread(thread_id: ThreadId, app: App) -> dict:
+    async with app.pool.connection() as conn:
+        if not await store.delete(conn, "threads", thread_id):
+            raise not_found("thread", thread_id)
+    return objects.deleted(thread_id, "thread")
+
+
+# --- messages --------------------------------------------------------------------------------
+
+
+@router.post("/{thread_id}/messages")
+async def create_message(thread_id: ThreadId, body: schemas.CreateMessage, app: App) -> dict:
+    async with app.pool.connection() as conn, conn.transaction():
+        await lock_thread(conn, thread_id)
+        await ensure_unlocked_for_messages(conn, thread_id)
+        (message,) = await add_messages(conn, thread_id, [body])
+    return message
+
+
+@router.get("/{thread_id}/messages")
+async def list_messages(thread_id: ThreadId, app: App, page: PageParams, run_id: str | None = Query(None)) -> dict:
+    filters = {"thread_id": thread_id}
+    if run_id is not None:
+        filters["run_id"] = run_id
+    async with app.pool.connection() as conn:
+        await _thread(conn, thread_id)
+        items, more = await store.list_page(conn, "messages", filters=filters, **vars(page))
+    return objects.page(items, more)
+
+
+async def _message(conn, thread_id: str, message_id: str, *, for_update: bool = False) -> dict:
+    message = await store.get(conn, "messages", message_id, for_update=for_update)
+    if message is None or message["thread_id"] != thread_id:
+        raise not_found("message", message_id)
+    return message
+
+
+@router.get("/{thread_id}/messages/{message_id}")
+async def retrieve_message(thread_id: ThreadId, message_id: MessageId, app: App) -> dict:
+    async with app.pool.connection() as conn:
+        return await _message(conn, thread_id, message_id)
+
+
+@router.post("/{thread_id}/messages/{message_id}")
+async def modify_message(thread_id: ThreadId, message_id: MessageId, body: schemas.ModifyMessage, app: App) -> dict:
+    async with app.pool.connection() as conn, conn.transaction():
+        message = await _message(conn, thread_id, message_id, for_update=True)
+        if "metadata" in body.model_fields_set:
+            message["metadata"] = body.metadata or {}
+        await store.replace(conn, "messages", message)
+    return message
+
+
+@router.delete("/{thread_id}/messages/{message_id}")
+async def delete_message(thread_id: ThreadId, message_id: MessageId, app: App) -> dict:
+    async with app.pool.connection() as conn:
+        await _message(conn, thread_id, message_id)
+        await store.delete(conn, "messages", message_id)
+    return objects.deleted(message_id, "thread.message")

@@ -1,0 +1,163 @@
+"""Starting, resuming and cancelling runs: the API side of the run lifecycle."""
+
+from __future__ import annotations
+
+import logging
+
+from psycopg import AsyncConnection
+from psycopg.types.json import Jsonb
+
+from api import objects, schemas, store
+from api.deps import Services
+from api.errors import InvalidRequest, not_found
+from api.ids import now
+from api.events import RunPreempted
+from api.mapper import Event, RunEventMapper
+
+log = logging.getLogger(__name__)
+
+SET_RESUME = "UPDATE runs SET config = config || %s WHERE id = %s"
+
+
+async def lock_thread(conn: AsyncConnection, thread_id: str) -> dict:
+    """Locks the thread row for the transaction: serialises 'is a run active?' decisions."""
+    thread = await store.get(conn, "threads", thread_id, for_update=True)
+    if thread is None:
+        raise not_found("thread", thread_id)
+    return thread
+
+
+async def ensure_unlocked_for_messages(conn: AsyncConnection, thread_id: str) -> None:
+    active = await store.active_run_id(conn, thread_id)
+    if active:
+        raise InvalidRequest(f"Can't add messages to {thread_id} while a run {active} is active.")
+
+
+async def add_messages(conn: AsyncConnection, thread_id: str, messages: list[schemas.CreateMessage] | None) -> list[dict]:
+    created = []
+    for body in messages or []:
+        message = objects.user_message(thread_id, body)
+        await store.insert_message(conn, message)
+        created.append(message)
+    return created
+
+
+def check_tools(run: dict) -> None:
+    choice = run["tool_choice"]
+    if isinstance(choice, dict) and choice.get("type") == "function":
+        names = {t["function"]["name"] for t in run["tools"] if t["type"] == "function"}
+        if choice["function"]["name"] not in names:
+            raise InvalidRequest(
+                f"tool_choice names function '{choice['function']['name']}', which is not among the run's tools.",
+                param="tool_choice",
+            )
+
+
+async def create_run(
+    svc: Services,
+    conn: AsyncConnection,
+    thread_id: str,
+    body: schemas.RunFields,
+    *,
+    additional_instructions: str | None = None,
+    additional_messages: list[schemas.CreateMessage] | None = None,
+) -> tuple[dict, list[Event]]:
+    """Inside the caller's transaction: validate, lock the thread, insert the run. Returns the run
+    and its opening events; the caller commits, then calls `start_run`."""
+    assistant = await store.get(conn, "assistants", body.assistant_id)
+    if assistant is None:
+        raise not_found("assistant", body.assistant_id)
+    await lock_thread(conn, thread_id)
+    active = await store.active_run_id(conn, thread_id)
+    if active:
+        raise InvalidRequest(f"Thread {thread_id} already has an active run {active}.")
+    await add_messages(conn, thread_id, additional_messages)
+    run = objects.run(
+        thread_id, assistant, body, svc.settings.run_expires_after, additional_instructions=additional_instructions
+    )
+    check_tools(run)
+    await store.insert_run(conn, run, {})
+    return run, [Event("thread.run.created", run), Event("thread.run.queued", run)]
+
+
+async def start_run(svc: Services, run: dict, *, arm_expiry: bool = True) -> None:
+    """After the run row is committed: hand it to the executors (and, when new, arm its expiry)."""
+    try:
+        job_id = await svc.queue.enqueue_run(run["id"])
+        if arm_expiry:
+            await svc.queue.schedule_expiry(run["id"], run["expires_at"])
+    except Exception as exc:
+        log.exception("could not enqueue run %s", run["id"])
+        await svc.sink.emit(
+            RunEventMapper(run).fail("server_error", f"The run could not be queued: {exc}"), run_id=run["id"]
+        )
+        return
+    async with svc.pool.connection() as conn:
+        await store.set_run_job(conn, run["id"], job_id)
+
+
+async def submit_tool_outputs(svc: Services, thread_id: str, run_id: str, body: schemas.SubmitToolOutputs) -> dict:
+    async with svc.pool.connection() as conn, conn.transaction():
+        run = await store.get(conn, "runs", run_id, for_update=True)
+        if run is None or run["thread_id"] != thread_id:
+            raise not_found("run", run_id)
+        if run["status"] != "requires_action" or not run.get("required_action"):
+            raise InvalidRequest(
+                f"Runs in status \"{run['status']}\" do not accept tool outputs.", param="tool_outputs"
+            )
+        expected = [c["id"] for c in run["required_action"]["submit_tool_outputs"]["tool_calls"]]
+        given = {o.tool_call_id: o.output for o in body.tool_outputs}
+        unknown = [i for i in given if i not in expected]
+        if unknown:
+            raise InvalidRequest(
+                f"Tool call ids {unknown} are not awaiting outputs in {run_id}; expected {expected}.",
+                param="tool_outputs",
+            )
+        missing = [i for i in expected if i not in given]
+        if missing:
+            raise InvalidRequest(
+                f"Expected tool outputs for call_ids {expected}, got {list(given)}.", param="tool_outputs"
+            )
+        events: list[Event] = []
+        for step in await store.open_steps(conn, run_id):
+            usage = step.pop("_pending_usage", None)
+            if step["type"] != "tool_calls":
+                continue
+            for call in step["step_details"]["tool_calls"]:
+                if call["id"] in given:
+                    call["function"]["output"] = given[call["id"]]
+            step.update(status="completed", completed_at=now(), usage=usage)
+            events.append(Event("thread.run.step.completed", step))
+        run.update(status="queued", required_action=None)
+        events.append(Event("thread.run.queued", run))
+        await conn.execute(SET_RESUME, (Jsonb({"resume": given}), run_id))
+        await svc.sink.emit(events, run_id=run_id, conn=conn)
+    await start_run(svc, run, arm_expiry=False)
+    return run
+
+
+async def cancel_run(svc: Services, thread_id: str, run_id: str) -> dict:
+    async with svc.pool.connection() as conn, conn.transaction():
+        run = await store.get(conn, "runs", run_id, for_update=True)
+        if run is None or run["thread_id"] != thread_id:
+            raise not_found("run", run_id)
+        if run["status"] not in ("queued", "in_progress", "requires_action"):
+            raise InvalidRequest(f"Cannot cancel run with status '{run['status']}'.")
+        previous = run["status"]
+        row = await store.run_row(conn, run_id)
+        mapper = RunEventMapper(
+            run, open_steps=await store.open_steps(conn, run_id), open_messages=await store.open_messages(conn, run_id)
+        )
+        await svc.sink.emit(mapper.cancelling(), run_id=run_id, conn=conn)
+    if previous != "requires_action":
+        job_status = await svc.queue.abort(row["job_id"])
+        if job_status in ("doing", "aborting"):
+            # The executor holding the run finishes the cancellation (it knows the partial answer).
+            return mapper.run
+    try:
+        await svc.sink.emit(mapper.cancel(), run_id=run_id)
+    except RunPreempted:
+        pass  # the executor got there first; the stored run is authoritative
+    async with svc.pool.connection() as conn:
+        return await store.get(conn, "runs", run_id)
+

@@ -1,0 +1,294 @@
+"""Request bodies of the Assistants API, validated to the limits of the contract."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+NAME_PATTERN = r"^[a-zA-Z0-9_-]{1,64}$"
+
+
+class Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+def check_metadata(value: dict[str, str] | None) -> dict[str, str] | None:
+    if value is None:
+        return value
+    if len(value) > 16:
+        raise ValueError("metadata can have at most 16 key-value pairs")
+    for key, item in value.items():
+        if len(key) > 64:
+            raise ValueError(f"metadata key '{key[:20]}...' is longer than 64 characters")
+        if len(item) > 512:
+            raise ValueError(f"metadata value of '{key}' is longer than 512 characters")
+    return value
+
+
+Metadata = Annotated[dict[str, str] | None, Field(default=None)]
+
+
+class WithMetadata(Body):
+    metadata: Metadata = None
+
+    _check_metadata = field_validator("metadata")(check_metadata)
+
+
+# --- tools -----------------------------------------------------------------------------------
+
+
+class FunctionDefinition(Body):
+    name: str = Field(pattern=NAME_PATTERN)
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+    strict: bool | None = None
+
+
+class FunctionTool(Body):
+    type: Literal["function"]
+    function: FunctionDefinition
+
+
+class CodeInterpreterTool(Body):
+    type: Literal["code_interpreter"]
+
+
+class RankingOptions(Body):
+    ranker: Literal["auto", "default_2024_08_21"] = "auto"
+    score_threshold: float = Field(default=0.0, ge=0, le=1)
+
+
+class FileSearchSettings(Body):
+    max_num_results: int | None = Field(default=None, ge=1, le=50)
+    ranking_options: RankingOptions | None = None
+
+
+class FileSearchTool(Body):
+    type: Literal["file_search"]
+    file_search: FileSearchSettings | None = None
+
+
+Tool = Annotated[Union[FunctionTool, CodeInterpreterTool, FileSearchTool], Field(discriminator="type")]
+
+
+# --- response format, tool choice, truncation ---------------------------------------------------
+
+
+class JSONSchemaFormat(Body):
+    name: str = Field(pattern=NAME_PATTERN)
+    description: str | None = None
+    schema_: dict[str, Any] | None = Field(default=None, alias="schema")
+    strict: bool | None = None
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class TextFormat(Body):
+    type: Literal["text"]
+
+
+class JSONObjectFormat(Body):
+    type: Literal["json_object"]
+
+
+class JSONSchemaResponseFormat(Body):
+    type: Literal["json_schema"]
+    json_schema: JSONSchemaFormat
+
+
+ResponseFormat = Union[
+    Literal["auto"],
+    Annotated[Union[TextFormat, JSONObjectFormat, JSONSchemaResponseFormat], Field(discriminator="type")],
+]
+
+
+class NamedFunction(Body):
+    name: str
+
+
+class FunctionToolChoice(Body):
+    type: Literal["function"]
+    function: NamedFunction
+
+
+class FileSearchToolChoice(Body):
+    type: Literal["file_search"]
+
+
+class CodeInterpreterToolChoice(Body):
+    type: Literal["code_interpreter"]
+
+
+ToolChoice = Union[
+    Literal["none", "auto", "required"],
+    Annotated[
+        Union[FunctionToolChoice, FileSearchToolChoice, CodeInterpreterToolChoice], Field(discriminator="type")
+    ],
+]
+
+
+class TruncationStrategy(Body):
+    type: Literal["auto", "last_messages"]
+    last_messages: int | None = Field(default=None, ge=1)
+
+
+# --- tool resources ------------------------------------------------------------------------------
+
+
+class CodeInterpreterResources(Body):
+    file_ids: list[str] = Field(default_factory=list, max_length=20)
+
+
+class FileSearchResources(Body):
+    vector_store_ids: list[str] = Field(default_factory=list, max_length=1)
+
+
+class ToolResources(Body):
+    code_interpreter: CodeInterpreterResources | None = None
+    file_search: FileSearchResources | None = None
+
+
+# --- assistants ----------------------------------------------------------------------------------
+
+ReasoningEffort = Literal["none", "minimal", "low", "medium", "high", "xhigh"] | None
+
+
+class AssistantFields(WithMetadata):
+    name: str | None = Field(default=None, max_length=256)
+    description: str | None = Field(default=None, max_length=512)
+    instructions: str | None = Field(default=None, max_length=256_000)
+    tools: list[Tool] | None = Field(default=None, max_length=128)
+    tool_resources: ToolResources | None = None
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    top_p: float | None = Field(default=None, ge=0, le=1)
+    response_format: ResponseFormat | None = None
+    reasoning_effort: ReasoningEffort = None
+
+
+class CreateAssistant(AssistantFields):
+    model: str = Field(min_length=1)
+
+
+class ModifyAssistant(AssistantFields):
+    model: str | None = Field(default=None, min_length=1)
+
+
+# --- messages ------------------------------------------------------------------------------------
+
+
+class TextPart(Body):
+    type: Literal["text"]
+    text: str
+
+
+class ImageURL(Body):
+    url: str
+    detail: Literal["auto", "low", "high"] | None = None
+
+
+class ImageURLPart(Body):
+    type: Literal["image_url"]
+    image_url: ImageURL
+
+
+class ImageFile(Body):
+    file_id: str
+    detail: Literal["auto", "low", "high"] | None = None
+
+
+class ImageFilePart(Body):
+    type: Literal["image_file"]
+    image_file: ImageFile
+
+
+ContentPart = Annotated[Union[TextPart, ImageURLPart, ImageFilePart], Field(discriminator="type")]
+
+
+class AttachmentTool(Body):
+    type: Literal["code_interpreter", "file_search"]
+
+
+class Attachment(Body):
+    file_id: str
+    tools: list[AttachmentTool] = Field(default_factory=list)
+
+
+class CreateMessage(WithMetadata):
+    role: Literal["user", "assistant"]
+    content: str | Annotated[list[ContentPart], Field(min_length=1)]
+    attachments: list[Attachment] | None = None
+
+    @field_validator("attachments")
+    @classmethod
+    def _no_files_yet(cls, value):
+        if value:
+            raise ValueError("file attachments need the Files API, which this server does not provide yet")
+        return value
+
+
+class ModifyMessage(WithMetadata):
+    pass
+
+
+# --- threads -------------------------------------------------------------------------------------
+
+
+class CreateThread(WithMetadata):
+    messages: list[CreateMessage] | None = None
+    tool_resources: ToolResources | None = None
+
+
+class ModifyThread(WithMetadata):
+    tool_resources: ToolResources | None = None
+
+
+# --- runs ----------------------------------------------------------------------------------------
+
+
+class RunFields(WithMetadata):
+    assistant_id: str
+    model: str | None = None
+    instructions: str | None = Field(default=None, max_length=256_000)
+    tools: list[Tool] | None = Field(default=None, max_length=20)
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    top_p: float | None = Field(default=None, ge=0, le=1)
+    stream: bool | None = None
+    max_prompt_tokens: int | None = Field(default=None, ge=256)
+    max_completion_tokens: int | None = Field(default=None, ge=256)
+    truncation_strategy: TruncationStrategy | None = None
+    tool_choice: ToolChoice | None = None
+    parallel_tool_calls: bool | None = None
+    response_format: ResponseFormat | None = None
+    reasoning_effort: ReasoningEffort = None
+
+
+class CreateRun(RunFields):
+    additional_instructions: str | None = None
+    additional_messages: list[CreateMessage] | None = None
+
+
+class CreateThreadAndRun(RunFields):
+    thread: CreateThread | None = None
+    tool_resources: ToolResources | None = None
+
+
+class ModifyRun(WithMetadata):
+    pass
+
+
+class ToolOutput(Body):
+    tool_call_id: str
+    output: str
+
+
+class SubmitToolOutputs(Body):
+    tool_outputs: list[ToolOutput] = Field(min_length=1)
+    stream: bool | None = None
+
+    @model_validator(mode="after")
+    def _unique_ids(self):
+        ids = [o.tool_call_id for o in self.tool_outputs]
+        if len(ids) != len(set(ids)):
+            raise ValueError("each tool_call_id may appear only once")
+        return self

@@ -1,0 +1,57 @@
+"""The one place configuration is read from the environment."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+import platformdirs
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="ASSISTGRAPH_", extra="ignore")
+
+    database_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("DATABASE_URL", "ASSISTGRAPH_DATABASE_URL"),
+        description="Postgres connection string. Unset: start an embedded PostgreSQL 18 in data_dir.",
+    )
+    data_dir: Path = Field(
+        default_factory=lambda: Path(platformdirs.user_data_dir("assistgraph")),
+        description="Where the embedded Postgres cluster (and later, uploaded files) live.",
+    )
+    openai_base_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("OPENAI_BASE_URL", "ASSISTGRAPH_OPENAI_BASE_URL"),
+        description="OpenAI-compatible endpoint the models are called through (OpenAI, vLLM, Ollama, One API...).",
+    )
+    openai_api_key: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("OPENAI_API_KEY", "ASSISTGRAPH_OPENAI_API_KEY"),
+        description="Key sent to the model endpoint.",
+    )
+    model_timeout: float = Field(default=600.0, description="Seconds one model call may take.")
+    model_max_retries: int = Field(default=1, description="Retries of a failed model call before the run fails.")
+    run_expires_after: int = Field(
+        default=600, description="Seconds after creation a run that has not finished becomes `expired`."
+    )
+    poll_after_ms: int = Field(
+        default=25, description="Value of the `openai-poll-after-ms` header the SDK's poll helpers wait for."
+    )
+    executor: bool = Field(
+        default=True,
+        description="Run the run executor inside `assistgraph serve`. Turn off when separate `assistgraph worker` processes execute runs.",
+    )
+    executor_concurrency: int = Field(default=100, description="Runs one executor process drives at once.")
+    executor_poll_interval: float = Field(
+        default=1.0, description="Seconds between the executor's checks for scheduled jobs (expiry)."
+    )
+    db_pool_size: int = Field(default=20, description="Maximum connections in the API's Postgres pool.")
+    log_level: str = Field(default="info", description="Log level of the server.")
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,177 @@
+"""Persistence of API objects. SQL lives here as named statements; callers pass a connection."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from psycopg import AsyncConnection, sql
+from psycopg.types.json import Jsonb
+
+from api.objects import ACTIVE_RUN_STATUSES
+
+Table = Literal["assistants", "threads", "messages", "runs", "run_steps"]
+
+SELECT_OBJ = "SELECT obj FROM {table} WHERE id = %s"
+SELECT_OBJ_FOR_UPDATE = "SELECT obj FROM {table} WHERE id = %s FOR UPDATE"
+UPDATE_OBJ = "UPDATE {table} SET obj = %s WHERE id = %s"
+DELETE_OBJ = "DELETE FROM {table} WHERE id = %s"
+SELECT_SEQ = "SELECT seq FROM {table} WHERE id = %s"
+
+INSERT_ASSISTANT = "INSERT INTO assistants (id, obj) VALUES (%s, %s)"
+INSERT_THREAD = "INSERT INTO threads (id, obj) VALUES (%s, %s)"
+INSERT_MESSAGE = "INSERT INTO messages (id, thread_id, run_id, obj) VALUES (%s, %s, %s, %s)"
+INSERT_RUN = "INSERT INTO runs (id, thread_id, status, config, obj) VALUES (%s, %s, %s, %s, %s)"
+INSERT_STEP = "INSERT INTO run_steps (id, run_id, obj) VALUES (%s, %s, %s) ON CONFLICT (id) DO UPDATE SET obj = EXCLUDED.obj"
+UPSERT_MESSAGE = """
+    INSERT INTO messages (id, thread_id, run_id, obj) VALUES (%s, %s, %s, %s)
+    ON CONFLICT (id) DO UPDATE SET obj = EXCLUDED.obj
+"""
+
+SELECT_ACTIVE_RUN = "SELECT id FROM runs WHERE thread_id = %s AND status = ANY(%s) LIMIT 1"
+# A run's status only moves along the lifecycle: the WHERE clause is the state machine, so a
+# late write (a finishing executor racing a cancel or an expiry) changes nothing.
+TRANSITION_RUN = "UPDATE runs SET status = %s, obj = %s WHERE id = %s AND status = ANY(%s) RETURNING id"
+SELECT_RUN_ROW = "SELECT obj, status, job_id, config FROM runs WHERE id = %s"
+SET_RUN_JOB = "UPDATE runs SET job_id = %s WHERE id = %s"
+SELECT_THREAD_MESSAGES = "SELECT obj FROM messages WHERE thread_id = %s ORDER BY seq"
+SELECT_OPEN_STEPS = "SELECT obj, pending_usage FROM run_steps WHERE run_id = %s AND obj->>'status' = 'in_progress' ORDER BY seq"
+SELECT_OPEN_MESSAGES = "SELECT obj FROM messages WHERE run_id = %s AND obj->>'status' = 'in_progress' ORDER BY seq"
+SET_STEP_PENDING_USAGE = "UPDATE run_steps SET pending_usage = %s WHERE id = %s"
+
+ALLOWED_FROM: dict[str, tuple[str, ...]] = {
+    "queued": ("queued", "requires_action"),
+    "in_progress": ("queued", "in_progress"),
+    "requires_action": ("in_progress",),
+    "completed": ("in_progress",),
+    "incomplete": ("in_progress",),
+    "failed": ("queued", "in_progress"),
+    "cancelling": ("queued", "in_progress", "requires_action"),
+    "cancelled": ("queued", "in_progress", "requires_action", "cancelling"),
+    "expired": ("queued", "in_progress", "requires_action", "cancelling"),
+}
+
+
+def _q(template: str, table: Table) -> sql.Composed:
+    return sql.SQL(template).format(table=sql.Identifier(table))
+
+
+async def get(conn: AsyncConnection, table: Table, object_id: str, *, for_update: bool = False) -> dict | None:
+    cur = await conn.execute(_q(SELECT_OBJ_FOR_UPDATE if for_update else SELECT_OBJ, table), (object_id,))
+    row = await cur.fetchone()
+    return row["obj"] if row else None
+
+
+async def replace(conn: AsyncConnection, table: Table, obj: dict) -> None:
+    await conn.execute(_q(UPDATE_OBJ, table), (Jsonb(obj), obj["id"]))
+
+
+async def delete(conn: AsyncConnection, table: Table, object_id: str) -> bool:
+    cur = await conn.execute(_q(DELETE_OBJ, table), (object_id,))
+    return cur.rowcount > 0
+
+
+async def insert_assistant(conn: AsyncConnection, obj: dict) -> None:
+    await conn.execute(INSERT_ASSISTANT, (obj["id"], Jsonb(obj)))
+
+
+async def insert_thread(conn: AsyncConnection, obj: dict) -> None:
+    await conn.execute(INSERT_THREAD, (obj["id"], Jsonb(obj)))
+
+
+async def insert_message(conn: AsyncConnection, obj: dict) -> None:
+    await conn.execute(INSERT_MESSAGE, (obj["id"], obj["thread_id"], obj["run_id"], Jsonb(obj)))
+
+
+async def upsert_message(conn: AsyncConnection, obj: dict) -> None:
+    await conn.execute(UPSERT_MESSAGE, (obj["id"], obj["thread_id"], obj["run_id"], Jsonb(obj)))
+
+
+async def upsert_step(conn: AsyncConnection, obj: dict) -> None:
+    await conn.execute(INSERT_STEP, (obj["id"], obj["run_id"], Jsonb(obj)))
+
+
+async def set_step_pending_usage(conn: AsyncConnection, step_id: str, usage: dict) -> None:
+    await conn.execute(SET_STEP_PENDING_USAGE, (Jsonb(usage), step_id))
+
+
+async def insert_run(conn: AsyncConnection, obj: dict, config: dict) -> None:
+    await conn.execute(INSERT_RUN, (obj["id"], obj["thread_id"], obj["status"], Jsonb(config), Jsonb(obj)))
+
+
+async def set_run_job(conn: AsyncConnection, run_id: str, job_id: int) -> None:
+    await conn.execute(SET_RUN_JOB, (job_id, run_id))
+
+
+async def transition_run(conn: AsyncConnection, obj: dict) -> bool:
+    """Store `obj` if its status may follow the stored one; False means someone else moved the run on."""
+    cur = await conn.execute(
+        TRANSITION_RUN, (obj["status"], Jsonb(obj), obj["id"], list(ALLOWED_FROM[obj["status"]]))
+    )
+    return cur.rowcount > 0
+
+
+async def run_row(conn: AsyncConnection, run_id: str) -> dict | None:
+    cur = await conn.execute(SELECT_RUN_ROW, (run_id,))
+    return await cur.fetchone()
+
+
+async def active_run_id(conn: AsyncConnection, thread_id: str) -> str | None:
+    cur = await conn.execute(SELECT_ACTIVE_RUN, (thread_id, list(ACTIVE_RUN_STATUSES)))
+    row = await cur.fetchone()
+    return row["id"] if row else None
+
+
+async def thread_messages(conn: AsyncConnection, thread_id: str) -> list[dict]:
+    cur = await conn.execute(SELECT_THREAD_MESSAGES, (thread_id,))
+    return [row["obj"] for row in await cur.fetchall()]
+
+
+async def open_steps(conn: AsyncConnection, run_id: str) -> list[dict]:
+    cur = await conn.execute(SELECT_OPEN_STEPS, (run_id,))
+    return [{**row["obj"], "_pending_usage": row["pending_usage"]} for row in await cur.fetchall()]
+
+
+async def open_messages(conn: AsyncConnection, run_id: str) -> list[dict]:
+    cur = await conn.execute(SELECT_OPEN_MESSAGES, (run_id,))
+    return [row["obj"] for row in await cur.fetchall()]
+
+
+async def list_page(
+    conn: AsyncConnection,
+    table: Table,
+    *,
+    filters: dict[str, Any],
+    limit: int,
+    order: str,
+    after: str | None,
+    before: str | None,
+) -> tuple[list[dict], bool]:
+    """Cursor pagination over insertion order; `after`/`before` are ids, read in the requested order."""
+    where = [sql.SQL("{} = %s").format(sql.Identifier(col)) for col in filters]
+    params: list[Any] = list(filters.values())
+    desc = order == "desc"
+    for cursor, forward in ((after, True), (before, False)):
+        if cursor is None:
+            continue
+        cur = await conn.execute(_q(SELECT_SEQ, table), (cursor,))
+        row = await cur.fetchone()
+        if row is None:
+            continue
+        # "after" in descending order means smaller seq; "before" flips it.
+        op = "<" if desc == forward else ">"
+        where.append(sql.SQL("seq " + op + " %s"))
+        params.append(row["seq"])
+    # Reading "before" walks away from the cursor, so fetch in reverse and flip back.
+    reverse = before is not None and after is None
+    direction = "ASC" if (desc == reverse) else "DESC"
+    query = sql.SQL("SELECT obj FROM {table} {where} ORDER BY seq " + direction + " LIMIT %s").format(
+        table=sql.Identifier(table),
+        where=sql.SQL("WHERE ") + sql.SQL(" AND ").join(where) if where else sql.SQL(""),
+    )
+    params.append(limit + 1)
+    rows = [row["obj"] for row in await (await conn.execute(query, params)).fetchall()]
+    has_more = len(rows) > limit
+    rows = rows[:limit]
+    if reverse:
+        rows.reverse()
+    return rows, has_more

@@ -1,0 +1,56 @@
+"""Per-run settings, supplied by whoever runs the graph (the API's executor, or a person in Studio)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(kw_only=True)
+class Context:
+    model: str = field(
+        default="gpt-4o-mini",
+        metadata={"description": "Chat model name, passed through to the OpenAI-compatible endpoint."},
+    )
+    instructions: str = field(
+        default="",
+        metadata={"description": "System instructions: the assistant's, replaced or extended by the run's."},
+    )
+    tools: list[dict[str, Any]] = field(
+        default_factory=list,
+        metadata={"description": "OpenAI `function` tool definitions the model may call; the client executes them."},
+    )
+    tool_choice: str | dict[str, Any] | None = field(
+        default=None,
+        metadata={"description": "`none`, `auto`, `required` or a named function (OpenAI's tool_choice)."},
+    )
+    parallel_tool_calls: bool = field(
+        default=True, metadata={"description": "Whether the model may call several tools in one turn."}
+    )
+    temperature: float | None = field(default=None, metadata={"description": "Sampling temperature (0-2)."})
+    top_p: float | None = field(default=None, metadata={"description": "Nucleus sampling mass (0-1)."})
+    response_format: dict[str, Any] | None = field(
+        default=None,
+        metadata={"description": "OpenAI response_format: text, json_object or json_schema; None for the model's default."},
+    )
+    reasoning_effort: str | None = field(
+        default=None, metadata={"description": "Reasoning effort for reasoning models, passed through."}
+    )
+    last_messages: int | None = field(
+        default=None,
+        metadata={"description": "Keep only this many most recent thread messages (truncation `last_messages`)."},
+    )
+    max_prompt_tokens: int | None = field(
+        default=None, metadata={"description": "Prompt-token budget for the whole run, summed over model calls."}
+    )
+    max_completion_tokens: int | None = field(
+        default=None, metadata={"description": "Completion-token budget for the whole run, summed over model calls."}
+    )
+    base_url: str | None = field(
+        default=None, metadata={"description": "OpenAI-compatible endpoint; None uses the client library's default."}
+    )
+    api_key: str | None = field(
+        default=None, metadata={"description": "Key for the model endpoint; never stored in checkpoints."}
+    )
+    timeout: float = field(default=600.0, metadata={"description": "Seconds one model call may take."})
+    max_retries: int = field(default=1, metadata={"description": "Retries of a failed model call."})

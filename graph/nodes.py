@@ -1,0 +1,144 @@
+"""The graph's nodes: plain async functions of (state, runtime)."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from langchain_core.messages import AIMessage, AnyMessage, SystemMessage, ToolMessage
+from langchain_core.messages.utils import count_tokens_approximately, trim_messages
+from langchain_openai import ChatOpenAI
+from langgraph.graph import END
+from langgraph.runtime import Runtime
+from langgraph.types import interrupt
+
+from graph.context import Context
+from graph.state import State
+
+_CALL_ID = re.compile(r"^call_[A-Za-z0-9_-]+$")
+
+
+def normalize_call_id(raw: str | None, message_id: str | None, index: int) -> str:
+    """OpenAI clients expect `call_` ids; other providers send other shapes, or none."""
+    if raw and _CALL_ID.match(raw):
+        return raw
+    basis = raw or f"{message_id or 'msg'}_{index}"
+    return "call_" + re.sub(r"[^A-Za-z0-9_-]", "", basis)[-40:]
+
+
+def chat_model(ctx: Context, max_tokens: int | None) -> ChatOpenAI:
+    extra: dict[str, Any] = {}
+    if ctx.reasoning_effort:
+        extra["reasoning_effort"] = ctx.reasoning_effort
+    return ChatOpenAI(
+        model=ctx.model,
+        base_url=ctx.base_url,
+        api_key=ctx.api_key or "not-needed",
+        temperature=ctx.temperature,
+        top_p=ctx.top_p,
+        max_tokens=max_tokens,
+        timeout=ctx.timeout,
+        max_retries=ctx.max_retries,
+        streaming=True,
+        stream_usage=True,
+        **extra,
+    )
+
+
+def _bind(model: ChatOpenAI, ctx: Context):
+    kwargs: dict[str, Any] = {}
+    if ctx.response_format:
+        kwargs["response_format"] = ctx.response_format
+    if not ctx.tools:
+        return model.bind(**kwargs) if kwargs else model
+    tool_choice = ctx.tool_choice
+    if isinstance(tool_choice, dict):
+        tool_choice = tool_choice.get("function", {}).get("name")
+    if not ctx.parallel_tool_calls:
+        kwargs["parallel_tool_calls"] = False
+    return model.bind_tools(ctx.tools, tool_choice=tool_choice, **kwargs)
+
+
+def _prompt(state: State, ctx: Context) -> tuple[list[AnyMessage] | None, int]:
+    """System + thread history (truncated) + this run's messages; None when nothing fits the budget."""
+    system = [SystemMessage(ctx.instructions)] if ctx.instructions else []
+    history = list(state.get("history") or [])
+    if ctx.last_messages:
+        history = history[-ctx.last_messages :]
+    own = list(state.get("messages") or [])
+    if ctx.max_prompt_tokens is None:
+        prompt = system + history + own
+        return prompt, count_tokens_approximately(prompt)
+    remaining = ctx.max_prompt_tokens - (state.get("usage") or {}).get("prompt_tokens", 0)
+    fixed = count_tokens_approximately(system + own)
+    # "auto" truncation: keep the newest thread messages that fit what is left of the budget.
+    kept = trim_messages(
+        history,
+        max_tokens=max(remaining - fixed, 0),
+        token_counter=count_tokens_approximately,
+        strategy="last",
+        start_on="human",
+        allow_partial=False,
+    )
+    if not kept and not own:
+        return None, 0
+    prompt = system + kept + own
+    return prompt, count_tokens_approximately(prompt)
+
+
+async def call_model(state: State, runtime: Runtime[Context]) -> dict:
+    ctx = runtime.context or Context()
+    used = state.get("usage") or {}
+    max_tokens = None
+    if ctx.max_completion_tokens is not None:
+        max_tokens = ctx.max_completion_tokens - used.get("completion_tokens", 0)
+        if max_tokens <= 0:
+            return {"incomplete": "max_completion_tokens"}
+    prompt, _ = _prompt(state, ctx)
+    if prompt is None:
+        return {"incomplete": "max_prompt_tokens"}
+
+    response: AIMessage = await _bind(chat_model(ctx, max_tokens), ctx).ainvoke(prompt)
+
+    calls = [
+        {**call, "id": normalize_call_id(call.get("id"), response.id, i)}
+        for i, call in enumerate(response.tool_calls)
+    ]
+    if not ctx.parallel_tool_calls:
+        calls = calls[:1]
+    response.tool_calls = calls
+    # Keep the provider-facing copy consistent with the normalised ids.
+    if response.additional_kwargs.get("tool_calls"):
+        response.additional_kwargs.pop("tool_calls")
+
+    meta = response.usage_metadata or {}
+    usage = {"prompt_tokens": meta.get("input_tokens", 0), "completion_tokens": meta.get("output_tokens", 0)}
+    incomplete = None
+    finish = (response.response_metadata or {}).get("finish_reason")
+    if finish == "length":
+        incomplete = "max_completion_tokens"
+    elif ctx.max_prompt_tokens is not None and used.get("prompt_tokens", 0) + usage["prompt_tokens"] > ctx.max_prompt_tokens:
+        incomplete = "max_prompt_tokens"
+    return {"messages": [response], "usage": usage, "incomplete": incomplete}
+
+
+async def await_client_tools(state: State) -> dict:
+    """Function tools run in the client: pause the run until it submits their outputs."""
+    last = state["messages"][-1]
+    calls = [
+        {"id": call["id"], "name": call["name"], "arguments": call["args"]}
+        for call in getattr(last, "tool_calls", [])
+    ]
+    outputs: dict[str, str] = interrupt({"tool_calls": calls})
+    return {
+        "messages": [ToolMessage(content=outputs.get(c["id"], ""), tool_call_id=c["id"]) for c in calls]
+    }
+
+
+def route_after_model(state: State) -> str:
+    if state.get("incomplete"):
+        return END
+    last = (state.get("messages") or [None])[-1]
+    if isinstance(last, AIMessage) and last.tool_calls:
+        return "client_tools"
+    return END

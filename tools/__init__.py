@@ -1,0 +1,1 @@
+"""Tools the assistant graph can offer to the model."""
