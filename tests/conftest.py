@@ -1,0 +1,150 @@
+"""Fixtures: a scripted model server, real `assistgraph serve` processes on ephemeral ports backed by
+embedded Postgres, and official `openai` SDK clients in strict mode."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+from tests.scripted_model import ScriptedModel, start_in_thread
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Server:
+    url: str  # base URL including /v1
+    proc: subprocess.Popen
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+def start_process(args: list[str], env: dict, log_path: Path) -> subprocess.Popen:
+    log = open(log_path, "wb")
+    return subprocess.Popen(
+        [sys.executable, "-m", "api.cli", *args], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
+    )
+
+
+def wait_ready(url: str, proc: subprocess.Popen, log_path: Path, timeout: float = 90) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited early:\n{log_path.read_text(errors='replace')}")
+        try:
+            if httpx.get(f"{url}/assistants", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"server not ready:\n{log_path.read_text(errors='replace')}")
+
+
+def stop_process(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
+def server_env(model_url: str, data_dir: Path, **extra: str) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ASSISTGRAPH_", "OPENAI_", "DATABASE_URL"))}
+    env.update(
+        ASSISTGRAPH_DATA_DIR=str(data_dir),
+        OPENAI_BASE_URL=model_url,
+        OPENAI_API_KEY="sk-test-model-key",
+        ASSISTGRAPH_MODEL_MAX_RETRIES="0",
+        ASSISTGRAPH_LOG_LEVEL="warning",
+    )
+    env.update(extra)
+    return env
+
+
+@pytest.fixture(scope="session")
+def scripted():
+    model, url, stop = start_in_thread()
+    model.base_url = url
+    yield model
+    stop()
+
+
+@pytest.fixture(scope="session")
+def workdir():
+    with tempfile.TemporaryDirectory(prefix="assistgraph-tests-") as d:
+        yield Path(d)
+
+
+@pytest.fixture(scope="session")
+def server(scripted: ScriptedModel, workdir: Path):
+    """The main server: no DATABASE_URL, so it starts (and stops) its own embedded Postgres."""
+    port = free_port()
+    log_path = workdir / "server.log"
+    proc = start_process(
+        ["serve", "--port", str(port)], server_env(scripted.base_url, workdir / "data"), log_path
+    )
+    url = f"http://127.0.0.1:{port}/v1"
+    try:
+        wait_ready(url, proc, log_path)
+        yield Server(url, proc, log_path)
+    finally:
+        stop_process(proc)
+
+
+@pytest.fixture(scope="session")
+def database_url(server: Server, workdir: Path) -> str:
+    """The main server's embedded cluster, for extra servers and workers sharing its database."""
+    return f"postgresql://postgres:@/postgres?host={workdir / 'data' / 'pgdata'}"
+
+
+@pytest.fixture
+def model_name() -> str:
+    """A fresh model name: the scripted model keys its scripts by it, so tests never collide."""
+    return f"m-{uuid.uuid4().hex[:12]}"
+
+
+def sdk(url: str) -> openai.OpenAI:
+    return openai.OpenAI(base_url=url, api_key="sk-client", _strict_response_validation=True, max_retries=0)
+
+
+@pytest.fixture
+def client(server: Server) -> openai.OpenAI:
+    return sdk(server.url)
+
+
+@pytest.fixture
+def aclient(server: Server) -> openai.AsyncOpenAI:
+    return openai.AsyncOpenAI(
+        base_url=server.url, api_key="sk-client", _strict_response_validation=True, max_retries=0
+    )
+
+
+def wait_for(predicate, timeout: float = 20, interval: float = 0.05):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError("condition not met in time")
