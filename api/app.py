@@ -17,6 +17,7 @@ from api.executor import RunExecutor, setup_checkpointer
 from api.queue import RunQueue
 from api.routers import assistants, runs, threads
 from api.settings import Settings, get_settings
+from api.streaming import EventHub
 
 log = logging.getLogger(__name__)
 
@@ -49,10 +50,15 @@ async def runtime(settings: Settings, database_url: str, *, with_executor: bool)
         await setup_checkpointer(pool)
         queue = RunQueue(database_url)
         await queue.open()
-        services = Services(settings=settings, pool=pool, queue=queue, sink=EventSink(pool))
+        hub = EventHub(database_url)
+        await hub.start()
+        services = Services(settings=settings, pool=pool, queue=queue, sink=EventSink(pool), hub=hub)
         executor = RunExecutor(pool, queue, settings) if with_executor else None
-        yield services, executor
-        await queue.close()
+        try:
+            yield services, executor
+        finally:
+            await hub.stop()
+            await queue.close()
     finally:
         await pool.close()
 

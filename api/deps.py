@@ -12,6 +12,7 @@ from api.errors import InvalidRequest
 from api.events import EventSink
 from api.queue import RunQueue
 from api.settings import Settings
+from api.streaming import EventHub
 
 
 @dataclass
@@ -20,6 +21,7 @@ class Services:
     pool: AsyncConnectionPool
     queue: RunQueue
     sink: EventSink
+    hub: EventHub
 
 
 def _services(request: Request) -> Services:

@@ -1,6 +1,6 @@
 """The one interface Assistants events go through: persist their effect, then publish them.
 
-Publication is a Postgres NOTIFY on a channel named after the run, sent in the same
+Publication is a Postgres NOTIFY on one channel, tagged with the run id, sent in the same
 transaction as the writes, so a listener in any process sees events in order and never
 before the state they describe is stored. Payloads too large for NOTIFY (8000 bytes) are
 parked in `run_event_payloads` and announced by reference.
@@ -26,22 +26,12 @@ DELETE_OLD_PAYLOADS = "DELETE FROM run_event_payloads WHERE created_at < now() -
 
 # NOTIFY's limit is 8000 bytes; leave room for the envelope.
 _MAX_INLINE = 7000
+CHANNEL = "assistgraph_events"
 _PERSISTED_SNAPSHOTS = {"created", "completed", "failed", "cancelled", "expired", "incomplete", "snapshot"}
 
 
 class RunPreempted(Exception):
     """The run was moved on by someone else (cancel, expiry) before this write."""
-
-
-def channel(run_id: str) -> str:
-    return f"ag_{run_id}"
-
-
-def run_id_of(event: Event) -> str | None:
-    data = event.data
-    if data.get("object") == "thread.run":
-        return data["id"]
-    return data.get("run_id")
 
 
 class EventSink:
@@ -82,12 +72,12 @@ async def _persist(conn: AsyncConnection, event: Event) -> None:
 
 
 async def _publish(conn: AsyncConnection, run_id: str, event: Event) -> None:
-    body = json.dumps({"e": event.event, "d": event.data}, separators=(",", ":"))
+    body = json.dumps({"r": run_id, "e": event.event, "d": event.data}, separators=(",", ":"))
     if len(body.encode()) > _MAX_INLINE:
         cur = await conn.execute(INSERT_PAYLOAD, (run_id, Jsonb(event.data)))
         ref = (await cur.fetchone())["id"]
-        body = json.dumps({"e": event.event, "ref": ref})
-    await conn.execute(NOTIFY, (channel(run_id), body))
+        body = json.dumps({"r": run_id, "e": event.event, "ref": ref})
+    await conn.execute(NOTIFY, (CHANNEL, body))
 
 
 async def load_payload(conn: AsyncConnection, ref: int) -> dict | None:

@@ -13,6 +13,7 @@ from api.errors import InvalidRequest, not_found
 from api.ids import now
 from api.events import RunPreempted
 from api.mapper import Event, RunEventMapper
+from api.streaming import Subscription
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +97,10 @@ async def start_run(svc: Services, run: dict, *, arm_expiry: bool = True) -> Non
         await store.set_run_job(conn, run["id"], job_id)
 
 
-async def submit_tool_outputs(svc: Services, thread_id: str, run_id: str, body: schemas.SubmitToolOutputs) -> dict:
+async def submit_tool_outputs(
+    svc: Services, thread_id: str, run_id: str, body: schemas.SubmitToolOutputs
+) -> tuple[dict, Subscription | None]:
+    """Resumes a run waiting in requires_action; with `stream`, also returns its subscription."""
     async with svc.pool.connection() as conn, conn.transaction():
         run = await store.get(conn, "runs", run_id, for_update=True)
         if run is None or run["thread_id"] != thread_id:
@@ -131,9 +135,16 @@ async def submit_tool_outputs(svc: Services, thread_id: str, run_id: str, body: 
         run.update(status="queued", required_action=None)
         events.append(Event("thread.run.queued", run))
         await conn.execute(SET_RESUME, (Jsonb({"resume": given}), run_id))
-        await svc.sink.emit(events, run_id=run_id, conn=conn)
+        # Subscribed before commit: the step.completed / run.queued NOTIFYs are delivered at commit.
+        sub = svc.hub.subscribe(run_id) if body.stream else None
+        try:
+            await svc.sink.emit(events, run_id=run_id, conn=conn)
+        except BaseException:
+            if sub:
+                sub.close()
+            raise
     await start_run(svc, run, arm_expiry=False)
-    return run
+    return run, sub
 
 
 async def cancel_run(svc: Services, thread_id: str, run_id: str) -> dict:

@@ -5,38 +5,58 @@ from fastapi import APIRouter
 from api import objects, schemas, store
 from api.deps import App, Include, PageParams, RunId, StepId, ThreadId
 from api.errors import not_found
+from api.streaming import run_events, sse_response
 from api.run_control import add_messages, cancel_run, create_run, start_run, submit_tool_outputs
 
 router = APIRouter(tags=["runs"])
 
 
 @router.post("/threads/runs")
-async def create_thread_and_run(body: schemas.CreateThreadAndRun, app: App, include: Include = None) -> dict:
+async def create_thread_and_run(body: schemas.CreateThreadAndRun, app: App, include: Include = None):
     spec = body.thread or schemas.CreateThread()
     resources = body.tool_resources if body.tool_resources is not None else spec.tool_resources
     thread = objects.thread(spec.metadata, resources)
-    async with app.pool.connection() as conn, conn.transaction():
-        await store.insert_thread(conn, thread)
-        await add_messages(conn, thread["id"], spec.messages)
-        run, events = await create_run(app, conn, thread["id"], body)
-        await app.sink.emit(events, run_id=run["id"], conn=conn)
+    sub = None
+    try:
+        async with app.pool.connection() as conn, conn.transaction():
+            await store.insert_thread(conn, thread)
+            await add_messages(conn, thread["id"], spec.messages)
+            run, events = await create_run(app, conn, thread["id"], body)
+            # Subscribed before commit: the run's first NOTIFY is delivered at commit.
+            sub = app.hub.subscribe(run["id"]) if body.stream else None
+            await app.sink.emit(events, run_id=run["id"], conn=conn)
+    except BaseException:
+        if sub:
+            sub.close()
+        raise
     await start_run(app, run)
+    if sub:
+        return sse_response(run_events(sub, app.pool, first=[("thread.created", thread)]))
     return run
 
 
 @router.post("/threads/{thread_id}/runs")
-async def create_thread_run(thread_id: ThreadId, body: schemas.CreateRun, app: App, include: Include = None) -> dict:
-    async with app.pool.connection() as conn, conn.transaction():
-        run, events = await create_run(
-            app,
-            conn,
-            thread_id,
-            body,
-            additional_instructions=body.additional_instructions,
-            additional_messages=body.additional_messages,
-        )
-        await app.sink.emit(events, run_id=run["id"], conn=conn)
+async def create_thread_run(thread_id: ThreadId, body: schemas.CreateRun, app: App, include: Include = None):
+    sub = None
+    try:
+        async with app.pool.connection() as conn, conn.transaction():
+            run, events = await create_run(
+                app,
+                conn,
+                thread_id,
+                body,
+                additional_instructions=body.additional_instructions,
+                additional_messages=body.additional_messages,
+            )
+            sub = app.hub.subscribe(run["id"]) if body.stream else None
+            await app.sink.emit(events, run_id=run["id"], conn=conn)
+    except BaseException:
+        if sub:
+            sub.close()
+        raise
     await start_run(app, run)
+    if sub:
+        return sse_response(run_events(sub, app.pool))
     return run
 
 
@@ -78,8 +98,11 @@ async def cancel(thread_id: ThreadId, run_id: RunId, app: App) -> dict:
 
 
 @router.post("/threads/{thread_id}/runs/{run_id}/submit_tool_outputs")
-async def submit(thread_id: ThreadId, run_id: RunId, body: schemas.SubmitToolOutputs, app: App) -> dict:
-    return await submit_tool_outputs(app, thread_id, run_id, body)
+async def submit(thread_id: ThreadId, run_id: RunId, body: schemas.SubmitToolOutputs, app: App):
+    run, sub = await submit_tool_outputs(app, thread_id, run_id, body)
+    if sub:
+        return sse_response(run_events(sub, app.pool))
+    return run
 
 
 @router.get("/threads/{thread_id}/runs/{run_id}/steps")

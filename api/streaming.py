@@ -1,0 +1,140 @@
+"""Server-sent events: Assistants events travel from whichever process executes the run to the
+process holding the client's socket through Postgres NOTIFY.
+
+Every API process keeps one LISTEN connection on a single channel and hands each notification to
+the local streams subscribed to that run. Subscribing is a dictionary insert, so a stream is
+registered before its run is created or resumed and never misses the first events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections import defaultdict
+from typing import AsyncIterator
+
+import psycopg
+from psycopg_pool import AsyncConnectionPool
+from sse_starlette import EventSourceResponse, ServerSentEvent
+
+from api import store
+from api.events import CHANNEL, load_payload
+from api.objects import TERMINAL_RUN_STATUSES
+
+log = logging.getLogger(__name__)
+
+# A stream ends (after `done`) on any of these: the run is over or waits for the client.
+STREAM_END_EVENTS = {f"thread.run.{s}" for s in (*TERMINAL_RUN_STATUSES, "requires_action")}
+KEEPALIVE_SECONDS = 10.0
+
+
+class Subscription:
+    def __init__(self, hub: "EventHub", run_id: str):
+        self.hub = hub
+        self.run_id = run_id
+        self.queue: asyncio.Queue[dict] = asyncio.Queue()
+
+    def close(self) -> None:
+        self.hub._unsubscribe(self)
+
+
+class EventHub:
+    def __init__(self, database_url: str):
+        self._url = database_url
+        self._subs: dict[str, set[Subscription]] = defaultdict(set)
+        self._task: asyncio.Task | None = None
+        self._ready = asyncio.Event()
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._listen(), name="assistgraph-event-hub")
+        await asyncio.wait_for(self._ready.wait(), timeout=30)
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    def subscribe(self, run_id: str) -> Subscription:
+        sub = Subscription(self, run_id)
+        self._subs[run_id].add(sub)
+        return sub
+
+    def _unsubscribe(self, sub: Subscription) -> None:
+        subs = self._subs.get(sub.run_id)
+        if subs is not None:
+            subs.discard(sub)
+            if not subs:
+                del self._subs[sub.run_id]
+
+    async def _listen(self) -> None:
+        while True:
+            try:
+                async with await psycopg.AsyncConnection.connect(self._url, autocommit=True) as conn:
+                    await conn.execute(f"LISTEN {CHANNEL}")
+                    self._ready.set()
+                    async for note in conn.notifies():
+                        self._dispatch(note.payload)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the database restarted: listen again; streams resync on keep-alive
+                log.warning("event listener lost its connection (%s); reconnecting", exc)
+                await asyncio.sleep(0.5)
+
+    def _dispatch(self, payload: str) -> None:
+        message = json.loads(payload)
+        for sub in tuple(self._subs.get(message["r"], ())):
+            sub.queue.put_nowait(message)
+
+
+def _error_event(message: str) -> ServerSentEvent:
+    # The SDK's stream helpers only surface an error whose JSON has a top-level "error" key.
+    error = {"code": "server_error", "message": message, "param": None, "type": "server_error"}
+    return ServerSentEvent(event="error", data=json.dumps({**error, "error": error}))
+
+
+async def run_events(
+    sub: Subscription, pool: AsyncConnectionPool, first: list[tuple[str, dict]] | None = None
+) -> AsyncIterator[ServerSentEvent]:
+    """The SSE events of one run until it ends or needs the client, then `done`."""
+    try:
+        for name, data in first or []:
+            yield ServerSentEvent(event=name, data=json.dumps(data, separators=(",", ":")))
+        while True:
+            try:
+                message = await asyncio.wait_for(sub.queue.get(), timeout=KEEPALIVE_SECONDS)
+            except asyncio.TimeoutError:
+                # Quiet for a while: if the run ended while our listener was reconnecting, say so.
+                async with pool.connection() as conn:
+                    row = await store.run_row(conn, sub.run_id)
+                status = row["status"] if row else None
+                if status in TERMINAL_RUN_STATUSES or status == "requires_action":
+                    yield ServerSentEvent(event=f"thread.run.{status}", data=json.dumps(row["obj"]))
+                    break
+                continue
+            name = message["e"]
+            if "ref" in message:
+                async with pool.connection() as conn:
+                    data = await load_payload(conn, message["ref"])
+                if data is None:
+                    yield _error_event("An event of this run is no longer available.")
+                    break
+            else:
+                data = message["d"]
+            yield ServerSentEvent(event=name, data=json.dumps(data, separators=(",", ":")))
+            if name in STREAM_END_EVENTS:
+                break
+        yield ServerSentEvent(event="done", data="[DONE]")
+    finally:
+        sub.close()
+
+
+def sse_response(events: AsyncIterator[ServerSentEvent]) -> EventSourceResponse:
+    # Comment pings keep proxies and clients from timing out during long tool calls.
+    return EventSourceResponse(
+        events,
+        ping=KEEPALIVE_SECONDS,
+        ping_message_factory=lambda: ServerSentEvent(comment="keep-alive"),
+        headers={"Cache-Control": "no-cache"},
+        sep="\n",
+    )
