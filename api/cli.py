@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import signal
+import sys
 
 import uvicorn
 
@@ -12,10 +14,17 @@ from api.database import embedded_postgres
 from api.settings import get_settings
 
 
+def _exit_on_sigterm() -> None:
+    # uvicorn re-raises the signal it shut down on; ending by an exception instead lets the
+    # embedded Postgres context manager stop the database.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+
+
 def _serve(args: argparse.Namespace) -> None:
     from api.app import create_app
 
     settings = get_settings()
+    _exit_on_sigterm()
     with embedded_postgres(settings) as url:
         uvicorn.run(
             create_app(url, settings),
@@ -36,6 +45,7 @@ async def _work(url: str) -> None:
 
 def _worker(args: argparse.Namespace) -> None:
     settings = get_settings()
+    _exit_on_sigterm()
     with embedded_postgres(settings) as url:
         try:
             asyncio.run(_work(url))

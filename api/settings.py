@@ -48,6 +48,9 @@ class Settings(BaseSettings):
     executor_poll_interval: float = Field(
         default=1.0, description="Seconds between the executor's checks for scheduled jobs (expiry)."
     )
+    stream_keepalive: float = Field(
+        default=10.0, description="Seconds of silence after which a stream sends a keep-alive comment."
+    )
     db_pool_size: int = Field(default=20, description="Maximum connections in the API's Postgres pool.")
     log_level: str = Field(default="info", description="Log level of the server.")
 

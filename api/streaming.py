@@ -26,7 +26,6 @@ log = logging.getLogger(__name__)
 
 # A stream ends (after `done`) on any of these: the run is over or waits for the client.
 STREAM_END_EVENTS = {f"thread.run.{s}" for s in (*TERMINAL_RUN_STATUSES, "requires_action")}
-KEEPALIVE_SECONDS = 10.0
 
 
 class Subscription:
@@ -94,7 +93,10 @@ def _error_event(message: str) -> ServerSentEvent:
 
 
 async def run_events(
-    sub: Subscription, pool: AsyncConnectionPool, first: list[tuple[str, dict]] | None = None
+    sub: Subscription,
+    pool: AsyncConnectionPool,
+    keepalive: float,
+    first: list[tuple[str, dict]] | None = None,
 ) -> AsyncIterator[ServerSentEvent]:
     """The SSE events of one run until it ends or needs the client, then `done`."""
     try:
@@ -102,7 +104,7 @@ async def run_events(
             yield ServerSentEvent(event=name, data=json.dumps(data, separators=(",", ":")))
         while True:
             try:
-                message = await asyncio.wait_for(sub.queue.get(), timeout=KEEPALIVE_SECONDS)
+                message = await asyncio.wait_for(sub.queue.get(), timeout=keepalive)
             except asyncio.TimeoutError:
                 # Quiet for a while: if the run ended while our listener was reconnecting, say so.
                 async with pool.connection() as conn:
@@ -129,11 +131,11 @@ async def run_events(
         sub.close()
 
 
-def sse_response(events: AsyncIterator[ServerSentEvent]) -> EventSourceResponse:
+def sse_response(events: AsyncIterator[ServerSentEvent], keepalive: float) -> EventSourceResponse:
     # Comment pings keep proxies and clients from timing out during long tool calls.
     return EventSourceResponse(
         events,
-        ping=KEEPALIVE_SECONDS,
+        ping=keepalive,
         ping_message_factory=lambda: ServerSentEvent(comment="keep-alive"),
         headers={"Cache-Control": "no-cache"},
         sep="\n",

@@ -77,6 +77,7 @@ def server_env(model_url: str, data_dir: Path, **extra: str) -> dict:
         OPENAI_API_KEY="sk-test-model-key",
         ASSISTGRAPH_MODEL_MAX_RETRIES="0",
         ASSISTGRAPH_LOG_LEVEL="warning",
+        ASSISTGRAPH_STREAM_KEEPALIVE="1",
     )
     env.update(extra)
     return env
@@ -116,6 +117,45 @@ def server(scripted: ScriptedModel, workdir: Path):
 def database_url(server: Server, workdir: Path) -> str:
     """The main server's embedded cluster, for extra servers and workers sharing its database."""
     return f"postgresql://postgres:@/postgres?host={workdir / 'data' / 'pgdata'}"
+
+
+def _extra_server(scripted, workdir: Path, name: str, database_url: str, args=("serve",), **env: str):
+    port = free_port()
+    log_path = workdir / f"{name}.log"
+    proc = start_process(
+        [*args, "--port", str(port)],
+        server_env(scripted.base_url, workdir / name, DATABASE_URL=database_url, **env),
+        log_path,
+    )
+    url = f"http://127.0.0.1:{port}/v1"
+    wait_ready(url, proc, log_path)
+    return Server(url, proc, log_path)
+
+
+@pytest.fixture(scope="session")
+def short_expiry_server(scripted, workdir: Path, database_url: str):
+    """Runs created here expire 3 s after creation (same database as the main server)."""
+    srv = _extra_server(scripted, workdir, "short-expiry", database_url, ASSISTGRAPH_RUN_EXPIRES_AFTER="3")
+    yield srv
+    stop_process(srv.proc)
+
+
+@pytest.fixture(scope="session")
+def scale_out(scripted, workdir: Path, database_url: str):
+    """An API process that executes nothing, and a separate `assistgraph worker` process.
+
+    Uses a database of its own on the shared cluster, so only this worker can pick up its runs."""
+    import psycopg
+
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("CREATE DATABASE scale_out")
+    url = database_url.replace("/postgres?", "/scale_out?")
+    api_srv = _extra_server(scripted, workdir, "api-only", url, ASSISTGRAPH_EXECUTOR="false")
+    worker_log = workdir / "worker.log"
+    worker = start_process(["worker"], server_env(scripted.base_url, workdir / "worker", DATABASE_URL=url), worker_log)
+    yield api_srv, worker, worker_log
+    stop_process(worker)
+    stop_process(api_srv.proc)
 
 
 @pytest.fixture

@@ -3,12 +3,17 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from api import objects, schemas, store
-from api.deps import App, Include, PageParams, RunId, StepId, ThreadId
+from api.deps import App, Services, Include, PageParams, RunId, StepId, ThreadId
 from api.errors import not_found
 from api.streaming import run_events, sse_response
 from api.run_control import add_messages, cancel_run, create_run, start_run, submit_tool_outputs
 
 router = APIRouter(tags=["runs"])
+
+
+def stream(app: Services, sub, first=None):
+    keepalive = app.settings.stream_keepalive
+    return sse_response(run_events(sub, app.pool, keepalive, first=first), keepalive)
 
 
 @router.post("/threads/runs")
@@ -31,7 +36,7 @@ async def create_thread_and_run(body: schemas.CreateThreadAndRun, app: App, incl
         raise
     await start_run(app, run)
     if sub:
-        return sse_response(run_events(sub, app.pool, first=[("thread.created", thread)]))
+        return stream(app, sub, first=[("thread.created", thread)])
     return run
 
 
@@ -56,7 +61,7 @@ async def create_thread_run(thread_id: ThreadId, body: schemas.CreateRun, app: A
         raise
     await start_run(app, run)
     if sub:
-        return sse_response(run_events(sub, app.pool))
+        return stream(app, sub)
     return run
 
 
@@ -101,7 +106,7 @@ async def cancel(thread_id: ThreadId, run_id: RunId, app: App) -> dict:
 async def submit(thread_id: ThreadId, run_id: RunId, body: schemas.SubmitToolOutputs, app: App):
     run, sub = await submit_tool_outputs(app, thread_id, run_id, body)
     if sub:
-        return sse_response(run_events(sub, app.pool))
+        return stream(app, sub)
     return run
 
 
