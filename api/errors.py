@@ -44,22 +44,77 @@ def error_body(message: str, type_: str, param: str | None = None, code: str | N
     return {"error": {"message": message, "type": type_, "param": param, "code": code}}
 
 
-def _param_from_loc(loc: tuple) -> str | None:
-    parts = [p for p in loc if p not in ("body", "query", "path", "header")]
+_SOURCES = ("body", "query", "path", "header")
+
+
+def _is_branch_label(part: str) -> bool:
+    # pydantic names union branches in loc ("str", "list[...]", "tagged-union[...]", "function-after[...]").
+    return part.startswith("function-") or "[" in part or part in ("str", "list", "dict", "literal")
+
+
+def _param_from_loc(loc: tuple, body: object = None) -> str | None:
+    """The dotted field path of a validation error, without union branch labels or discriminator tags.
+
+    A discriminated union puts the tag value in `loc` right after the list index or the
+    `tagged-union[...]` label (`tools[0]` of type function fails at `tools.0.function.function.name`);
+    the request body tells the tag apart from a field of the same name.
+    """
+    parts = list(loc)
+    current = body if parts and parts[0] == "body" else None
+    if parts and parts[0] in _SOURCES:
+        parts = parts[1:]
     out = ""
+    tag_may_follow = False
     for part in parts:
         if isinstance(part, int):
             out += f"[{part}]"
-        elif isinstance(part, str) and (part.startswith("function-") or "[" in part or part in ("str", "list", "dict", "literal")):
-            # pydantic names union branches in loc ("list[...]", "function-after[...]"): not a field.
+            current = current[part] if isinstance(current, list) and 0 <= part < len(current) else None
+            tag_may_follow = True
             continue
-        else:
-            out += f".{part}" if out else part
+        if not isinstance(part, str):
+            continue
+        if _is_branch_label(part):
+            tag_may_follow = tag_may_follow or part.startswith("tagged-union[")
+            continue
+        if tag_may_follow and isinstance(current, dict) and current.get("type") == part:
+            tag_may_follow = False
+            continue
+        out += f".{part}" if out else part
+        current = current.get(part) if isinstance(current, dict) else None
+        tag_may_follow = False
     return out or None
+
+
+def _is_type_mismatch(err: dict) -> bool:
+    kind = err.get("type", "")
+    return kind.endswith("_type") or kind == "literal_error"
+
+
+def _pick_error(errors: list[dict], body: object) -> tuple[dict, str | None]:
+    """One error to report. A union reports one error per branch: among the errors about the first
+    failing field, prefer the one that got deepest into the input, then one that is not a mere
+    "wrong type for this branch" (so `[]` reports "too short", not "should be a string")."""
+    if not errors:
+        return {}, None
+    scored = [(err, _param_from_loc(tuple(err.get("loc", ())), body)) for err in errors]
+    first_param = scored[0][1]
+    if first_param is None:
+        return scored[0]
+    related = [
+        (err, param)
+        for err, param in scored
+        if param is not None and (param == first_param or param.startswith((first_param + ".", first_param + "[")))
+    ]
+    return max(related, key=lambda item: (len(item[1]), not _is_type_mismatch(item[0])))
 
 
 def _validation_message(err: dict, param: str | None) -> str:
     kind = err.get("type", "")
+    if param is None and tuple(err.get("loc", ())) == ("body",):
+        if kind == "missing":
+            return "The request body is missing. The API expects a JSON object."
+        if _is_type_mismatch(err):
+            return "The request body must be a JSON object."
     if kind == "missing":
         return f"Missing required parameter: '{param}'."
     if kind == "extra_forbidden":
@@ -84,10 +139,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_: Request, exc: RequestValidationError):
-        errors = exc.errors()
-        # A union reports one error per branch; the first is the most specific for our models.
-        err = errors[0] if errors else {}
-        param = _param_from_loc(tuple(err.get("loc", ())))
+        err, param = _pick_error(list(exc.errors()), exc.body)
         if err.get("type") == "json_invalid":
             param = None
         return JSONResponse(
