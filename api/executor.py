@@ -22,6 +22,7 @@ from api.queue import ADVANCE_RUN, EXPIRE_RUN, PRUNE_EVENTS, QUEUE, RunQueue
 from api.settings import Settings
 from graph.context import Context
 from graph.graph import builder
+from tools.functions import function_tool_specs
 
 log = logging.getLogger(__name__)
 
@@ -29,11 +30,7 @@ CLEAR_RESUME = "UPDATE runs SET config = config - 'resume' WHERE id = %s"
 
 
 def context_for(run: dict, settings: Settings) -> Context:
-    tools = []
-    for tool in run["tools"]:
-        if tool["type"] == "function":
-            fn = {k: v for k, v in tool["function"].items() if v is not None}
-            tools.append({"type": "function", "function": fn})
+    tools = function_tool_specs(run["tools"])
     truncation = run.get("truncation_strategy") or {}
     response_format = run.get("response_format")
     return Context(
@@ -56,17 +53,44 @@ def context_for(run: dict, settings: Settings) -> Context:
     )
 
 
+def _provider_message(exc: openai.APIError) -> str:
+    """The provider's own error message, without the SDK's "Error code: N - " prefix."""
+    body = exc.body
+    if isinstance(body, dict) and isinstance(body.get("message"), str) and body["message"]:
+        return body["message"]
+    return exc.message
+
+
+def _connection_cause(exc: BaseException) -> tuple[bool, str]:
+    """(whether the connection was never established, the innermost cause's text)."""
+    never_connected, detail = False, ""
+    seen: set[int] = set()
+    cause = exc.__cause__ or exc.__context__
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if not isinstance(cause, openai.OpenAIError):  # skip the SDK's (and langchain's) wrappers
+            if type(cause).__name__ in ("ConnectError", "ConnectTimeout") or isinstance(cause, ConnectionRefusedError):
+                never_connected = True
+            detail = str(cause) or type(cause).__name__
+        cause = cause.__cause__ or cause.__context__
+    return never_connected, detail
+
+
 def describe_model_error(exc: BaseException, settings: Settings) -> tuple[str, str]:
     """(last_error.code, message) a person can act on."""
     if isinstance(exc, openai.RateLimitError):
-        return "rate_limit_exceeded", f"The model provider rate-limited the request: {exc.message}"
+        return "rate_limit_exceeded", f"The model provider rate-limited the request: {_provider_message(exc)}"
     if isinstance(exc, openai.APITimeoutError):
         return "server_error", "The model provider did not answer in time."
     if isinstance(exc, openai.APIConnectionError):
         where = settings.openai_base_url or "the default OpenAI endpoint"
-        return "server_error", f"Could not reach the model provider at {where}: {exc.message}"
+        never_connected, detail = _connection_cause(exc)
+        if never_connected or not detail:
+            return "server_error", f"Could not reach the model provider at {where}: {detail or exc.message}"
+        # Connected, then the response broke off (a dropped stream, a reset connection).
+        return "server_error", f"The connection to the model provider at {where} broke off: {detail}"
     if isinstance(exc, openai.APIStatusError):
-        return "server_error", f"The model provider returned HTTP {exc.status_code}: {exc.message}"
+        return "server_error", f"The model provider returned HTTP {exc.status_code}: {_provider_message(exc)}"
     return "server_error", f"The run failed: {type(exc).__name__}: {exc}"
 
 

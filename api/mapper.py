@@ -63,7 +63,10 @@ class RunEventMapper:
         self._now = clock
         # Steps/messages left open by an earlier execution of this run (a tool_calls step
         # waiting for outputs): closed on a terminal event.
-        self._stale_steps = [copy.deepcopy(s) for s in open_steps or []]
+        # store.open_steps() adds internal columns ("_pending_usage"): never send or persist them.
+        self._stale_steps = [
+            {k: v for k, v in copy.deepcopy(s).items() if not k.startswith("_")} for s in open_steps or []
+        ]
         self._stale_messages = [copy.deepcopy(m) for m in open_messages or []]
         self._message: dict | None = None
         self._message_step: dict | None = None

@@ -56,4 +56,5 @@ class RunQueue:
     async def job_status(self, job_id: int) -> str | None:
         jobs = await self.app.job_manager.list_jobs_async(id=job_id)
         jobs = list(jobs)
-        return jobs[0].status.value if jobs else None
+        # procrastinate hands the status over as a plain string here (an enum elsewhere).
+        return str(getattr(jobs[0].status, "value", jobs[0].status)) if jobs else None

@@ -14,6 +14,7 @@ from api.ids import now
 from api.events import RunPreempted
 from api.mapper import Event, RunEventMapper
 from api.streaming import Subscription
+from tools.functions import function_names
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +47,7 @@ async def add_messages(conn: AsyncConnection, thread_id: str, messages: list[sch
 def check_tools(run: dict) -> None:
     choice = run["tool_choice"]
     if isinstance(choice, dict) and choice.get("type") == "function":
-        names = {t["function"]["name"] for t in run["tools"] if t["type"] == "function"}
-        if choice["function"]["name"] not in names:
+        if choice["function"]["name"] not in function_names(run["tools"]):
             raise InvalidRequest(
                 f"tool_choice names function '{choice['function']['name']}', which is not among the run's tools.",
                 param="tool_choice",

@@ -30,6 +30,11 @@ def chat_model(ctx: Context, max_tokens: int | None) -> ChatOpenAI:
     extra: dict[str, Any] = {}
     if ctx.reasoning_effort:
         extra["reasoning_effort"] = ctx.reasoning_effort
+    if ctx.response_format:
+        # Sent as-is in the request body. Handing it to langchain instead would route the call
+        # through the SDK's structured-output helpers: those reject `json_object` next to tools,
+        # force every function tool to `strict`, and refuse non-strict tools.
+        extra["extra_body"] = {"response_format": ctx.response_format}
     return ChatOpenAI(
         model=ctx.model,
         base_url=ctx.base_url,
@@ -46,11 +51,9 @@ def chat_model(ctx: Context, max_tokens: int | None) -> ChatOpenAI:
 
 
 def _bind(model: ChatOpenAI, ctx: Context):
-    kwargs: dict[str, Any] = {}
-    if ctx.response_format:
-        kwargs["response_format"] = ctx.response_format
     if not ctx.tools:
-        return model.bind(**kwargs) if kwargs else model
+        return model
+    kwargs: dict[str, Any] = {}
     tool_choice = ctx.tool_choice
     if isinstance(tool_choice, dict):
         tool_choice = tool_choice.get("function", {}).get("name")
