@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Annotated, Literal
 
 from fastapi import Depends, Path, Query, Request
 from psycopg_pool import AsyncConnectionPool
 
+from api.auth import DEFAULT_CALLER, Caller, authenticate, bearer
 from api.errors import InvalidRequest
 from api.events import EventSink
 from api.queue import RunQueue
@@ -22,13 +24,30 @@ class Services:
     queue: RunQueue
     sink: EventSink
     hub: EventHub
+    caller: Caller = DEFAULT_CALLER
+
+    @property
+    def tenant(self) -> str:
+        return self.caller.tenant
 
 
-def _services(request: Request) -> Services:
+def _server(request: Request) -> Services:
     return request.app.state.services
 
 
-App = Annotated[Services, Depends(_services)]
+async def _authenticated(request: Request) -> Services:
+    """The services, scoped to the calling key's tenant (the default tenant when auth is off)."""
+    svc: Services = request.app.state.services
+    if not svc.settings.auth:
+        return svc
+    async with svc.pool.connection() as conn:
+        caller = await authenticate(conn, bearer(request))
+    return dataclasses.replace(svc, caller=caller)
+
+
+# Every tenant-facing route takes `App`; only the admin API takes the unscoped `Server`.
+App = Annotated[Services, Depends(_authenticated)]
+Server = Annotated[Services, Depends(_server)]
 
 
 def _id_checker(param: str, prefix: str):

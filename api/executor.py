@@ -7,6 +7,7 @@ run in `assistgraph serve` or in any number of separate `assistgraph worker` pro
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from typing import Any
 
@@ -16,6 +17,7 @@ from langgraph.types import Command
 from psycopg_pool import AsyncConnectionPool
 
 from api import history, store
+from api.auth import model_credentials
 from api.events import EventSink, RunPreempted, prune_payloads
 from api.mapper import RunEventMapper
 from api.queue import ADVANCE_RUN, EXPIRE_RUN, PRUNE_EVENTS, QUEUE, RunQueue
@@ -76,8 +78,14 @@ def _connection_cause(exc: BaseException) -> tuple[bool, str]:
     return never_connected, detail
 
 
+class KeyRevoked(Exception):
+    pass
+
+
 def describe_model_error(exc: BaseException, settings: Settings) -> tuple[str, str]:
     """(last_error.code, message) a person can act on."""
+    if isinstance(exc, KeyRevoked):
+        return "server_error", str(exc)
     if isinstance(exc, openai.RateLimitError):
         return "rate_limit_exceeded", f"The model provider rate-limited the request: {_provider_message(exc)}"
     if isinstance(exc, openai.APITimeoutError):
@@ -145,6 +153,8 @@ class RunExecutor:
                     messages = await store.thread_messages(conn, run["thread_id"])
                 graph_input = {"history": history.render(messages)}
             context = context_for(run, self.settings)
+            if config.get("key_id"):
+                context = await self._with_key_credentials(context, config["key_id"])
             async for mode, payload in self.graph.astream(
                 graph_input, graph_config, context=context, stream_mode=["messages", "updates"]
             ):
@@ -198,6 +208,15 @@ class RunExecutor:
         if row is not None and row["status"] == "cancelling":
             usage = await self._usage({"configurable": {"thread_id": run_id}})
             await self._emit_quietly(mapper.cancel(usage), run_id)
+
+    async def _with_key_credentials(self, context: Context, key_id: str) -> Context:
+        """Runs created with a key that carries its own model endpoint/key call the model with those."""
+        secret = self.settings.secret_key.get_secret_value() if self.settings.secret_key else None
+        async with self.pool.connection() as conn:
+            creds, revoked = await model_credentials(conn, key_id, secret)
+        if revoked:
+            raise KeyRevoked("The API key that created this run was revoked.")
+        return dataclasses.replace(context, **creds)
 
     async def _usage(self, graph_config: dict) -> dict | None:
         try:

@@ -58,4 +58,22 @@ MIGRATIONS: list[str] = [
     """,
     # 1: the job queue's own schema (procrastinate), applied once like ours.
     "PROCRASTINATE_SCHEMA",
+    # 2: tenancy. Every object belongs to a tenant; with auth off everything is 'default'.
+    """
+    ALTER TABLE assistants ADD COLUMN tenant_id text NOT NULL DEFAULT 'default';
+    ALTER TABLE threads ADD COLUMN tenant_id text NOT NULL DEFAULT 'default';
+    ALTER TABLE messages ADD COLUMN tenant_id text NOT NULL DEFAULT 'default';
+    ALTER TABLE runs ADD COLUMN tenant_id text NOT NULL DEFAULT 'default';
+    ALTER TABLE run_steps ADD COLUMN tenant_id text NOT NULL DEFAULT 'default';
+    CREATE INDEX assistants_tenant_seq ON assistants (tenant_id, seq);
+    CREATE TABLE api_keys (
+        id text PRIMARY KEY,
+        seq bigserial UNIQUE,
+        tenant_id text NOT NULL,
+        key_hash text NOT NULL UNIQUE,
+        revoked_at bigint,
+        model_api_key bytea,
+        obj jsonb NOT NULL
+    );
+    """,
 ]

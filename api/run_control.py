@@ -9,7 +9,8 @@ from psycopg.types.json import Jsonb
 
 from api import objects, schemas, store
 from api.deps import Services
-from api.errors import InvalidRequest, not_found
+from api.auth import Caller
+from api.errors import InvalidRequest, NotFound, not_found
 from api.ids import now
 from api.events import RunPreempted
 from api.mapper import Event, RunEventMapper
@@ -21,9 +22,9 @@ log = logging.getLogger(__name__)
 SET_RESUME = "UPDATE runs SET config = config || %s WHERE id = %s"
 
 
-async def lock_thread(conn: AsyncConnection, thread_id: str) -> dict:
+async def lock_thread(conn: AsyncConnection, thread_id: str, tenant: str) -> dict:
     """Locks the thread row for the transaction: serialises 'is a run active?' decisions."""
-    thread = await store.get(conn, "threads", thread_id, for_update=True)
+    thread = await store.get(conn, "threads", thread_id, tenant, for_update=True)
     if thread is None:
         raise not_found("thread", thread_id)
     return thread
@@ -35,11 +36,13 @@ async def ensure_unlocked_for_messages(conn: AsyncConnection, thread_id: str) ->
         raise InvalidRequest(f"Can't add messages to {thread_id} while a run {active} is active.")
 
 
-async def add_messages(conn: AsyncConnection, thread_id: str, messages: list[schemas.CreateMessage] | None) -> list[dict]:
+async def add_messages(
+    conn: AsyncConnection, thread_id: str, messages: list[schemas.CreateMessage] | None, tenant: str
+) -> list[dict]:
     created = []
     for body in messages or []:
         message = objects.user_message(thread_id, body)
-        await store.insert_message(conn, message)
+        await store.insert_message(conn, message, tenant)
         created.append(message)
     return created
 
@@ -54,6 +57,13 @@ def check_tools(run: dict) -> None:
             )
 
 
+def check_model_allowed(caller: Caller, model: str) -> None:
+    if caller.allowed_models is not None and model not in caller.allowed_models:
+        raise NotFound(
+            f"The model `{model}` does not exist or you do not have access to it.", param="model", code="model_not_found"
+        )
+
+
 async def create_run(
     svc: Services,
     conn: AsyncConnection,
@@ -65,19 +75,20 @@ async def create_run(
 ) -> tuple[dict, list[Event]]:
     """Inside the caller's transaction: validate, lock the thread, insert the run. Returns the run
     and its opening events; the caller commits, then calls `start_run`."""
-    assistant = await store.get(conn, "assistants", body.assistant_id)
+    assistant = await store.get(conn, "assistants", body.assistant_id, svc.tenant)
     if assistant is None:
         raise not_found("assistant", body.assistant_id)
-    await lock_thread(conn, thread_id)
+    await lock_thread(conn, thread_id, svc.tenant)
     active = await store.active_run_id(conn, thread_id)
     if active:
         raise InvalidRequest(f"Thread {thread_id} already has an active run {active}.")
-    await add_messages(conn, thread_id, additional_messages)
+    await add_messages(conn, thread_id, additional_messages, svc.tenant)
     run = objects.run(
         thread_id, assistant, body, svc.settings.run_expires_after, additional_instructions=additional_instructions
     )
     check_tools(run)
-    await store.insert_run(conn, run, {})
+    check_model_allowed(svc.caller, run["model"])
+    await store.insert_run(conn, run, {"key_id": svc.caller.key_id} if svc.caller.key_id else {}, svc.tenant)
     return run, [Event("thread.run.created", run), Event("thread.run.queued", run)]
 
 
@@ -102,7 +113,7 @@ async def submit_tool_outputs(
 ) -> tuple[dict, Subscription | None]:
     """Resumes a run waiting in requires_action; with `stream`, also returns its subscription."""
     async with svc.pool.connection() as conn, conn.transaction():
-        run = await store.get(conn, "runs", run_id, for_update=True)
+        run = await store.get(conn, "runs", run_id, svc.tenant, for_update=True)
         if run is None or run["thread_id"] != thread_id:
             raise not_found("run", run_id)
         if run["status"] != "requires_action" or not run.get("required_action"):
@@ -149,7 +160,7 @@ async def submit_tool_outputs(
 
 async def cancel_run(svc: Services, thread_id: str, run_id: str) -> dict:
     async with svc.pool.connection() as conn, conn.transaction():
-        run = await store.get(conn, "runs", run_id, for_update=True)
+        run = await store.get(conn, "runs", run_id, svc.tenant, for_update=True)
         if run is None or run["thread_id"] != thread_id:
             raise not_found("run", run_id)
         if run["status"] not in ("queued", "in_progress", "requires_action"):
@@ -170,5 +181,5 @@ async def cancel_run(svc: Services, thread_id: str, run_id: str) -> dict:
     except RunPreempted:
         pass  # the executor got there first; the stored run is authoritative
     async with svc.pool.connection() as conn:
-        return await store.get(conn, "runs", run_id)
+        return await store.get(conn, "runs", run_id, svc.tenant)
 

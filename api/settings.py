@@ -6,7 +6,7 @@ from functools import lru_cache
 from pathlib import Path
 
 import platformdirs
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -53,6 +53,17 @@ class Settings(BaseSettings):
     )
     db_pool_size: int = Field(default=20, description="Maximum connections in the API's Postgres pool.")
     log_level: str = Field(default="info", description="Log level of the server.")
+    auth: bool = Field(
+        default=False,
+        description="Require `Authorization: Bearer <key>` on every /v1 request; each key's objects are its tenant's.",
+    )
+    admin_key: SecretStr | None = Field(
+        default=None, description="Bearer key of the admin API (/v1/admin/keys). Unset: no admin API."
+    )
+    secret_key: SecretStr | None = Field(
+        default=None,
+        description="Encrypts stored credentials (per-key model keys). Required once such credentials are stored.",
+    )
 
 
 @lru_cache

@@ -9,21 +9,29 @@ from psycopg.types.json import Jsonb
 
 from api.objects import ACTIVE_RUN_STATUSES
 
-Table = Literal["assistants", "threads", "messages", "runs", "run_steps"]
+Table = Literal["assistants", "threads", "messages", "runs", "run_steps", "api_keys"]
 
-SELECT_OBJ = "SELECT obj FROM {table} WHERE id = %s"
-SELECT_OBJ_FOR_UPDATE = "SELECT obj FROM {table} WHERE id = %s FOR UPDATE"
+# Every lookup a client can reach is scoped by tenant: another tenant's ids simply do not exist.
+SELECT_OBJ = "SELECT obj FROM {table} WHERE id = %s AND tenant_id = %s"
+SELECT_OBJ_FOR_UPDATE = "SELECT obj FROM {table} WHERE id = %s AND tenant_id = %s FOR UPDATE"
 UPDATE_OBJ = "UPDATE {table} SET obj = %s WHERE id = %s"
-DELETE_OBJ = "DELETE FROM {table} WHERE id = %s"
-SELECT_SEQ = "SELECT seq FROM {table} WHERE id = %s"
+DELETE_OBJ = "DELETE FROM {table} WHERE id = %s AND tenant_id = %s"
+SELECT_SEQ = "SELECT seq FROM {table} WHERE id = %s AND tenant_id = %s"
+SELECT_SEQ_ANY_TENANT = "SELECT seq FROM {table} WHERE id = %s"
 
-INSERT_ASSISTANT = "INSERT INTO assistants (id, obj) VALUES (%s, %s)"
-INSERT_THREAD = "INSERT INTO threads (id, obj) VALUES (%s, %s)"
-INSERT_MESSAGE = "INSERT INTO messages (id, thread_id, run_id, obj) VALUES (%s, %s, %s, %s)"
-INSERT_RUN = "INSERT INTO runs (id, thread_id, status, config, obj) VALUES (%s, %s, %s, %s, %s)"
-INSERT_STEP = "INSERT INTO run_steps (id, run_id, obj) VALUES (%s, %s, %s) ON CONFLICT (id) DO UPDATE SET obj = EXCLUDED.obj"
+INSERT_ASSISTANT = "INSERT INTO assistants (id, tenant_id, obj) VALUES (%s, %s, %s)"
+INSERT_THREAD = "INSERT INTO threads (id, tenant_id, obj) VALUES (%s, %s, %s)"
+INSERT_MESSAGE = "INSERT INTO messages (id, thread_id, run_id, tenant_id, obj) VALUES (%s, %s, %s, %s, %s)"
+INSERT_RUN = "INSERT INTO runs (id, thread_id, status, tenant_id, config, obj) VALUES (%s, %s, %s, %s, %s, %s)"
+# The executor writes steps and messages knowing only the run: they inherit its tenant.
+INSERT_STEP = """
+    INSERT INTO run_steps (id, run_id, tenant_id, obj)
+    SELECT %s, id, tenant_id, %s FROM runs WHERE id = %s
+    ON CONFLICT (id) DO UPDATE SET obj = EXCLUDED.obj
+"""
 UPSERT_MESSAGE = """
-    INSERT INTO messages (id, thread_id, run_id, obj) VALUES (%s, %s, %s, %s)
+    INSERT INTO messages (id, thread_id, run_id, tenant_id, obj)
+    SELECT %s, thread_id, id, tenant_id, %s FROM runs WHERE id = %s
     ON CONFLICT (id) DO UPDATE SET obj = EXCLUDED.obj
 """
 
@@ -31,7 +39,7 @@ SELECT_ACTIVE_RUN = "SELECT id FROM runs WHERE thread_id = %s AND status = ANY(%
 # A run's status only moves along the lifecycle: the WHERE clause is the state machine, so a
 # late write (a finishing executor racing a cancel or an expiry) changes nothing.
 TRANSITION_RUN = "UPDATE runs SET status = %s, obj = %s WHERE id = %s AND status = ANY(%s) RETURNING id"
-SELECT_RUN_ROW = "SELECT obj, status, job_id, config FROM runs WHERE id = %s"
+SELECT_RUN_ROW = "SELECT obj, status, job_id, config, tenant_id FROM runs WHERE id = %s"
 SET_RUN_JOB = "UPDATE runs SET job_id = %s WHERE id = %s"
 SELECT_THREAD_MESSAGES = "SELECT obj FROM messages WHERE thread_id = %s ORDER BY seq"
 SELECT_OPEN_STEPS = "SELECT obj, pending_usage FROM run_steps WHERE run_id = %s AND obj->>'status' = 'in_progress' ORDER BY seq"
@@ -55,8 +63,10 @@ def _q(template: str, table: Table) -> sql.Composed:
     return sql.SQL(template).format(table=sql.Identifier(table))
 
 
-async def get(conn: AsyncConnection, table: Table, object_id: str, *, for_update: bool = False) -> dict | None:
-    cur = await conn.execute(_q(SELECT_OBJ_FOR_UPDATE if for_update else SELECT_OBJ, table), (object_id,))
+async def get(
+    conn: AsyncConnection, table: Table, object_id: str, tenant: str, *, for_update: bool = False
+) -> dict | None:
+    cur = await conn.execute(_q(SELECT_OBJ_FOR_UPDATE if for_update else SELECT_OBJ, table), (object_id, tenant))
     row = await cur.fetchone()
     return row["obj"] if row else None
 
@@ -65,37 +75,40 @@ async def replace(conn: AsyncConnection, table: Table, obj: dict) -> None:
     await conn.execute(_q(UPDATE_OBJ, table), (Jsonb(obj), obj["id"]))
 
 
-async def delete(conn: AsyncConnection, table: Table, object_id: str) -> bool:
-    cur = await conn.execute(_q(DELETE_OBJ, table), (object_id,))
+async def delete(conn: AsyncConnection, table: Table, object_id: str, tenant: str) -> bool:
+    cur = await conn.execute(_q(DELETE_OBJ, table), (object_id, tenant))
     return cur.rowcount > 0
 
 
-async def insert_assistant(conn: AsyncConnection, obj: dict) -> None:
-    await conn.execute(INSERT_ASSISTANT, (obj["id"], Jsonb(obj)))
+async def insert_assistant(conn: AsyncConnection, obj: dict, tenant: str) -> None:
+    await conn.execute(INSERT_ASSISTANT, (obj["id"], tenant, Jsonb(obj)))
 
 
-async def insert_thread(conn: AsyncConnection, obj: dict) -> None:
-    await conn.execute(INSERT_THREAD, (obj["id"], Jsonb(obj)))
+async def insert_thread(conn: AsyncConnection, obj: dict, tenant: str) -> None:
+    await conn.execute(INSERT_THREAD, (obj["id"], tenant, Jsonb(obj)))
 
 
-async def insert_message(conn: AsyncConnection, obj: dict) -> None:
-    await conn.execute(INSERT_MESSAGE, (obj["id"], obj["thread_id"], obj["run_id"], Jsonb(obj)))
+async def insert_message(conn: AsyncConnection, obj: dict, tenant: str) -> None:
+    await conn.execute(INSERT_MESSAGE, (obj["id"], obj["thread_id"], obj["run_id"], tenant, Jsonb(obj)))
 
 
 async def upsert_message(conn: AsyncConnection, obj: dict) -> None:
-    await conn.execute(UPSERT_MESSAGE, (obj["id"], obj["thread_id"], obj["run_id"], Jsonb(obj)))
+    """A message written by a run (the run's tenant and thread)."""
+    await conn.execute(UPSERT_MESSAGE, (obj["id"], Jsonb(obj), obj["run_id"]))
 
 
 async def upsert_step(conn: AsyncConnection, obj: dict) -> None:
-    await conn.execute(INSERT_STEP, (obj["id"], obj["run_id"], Jsonb(obj)))
+    await conn.execute(INSERT_STEP, (obj["id"], Jsonb(obj), obj["run_id"]))
 
 
 async def set_step_pending_usage(conn: AsyncConnection, step_id: str, usage: dict) -> None:
     await conn.execute(SET_STEP_PENDING_USAGE, (Jsonb(usage), step_id))
 
 
-async def insert_run(conn: AsyncConnection, obj: dict, config: dict) -> None:
-    await conn.execute(INSERT_RUN, (obj["id"], obj["thread_id"], obj["status"], Jsonb(config), Jsonb(obj)))
+async def insert_run(conn: AsyncConnection, obj: dict, config: dict, tenant: str) -> None:
+    await conn.execute(
+        INSERT_RUN, (obj["id"], obj["thread_id"], obj["status"], tenant, Jsonb(config), Jsonb(obj))
+    )
 
 
 async def set_run_job(conn: AsyncConnection, run_id: str, job_id: int) -> None:
@@ -140,20 +153,27 @@ async def list_page(
     conn: AsyncConnection,
     table: Table,
     *,
+    tenant: str | None,
     filters: dict[str, Any],
     limit: int,
     order: str,
     after: str | None,
     before: str | None,
 ) -> tuple[list[dict], bool]:
-    """Cursor pagination over insertion order; `after`/`before` are ids, read in the requested order."""
+    """Cursor pagination over insertion order; `after`/`before` are ids, read in the requested order.
+    `tenant=None` lists across tenants (the admin API only)."""
+    if tenant is not None:
+        filters = {"tenant_id": tenant, **filters}
     where = [sql.SQL("{} = %s").format(sql.Identifier(col)) for col in filters]
     params: list[Any] = list(filters.values())
     desc = order == "desc"
     for cursor, forward in ((after, True), (before, False)):
         if cursor is None:
             continue
-        cur = await conn.execute(_q(SELECT_SEQ, table), (cursor,))
+        if tenant is None:
+            cur = await conn.execute(_q(SELECT_SEQ_ANY_TENANT, table), (cursor,))
+        else:
+            cur = await conn.execute(_q(SELECT_SEQ, table), (cursor, tenant))
         row = await cur.fetchone()
         if row is None:
             continue

@@ -51,7 +51,8 @@ def wait_ready(url: str, proc: subprocess.Popen, log_path: Path, timeout: float 
         if proc.poll() is not None:
             raise RuntimeError(f"server exited early:\n{log_path.read_text(errors='replace')}")
         try:
-            if httpx.get(f"{url}/assistants", timeout=2).status_code == 200:
+            # 401 is "up" too: a server with auth on refuses the anonymous probe.
+            if httpx.get(f"{url}/assistants", timeout=2).status_code in (200, 401):
                 return
         except httpx.HTTPError:
             pass
@@ -140,16 +141,41 @@ def short_expiry_server(scripted, workdir: Path, database_url: str):
     stop_process(srv.proc)
 
 
+def _own_database(database_url: str, name: str) -> str:
+    import psycopg
+
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    return database_url.replace("/postgres?", f"/{name}?")
+
+
+ADMIN_KEY = "admin-key-for-tests-0123456789"
+SECRET_KEY = "secret-key-for-tests-0123456789"
+
+
+@pytest.fixture(scope="session")
+def auth_server(scripted, workdir: Path, database_url: str):
+    """A server with ASSISTGRAPH_AUTH on, in a database of its own (its executor needs its secret key)."""
+    srv = _extra_server(
+        scripted,
+        workdir,
+        "auth",
+        _own_database(database_url, "auth"),
+        ASSISTGRAPH_AUTH="true",
+        ASSISTGRAPH_ADMIN_KEY=ADMIN_KEY,
+        ASSISTGRAPH_SECRET_KEY=SECRET_KEY,
+        ASSISTGRAPH_LOG_LEVEL="debug",
+    )
+    yield srv
+    stop_process(srv.proc)
+
+
 @pytest.fixture(scope="session")
 def scale_out(scripted, workdir: Path, database_url: str):
     """An API process that executes nothing, and a separate `assistgraph worker` process.
 
     Uses a database of its own on the shared cluster, so only this worker can pick up its runs."""
-    import psycopg
-
-    with psycopg.connect(database_url, autocommit=True) as conn:
-        conn.execute("CREATE DATABASE scale_out")
-    url = database_url.replace("/postgres?", "/scale_out?")
+    url = _own_database(database_url, "scale_out")
     api_srv = _extra_server(scripted, workdir, "api-only", url, ASSISTGRAPH_EXECUTOR="false")
     worker_log = workdir / "worker.log"
     worker = start_process(["worker"], server_env(scripted.base_url, workdir / "worker", DATABASE_URL=url), worker_log)

@@ -13,21 +13,21 @@ router = APIRouter(prefix="/assistants", tags=["assistants"])
 async def create_assistant(body: schemas.CreateAssistant, app: App) -> dict:
     assistant = objects.assistant(body)
     async with app.pool.connection() as conn:
-        await store.insert_assistant(conn, assistant)
+        await store.insert_assistant(conn, assistant, app.tenant)
     return assistant
 
 
 @router.get("")
 async def list_assistants(app: App, page: PageParams) -> dict:
     async with app.pool.connection() as conn:
-        items, more = await store.list_page(conn, "assistants", filters={}, **vars(page))
+        items, more = await store.list_page(conn, "assistants", tenant=app.tenant, filters={}, **vars(page))
     return objects.page(items, more)
 
 
 @router.get("/{assistant_id}")
 async def retrieve_assistant(assistant_id: AssistantId, app: App) -> dict:
     async with app.pool.connection() as conn:
-        assistant = await store.get(conn, "assistants", assistant_id)
+        assistant = await store.get(conn, "assistants", assistant_id, app.tenant)
     if assistant is None:
         raise not_found("assistant", assistant_id)
     return assistant
@@ -36,7 +36,7 @@ async def retrieve_assistant(assistant_id: AssistantId, app: App) -> dict:
 @router.post("/{assistant_id}")
 async def modify_assistant(assistant_id: AssistantId, body: schemas.ModifyAssistant, app: App) -> dict:
     async with app.pool.connection() as conn, conn.transaction():
-        current = await store.get(conn, "assistants", assistant_id, for_update=True)
+        current = await store.get(conn, "assistants", assistant_id, app.tenant, for_update=True)
         if current is None:
             raise not_found("assistant", assistant_id)
         updated = objects.modify_assistant(current, body)
@@ -47,6 +47,6 @@ async def modify_assistant(assistant_id: AssistantId, body: schemas.ModifyAssist
 @router.delete("/{assistant_id}")
 async def delete_assistant(assistant_id: AssistantId, app: App) -> dict:
     async with app.pool.connection() as conn:
-        if not await store.delete(conn, "assistants", assistant_id):
+        if not await store.delete(conn, "assistants", assistant_id, app.tenant):
             raise not_found("assistant", assistant_id)
     return objects.deleted(assistant_id, "assistant")

@@ -24,8 +24,8 @@ async def create_thread_and_run(body: schemas.CreateThreadAndRun, app: App, incl
     sub = None
     try:
         async with app.pool.connection() as conn, conn.transaction():
-            await store.insert_thread(conn, thread)
-            await add_messages(conn, thread["id"], spec.messages)
+            await store.insert_thread(conn, thread, app.tenant)
+            await add_messages(conn, thread["id"], spec.messages, app.tenant)
             run, events = await create_run(app, conn, thread["id"], body)
             # Subscribed before commit: the run's first NOTIFY is delivered at commit.
             sub = app.hub.subscribe(run["id"]) if body.stream else None
@@ -68,14 +68,14 @@ async def create_thread_run(thread_id: ThreadId, body: schemas.CreateRun, app: A
 @router.get("/threads/{thread_id}/runs")
 async def list_runs(thread_id: ThreadId, app: App, page: PageParams) -> dict:
     async with app.pool.connection() as conn:
-        if await store.get(conn, "threads", thread_id) is None:
+        if await store.get(conn, "threads", thread_id, app.tenant) is None:
             raise not_found("thread", thread_id)
-        items, more = await store.list_page(conn, "runs", filters={"thread_id": thread_id}, **vars(page))
+        items, more = await store.list_page(conn, "runs", tenant=app.tenant, filters={"thread_id": thread_id}, **vars(page))
     return objects.page(items, more)
 
 
-async def _run(conn, thread_id: str, run_id: str, *, for_update: bool = False) -> dict:
-    run = await store.get(conn, "runs", run_id, for_update=for_update)
+async def _run(conn, thread_id: str, run_id: str, tenant: str, *, for_update: bool = False) -> dict:
+    run = await store.get(conn, "runs", run_id, tenant, for_update=for_update)
     if run is None or run["thread_id"] != thread_id:
         raise not_found("run", run_id)
     return run
@@ -84,13 +84,13 @@ async def _run(conn, thread_id: str, run_id: str, *, for_update: bool = False) -
 @router.get("/threads/{thread_id}/runs/{run_id}")
 async def retrieve_run(thread_id: ThreadId, run_id: RunId, app: App) -> dict:
     async with app.pool.connection() as conn:
-        return await _run(conn, thread_id, run_id)
+        return await _run(conn, thread_id, run_id, app.tenant)
 
 
 @router.post("/threads/{thread_id}/runs/{run_id}")
 async def modify_run(thread_id: ThreadId, run_id: RunId, body: schemas.ModifyRun, app: App) -> dict:
     async with app.pool.connection() as conn, conn.transaction():
-        run = await _run(conn, thread_id, run_id, for_update=True)
+        run = await _run(conn, thread_id, run_id, app.tenant, for_update=True)
         if "metadata" in body.model_fields_set:
             run["metadata"] = body.metadata or {}
         await store.replace(conn, "runs", run)
@@ -113,16 +113,16 @@ async def submit(thread_id: ThreadId, run_id: RunId, body: schemas.SubmitToolOut
 @router.get("/threads/{thread_id}/runs/{run_id}/steps")
 async def list_steps(thread_id: ThreadId, run_id: RunId, app: App, page: PageParams, include: Include = None) -> dict:
     async with app.pool.connection() as conn:
-        await _run(conn, thread_id, run_id)
-        items, more = await store.list_page(conn, "run_steps", filters={"run_id": run_id}, **vars(page))
+        await _run(conn, thread_id, run_id, app.tenant)
+        items, more = await store.list_page(conn, "run_steps", tenant=app.tenant, filters={"run_id": run_id}, **vars(page))
     return objects.page(items, more)
 
 
 @router.get("/threads/{thread_id}/runs/{run_id}/steps/{step_id}")
 async def retrieve_step(thread_id: ThreadId, run_id: RunId, step_id: StepId, app: App, include: Include = None) -> dict:
     async with app.pool.connection() as conn:
-        await _run(conn, thread_id, run_id)
-        step = await store.get(conn, "run_steps", step_id)
+        await _run(conn, thread_id, run_id, app.tenant)
+        step = await store.get(conn, "run_steps", step_id, app.tenant)
     if step is None or step["run_id"] != run_id:
         raise not_found("run step", step_id)
     return step

@@ -15,13 +15,13 @@ async def create_thread(app: App, body: schemas.CreateThread | None = None) -> d
     body = body or schemas.CreateThread()
     thread = objects.thread(body.metadata, body.tool_resources)
     async with app.pool.connection() as conn, conn.transaction():
-        await store.insert_thread(conn, thread)
-        await add_messages(conn, thread["id"], body.messages)
+        await store.insert_thread(conn, thread, app.tenant)
+        await add_messages(conn, thread["id"], body.messages, app.tenant)
     return thread
 
 
-async def _thread(conn, thread_id: str) -> dict:
-    thread = await store.get(conn, "threads", thread_id)
+async def _thread(conn, thread_id: str, tenant: str) -> dict:
+    thread = await store.get(conn, "threads", thread_id, tenant)
     if thread is None:
         raise not_found("thread", thread_id)
     return thread
@@ -30,13 +30,13 @@ async def _thread(conn, thread_id: str) -> dict:
 @router.get("/{thread_id}")
 async def retrieve_thread(thread_id: ThreadId, app: App) -> dict:
     async with app.pool.connection() as conn:
-        return await _thread(conn, thread_id)
+        return await _thread(conn, thread_id, app.tenant)
 
 
 @router.post("/{thread_id}")
 async def modify_thread(thread_id: ThreadId, body: schemas.ModifyThread, app: App) -> dict:
     async with app.pool.connection() as conn, conn.transaction():
-        thread = await store.get(conn, "threads", thread_id, for_update=True)
+        thread = await store.get(conn, "threads", thread_id, app.tenant, for_update=True)
         if thread is None:
             raise not_found("thread", thread_id)
         if "metadata" in body.model_fields_set:
@@ -50,7 +50,7 @@ async def modify_thread(thread_id: ThreadId, body: schemas.ModifyThread, app: Ap
 @router.delete("/{thread_id}")
 async def delete_thread(thread_id: ThreadId, app: App) -> dict:
     async with app.pool.connection() as conn:
-        if not await store.delete(conn, "threads", thread_id):
+        if not await store.delete(conn, "threads", thread_id, app.tenant):
             raise not_found("thread", thread_id)
     return objects.deleted(thread_id, "thread")
 
@@ -61,9 +61,9 @@ async def delete_thread(thread_id: ThreadId, app: App) -> dict:
 @router.post("/{thread_id}/messages")
 async def create_message(thread_id: ThreadId, body: schemas.CreateMessage, app: App) -> dict:
     async with app.pool.connection() as conn, conn.transaction():
-        await lock_thread(conn, thread_id)
+        await lock_thread(conn, thread_id, app.tenant)
         await ensure_unlocked_for_messages(conn, thread_id)
-        (message,) = await add_messages(conn, thread_id, [body])
+        (message,) = await add_messages(conn, thread_id, [body], app.tenant)
     return message
 
 
@@ -73,13 +73,13 @@ async def list_messages(thread_id: ThreadId, app: App, page: PageParams, run_id:
     if run_id is not None:
         filters["run_id"] = run_id
     async with app.pool.connection() as conn:
-        await _thread(conn, thread_id)
-        items, more = await store.list_page(conn, "messages", filters=filters, **vars(page))
+        await _thread(conn, thread_id, app.tenant)
+        items, more = await store.list_page(conn, "messages", tenant=app.tenant, filters=filters, **vars(page))
     return objects.page(items, more)
 
 
-async def _message(conn, thread_id: str, message_id: str, *, for_update: bool = False) -> dict:
-    message = await store.get(conn, "messages", message_id, for_update=for_update)
+async def _message(conn, thread_id: str, message_id: str, tenant: str, *, for_update: bool = False) -> dict:
+    message = await store.get(conn, "messages", message_id, tenant, for_update=for_update)
     if message is None or message["thread_id"] != thread_id:
         raise not_found("message", message_id)
     return message
@@ -88,13 +88,13 @@ async def _message(conn, thread_id: str, message_id: str, *, for_update: bool = 
 @router.get("/{thread_id}/messages/{message_id}")
 async def retrieve_message(thread_id: ThreadId, message_id: MessageId, app: App) -> dict:
     async with app.pool.connection() as conn:
-        return await _message(conn, thread_id, message_id)
+        return await _message(conn, thread_id, message_id, app.tenant)
 
 
 @router.post("/{thread_id}/messages/{message_id}")
 async def modify_message(thread_id: ThreadId, message_id: MessageId, body: schemas.ModifyMessage, app: App) -> dict:
     async with app.pool.connection() as conn, conn.transaction():
-        message = await _message(conn, thread_id, message_id, for_update=True)
+        message = await _message(conn, thread_id, message_id, app.tenant, for_update=True)
         if "metadata" in body.model_fields_set:
             message["metadata"] = body.metadata or {}
         await store.replace(conn, "messages", message)
@@ -104,6 +104,6 @@ async def modify_message(thread_id: ThreadId, message_id: MessageId, body: schem
 @router.delete("/{thread_id}/messages/{message_id}")
 async def delete_message(thread_id: ThreadId, message_id: MessageId, app: App) -> dict:
     async with app.pool.connection() as conn:
-        await _message(conn, thread_id, message_id)
-        await store.delete(conn, "messages", message_id)
+        await _message(conn, thread_id, message_id, app.tenant)
+        await store.delete(conn, "messages", message_id, app.tenant)
     return objects.deleted(message_id, "thread.message")
