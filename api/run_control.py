@@ -147,7 +147,7 @@ async def submit_tool_outputs(
         events.append(Event("thread.run.queued", run))
         await conn.execute(SET_RESUME, (Jsonb({"resume": given}), run_id))
         # Subscribed before commit: the step.completed / run.queued NOTIFYs are delivered at commit.
-        sub = svc.hub.subscribe(run_id) if body.stream else None
+        sub = svc.hub.subscribe(run_id, svc.caller.key_id) if body.stream else None
         try:
             await svc.sink.emit(events, run_id=run_id, conn=conn)
         except BaseException:

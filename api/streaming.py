@@ -29,9 +29,10 @@ STREAM_END_EVENTS = {f"thread.run.{s}" for s in (*TERMINAL_RUN_STATUSES, "requir
 
 
 class Subscription:
-    def __init__(self, hub: "EventHub", run_id: str):
+    def __init__(self, hub: "EventHub", run_id: str, key_id: str | None):
         self.hub = hub
         self.run_id = run_id
+        self.key_id = key_id
         self.queue: asyncio.Queue[dict] = asyncio.Queue()
 
     def close(self) -> None:
@@ -54,8 +55,8 @@ class EventHub:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
 
-    def subscribe(self, run_id: str) -> Subscription:
-        sub = Subscription(self, run_id)
+    def subscribe(self, run_id: str, key_id: str | None = None) -> Subscription:
+        sub = Subscription(self, run_id, key_id)
         self._subs[run_id].add(sub)
         return sub
 
@@ -82,6 +83,13 @@ class EventHub:
 
     def _dispatch(self, payload: str) -> None:
         message = json.loads(payload)
+        if "revoked_key" in message:
+            # A revoked key's streams end at their next event.
+            for subs in tuple(self._subs.values()):
+                for sub in tuple(subs):
+                    if sub.key_id == message["revoked_key"]:
+                        sub.queue.put_nowait(message)
+            return
         for sub in tuple(self._subs.get(message["r"], ())):
             sub.queue.put_nowait(message)
 
@@ -114,6 +122,9 @@ async def run_events(
                     yield ServerSentEvent(event=f"thread.run.{status}", data=json.dumps(row["obj"]))
                     break
                 continue
+            if "revoked_key" in message:
+                yield _error_event("The API key used for this stream was revoked.")
+                break
             name = message["e"]
             if "ref" in message:
                 async with pool.connection() as conn:

@@ -28,7 +28,7 @@ async def create_thread_and_run(body: schemas.CreateThreadAndRun, app: App, incl
             await add_messages(conn, thread["id"], spec.messages, app.tenant)
             run, events = await create_run(app, conn, thread["id"], body)
             # Subscribed before commit: the run's first NOTIFY is delivered at commit.
-            sub = app.hub.subscribe(run["id"]) if body.stream else None
+            sub = app.hub.subscribe(run["id"], app.caller.key_id) if body.stream else None
             await app.sink.emit(events, run_id=run["id"], conn=conn)
     except BaseException:
         if sub:
@@ -53,7 +53,7 @@ async def create_thread_run(thread_id: ThreadId, body: schemas.CreateRun, app: A
                 additional_instructions=body.additional_instructions,
                 additional_messages=body.additional_messages,
             )
-            sub = app.hub.subscribe(run["id"]) if body.stream else None
+            sub = app.hub.subscribe(run["id"], app.caller.key_id) if body.stream else None
             await app.sink.emit(events, run_id=run["id"], conn=conn)
     except BaseException:
         if sub:
