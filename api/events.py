@@ -8,6 +8,7 @@ parked in `run_event_payloads` and announced by reference.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from contextlib import asynccontextmanager
 from typing import AsyncIterator, Sequence
@@ -49,12 +50,38 @@ class EventSink:
     async def emit(self, events: Sequence[Event], *, run_id: str, conn: AsyncConnection | None = None) -> None:
         if not events:
             return
+        if conn is None and not any(_persists(e) for e in events):
+            # Deltas only: one statement, no transaction.
+            async with self._pool.connection() as own:
+                await _publish_many(own, run_id, events)
+            return
         async with self._tx(conn) as tx:
             for event in events:
                 await _persist(tx, event)
-            for event in events:
-                if event.publish:
-                    await _publish(tx, run_id, event)
+            await _publish_many(tx, run_id, events)
+
+
+def _persists(event: Event) -> bool:
+    kind = event.event.rsplit(".", 1)[-1]
+    if event.event.startswith("thread.run.step.") or event.event.startswith("thread.message."):
+        return kind in _PERSISTED_SNAPSHOTS
+    return event.event.startswith("thread.run.")
+
+
+async def _publish_many(conn: AsyncConnection, run_id: str, events: Sequence[Event]) -> None:
+    bodies = [_notification(run_id, e) for e in events if e.publish]
+    if any(b is None for b in bodies):
+        for event in events:
+            await _publish(conn, run_id, event)
+        return
+    query = "SELECT " + ", ".join(["pg_notify(%s, %s)"] * len(bodies))
+    await conn.execute(query, [x for body in bodies for x in (CHANNEL, body)])
+
+
+def _notification(run_id: str, event: Event) -> str | None:
+    """The inline NOTIFY payload, or None when it is too large to go inline."""
+    body = json.dumps({"r": run_id, "e": event.event, "d": event.data}, separators=(",", ":"))
+    return body if len(body.encode()) <= _MAX_INLINE else None
 
 
 async def _persist(conn: AsyncConnection, event: Event) -> None:
@@ -72,8 +99,8 @@ async def _persist(conn: AsyncConnection, event: Event) -> None:
 
 
 async def _publish(conn: AsyncConnection, run_id: str, event: Event) -> None:
-    body = json.dumps({"r": run_id, "e": event.event, "d": event.data}, separators=(",", ":"))
-    if len(body.encode()) > _MAX_INLINE:
+    body = _notification(run_id, event)
+    if body is None:
         cur = await conn.execute(INSERT_PAYLOAD, (run_id, Jsonb(event.data)))
         ref = (await cur.fetchone())["id"]
         body = json.dumps({"r": run_id, "e": event.event, "ref": ref})
@@ -87,3 +114,82 @@ async def load_payload(conn: AsyncConnection, ref: int) -> dict | None:
 
 async def prune_payloads(conn: AsyncConnection) -> None:
     await conn.execute(DELETE_OLD_PAYLOADS)
+
+
+def _coalesce(events: list[Event]) -> list[Event]:
+    """Merge consecutive text deltas of one message (and argument deltas of one tool call) that
+    queued up while the previous write was in flight: fewer round trips, same accumulated result."""
+    out: list[Event] = []
+    for event in events:
+        prev = out[-1] if out else None
+        if prev is not None and prev.event == event.event and prev.data.get("id") == event.data.get("id"):
+            merged = _merge_delta(prev, event)
+            if merged is not None:
+                out[-1] = merged
+                continue
+        out.append(event)
+    return out
+
+
+def _merge_delta(prev: Event, event: Event) -> Event | None:
+    if event.event == "thread.message.delta":
+        (a,), (b,) = prev.data["delta"]["content"], event.data["delta"]["content"]
+        if a["index"] != b["index"] or a["type"] != "text" or b["type"] != "text" or set(b["text"]) != {"value"}:
+            return None
+        block = {**a, "text": {**a["text"], "value": a["text"]["value"] + b["text"]["value"]}}
+        return Event(prev.event, {**prev.data, "delta": {"content": [block]}})
+    if event.event == "thread.run.step.delta":
+        (a,) = prev.data["delta"]["step_details"]["tool_calls"]
+        (b,) = event.data["delta"]["step_details"]["tool_calls"]
+        if a["index"] != b["index"] or set(b["function"]) != {"arguments"}:
+            return None
+        call = {**a, "function": {**a["function"], "arguments": a["function"]["arguments"] + b["function"]["arguments"]}}
+        return Event(prev.event, {**prev.data, "delta": {"step_details": {"type": "tool_calls", "tool_calls": [call]}}})
+    return None
+
+
+class EventPump:
+    """Emits a run's events in order from a background task, so the graph never waits on the
+    database between tokens. Events that pile up during one write go out together in the next."""
+
+    def __init__(self, sink: EventSink, run_id: str):
+        self._sink = sink
+        self._run_id = run_id
+        self._pending: list[Event] = []
+        self._wake = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._error: BaseException | None = None
+        self._task = asyncio.create_task(self._drain(), name=f"events {run_id}")
+
+    def put(self, events: list[Event]) -> None:
+        if self._error is not None:
+            raise self._error
+        self._pending.extend(events)
+        self._idle.clear()
+        self._wake.set()
+
+    async def flush(self) -> None:
+        """Wait until everything put so far is stored and published; re-raise a failed write."""
+        if self._pending or not self._idle.is_set():
+            self._wake.set()
+            await self._idle.wait()
+        if self._error is not None:
+            raise self._error
+
+    async def close(self) -> None:
+        self._task.cancel()
+        await asyncio.gather(self._task, return_exceptions=True)
+
+    async def _drain(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._pending and self._error is None:
+                batch, self._pending = _coalesce(self._pending), []
+                try:
+                    await self._sink.emit(batch, run_id=self._run_id)
+                except Exception as exc:  # RunPreempted or a database error: the executor decides
+                    self._error = exc
+                    self._pending = []
+            self._idle.set()

@@ -18,7 +18,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from api import history, store
 from api.auth import model_credentials
-from api.events import EventSink, RunPreempted, prune_payloads
+from api.events import EventPump, EventSink, RunPreempted, prune_payloads
 from api.mapper import RunEventMapper
 from api.queue import ADVANCE_RUN, EXPIRE_RUN, PRUNE_EVENTS, QUEUE, RunQueue
 from api.settings import Settings
@@ -144,6 +144,7 @@ class RunExecutor:
         if row["status"] != "queued":
             return
         graph_config = {"configurable": {"thread_id": run_id}}
+        pump: EventPump | None = None
         try:
             await self.sink.emit(mapper.start(), run_id=run_id)
             if "resume" in config:
@@ -155,12 +156,20 @@ class RunExecutor:
             context = context_for(run, self.settings)
             if config.get("key_id"):
                 context = await self._with_key_credentials(context, config["key_id"])
+            pump = EventPump(self.sink, run_id)
+            # durability="exit": a run's checkpoint is written when it pauses (requires_action) or
+            # ends; a run interrupted by a crash is not resumed mid-step but expires.
             async for mode, payload in self.graph.astream(
-                graph_input, graph_config, context=context, stream_mode=["messages", "updates"]
+                graph_input,
+                graph_config,
+                context=context,
+                stream_mode=["messages", "updates"],
+                durability="exit",
             ):
                 events = mapper.handle(mode, payload)
                 if events:
-                    await self.sink.emit(events, run_id=run_id)
+                    pump.put(events)
+            await pump.flush()
             if mapper.run["status"] == "requires_action":
                 async with self.pool.connection() as conn, conn.transaction():
                     for step_id, usage in mapper.pending_tool_usage.items():
@@ -172,16 +181,20 @@ class RunExecutor:
                 mapper.finish(state.values.get("usage"), state.values.get("incomplete")), run_id=run_id
             )
         except RunPreempted:
-            await self._after_preemption(run_id, mapper)
+            await self._after_preemption(run_id, mapper, pump)
         except asyncio.CancelledError:
             # Procrastinate cancels the task when the run is cancelled or expires.
-            await asyncio.shield(self._after_preemption(run_id, mapper))
+            await asyncio.shield(self._after_preemption(run_id, mapper, pump))
             raise
         except Exception as exc:  # the model, the network, a bad tool schema: the run fails, never hangs
             log.warning("run %s failed: %s", run_id, exc)
             code, message = describe_model_error(exc, self.settings)
             usage = await self._usage(graph_config)
+            await self._settle(pump)
             await self._emit_quietly(mapper.fail(code, message, usage), run_id)
+        finally:
+            if pump is not None:
+                await pump.close()
 
     async def expire(self, run_id: str, timestamp: int | None = None) -> None:
         async with self.pool.connection() as conn:
@@ -202,7 +215,17 @@ class RunExecutor:
 
     # --- helpers ------------------------------------------------------------------------------
 
-    async def _after_preemption(self, run_id: str, mapper: RunEventMapper) -> None:
+    @staticmethod
+    async def _settle(pump: EventPump | None) -> None:
+        """Let already-produced events reach the database first, so closing events follow them."""
+        if pump is not None:
+            try:
+                await pump.flush()
+            except Exception:
+                pass
+
+    async def _after_preemption(self, run_id: str, mapper: RunEventMapper, pump: EventPump | None = None) -> None:
+        await self._settle(pump)
         async with self.pool.connection() as conn:
             row = await store.run_row(conn, run_id)
         if row is not None and row["status"] == "cancelling":

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import re
+from functools import lru_cache
 from typing import Any
 
 from langchain_core.messages import AIMessage, AnyMessage, SystemMessage, ToolMessage
@@ -27,23 +29,51 @@ def normalize_call_id(raw: str | None, message_id: str | None, index: int) -> st
 
 
 def chat_model(ctx: Context, max_tokens: int | None) -> ChatOpenAI:
+    return _chat_model(
+        ctx.model,
+        ctx.base_url,
+        ctx.api_key,
+        ctx.temperature,
+        ctx.top_p,
+        max_tokens,
+        ctx.timeout,
+        ctx.max_retries,
+        ctx.reasoning_effort,
+        json.dumps(ctx.response_format, sort_keys=True) if ctx.response_format else None,
+    )
+
+
+@lru_cache(maxsize=256)
+def _chat_model(
+    model: str,
+    base_url: str | None,
+    api_key: str | None,
+    temperature: float | None,
+    top_p: float | None,
+    max_tokens: int | None,
+    timeout: float,
+    max_retries: int,
+    reasoning_effort: str | None,
+    response_format: str | None,
+) -> ChatOpenAI:
+    # Building a client costs milliseconds; runs with the same settings share one.
     extra: dict[str, Any] = {}
-    if ctx.reasoning_effort:
-        extra["reasoning_effort"] = ctx.reasoning_effort
-    if ctx.response_format:
+    if reasoning_effort:
+        extra["reasoning_effort"] = reasoning_effort
+    if response_format:
         # Sent as-is in the request body. Handing it to langchain instead would route the call
         # through the SDK's structured-output helpers: those reject `json_object` next to tools,
         # force every function tool to `strict`, and refuse non-strict tools.
-        extra["extra_body"] = {"response_format": ctx.response_format}
+        extra["extra_body"] = {"response_format": json.loads(response_format)}
     return ChatOpenAI(
-        model=ctx.model,
-        base_url=ctx.base_url,
-        api_key=ctx.api_key or "not-needed",
-        temperature=ctx.temperature,
-        top_p=ctx.top_p,
+        model=model,
+        base_url=base_url,
+        api_key=api_key or "not-needed",
+        temperature=temperature,
+        top_p=top_p,
         max_tokens=max_tokens,
-        timeout=ctx.timeout,
-        max_retries=ctx.max_retries,
+        timeout=timeout,
+        max_retries=max_retries,
         streaming=True,
         stream_usage=True,
         **extra,
