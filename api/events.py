@@ -72,7 +72,8 @@ async def _publish_many(conn: AsyncConnection, run_id: str, events: Sequence[Eve
     bodies = [_notification(run_id, e) for e in events if e.publish]
     if any(b is None for b in bodies):
         for event in events:
-            await _publish(conn, run_id, event)
+            if event.publish:
+                await _publish(conn, run_id, event)
         return
     query = "SELECT " + ", ".join(["pg_notify(%s, %s)"] * len(bodies))
     await conn.execute(query, [x for body in bodies for x in (CHANNEL, body)])
@@ -89,10 +90,17 @@ async def _persist(conn: AsyncConnection, event: Event) -> None:
     kind = name.rsplit(".", 1)[-1]
     if name.startswith("thread.run.step."):
         if kind in _PERSISTED_SNAPSHOTS:
+            pending_usage = data.pop("_pending_usage", None)
             await store.upsert_step(conn, data)
+            if pending_usage is not None:
+                await store.set_step_pending_usage(conn, data["id"], pending_usage)
     elif name.startswith("thread.run."):
         if not await store.transition_run(conn, data):
             raise RunPreempted(data["id"])
+        if kind == "requires_action":
+            # Outputs consumed by this execution; the next submit brings new ones. Same
+            # transaction as the status, so a submit can never race it.
+            await store.clear_resume(conn, data["id"])
     elif name.startswith("thread.message."):
         if kind in _PERSISTED_SNAPSHOTS:
             await store.upsert_message(conn, data)

@@ -19,7 +19,9 @@ from psycopg_pool import AsyncConnectionPool
 from api import history, store
 from api.auth import model_credentials
 from api.events import EventPump, EventSink, RunPreempted, prune_payloads
+from api.ids import now
 from api.mapper import RunEventMapper
+from api.objects import ACTIVE_RUN_STATUSES
 from api.queue import ADVANCE_RUN, EXPIRE_RUN, PRUNE_EVENTS, QUEUE, RunQueue
 from api.settings import Settings
 from graph.context import Context
@@ -28,7 +30,6 @@ from tools.functions import function_tool_specs
 
 log = logging.getLogger(__name__)
 
-CLEAR_RESUME = "UPDATE runs SET config = config - 'resume' WHERE id = %s"
 
 
 def context_for(run: dict, settings: Settings) -> Context:
@@ -171,10 +172,6 @@ class RunExecutor:
                     pump.put(events)
             await pump.flush()
             if mapper.run["status"] == "requires_action":
-                async with self.pool.connection() as conn, conn.transaction():
-                    for step_id, usage in mapper.pending_tool_usage.items():
-                        await store.set_step_pending_usage(conn, step_id, usage)
-                    await conn.execute(CLEAR_RESUME, (run_id,))
                 return
             state = await self.graph.aget_state(graph_config)
             await self.sink.emit(
@@ -199,15 +196,30 @@ class RunExecutor:
     async def expire(self, run_id: str, timestamp: int | None = None) -> None:
         async with self.pool.connection() as conn:
             row = await store.run_row(conn, run_id)
-            if row is None or row["status"] not in ("queued", "in_progress", "requires_action", "cancelling"):
+        if row is None or row["status"] not in ACTIVE_RUN_STATUSES:
+            return
+        if row["status"] != "requires_action" and await self.queue.abort(row["job_id"]) == "doing":
+            # The executor holding the run expires it itself, keeping the partial answer it
+            # streamed; wait for it, and fall through only if that process is gone.
+            if await self._wait_until_settled(run_id, timeout=5.0):
                 return
+        async with self.pool.connection() as conn:
             mapper = RunEventMapper(
                 row["obj"],
                 open_steps=await store.open_steps(conn, run_id),
                 open_messages=await store.open_messages(conn, run_id),
             )
-        if await self._emit_quietly(mapper.expire(), run_id) and row["status"] != "requires_action":
-            await self.queue.abort(row["job_id"])
+        await self._emit_quietly(mapper.expire(), run_id)
+
+    async def _wait_until_settled(self, run_id: str, timeout: float) -> bool:
+        deadline = asyncio.get_running_loop().time() + timeout
+        while asyncio.get_running_loop().time() < deadline:
+            async with self.pool.connection() as conn:
+                row = await store.run_row(conn, run_id)
+            if row is None or row["status"] not in ACTIVE_RUN_STATUSES:
+                return True
+            await asyncio.sleep(0.05)
+        return False
 
     async def prune(self, timestamp: int | None = None) -> None:
         async with self.pool.connection() as conn:
@@ -225,12 +237,18 @@ class RunExecutor:
                 pass
 
     async def _after_preemption(self, run_id: str, mapper: RunEventMapper, pump: EventPump | None = None) -> None:
+        """Someone else moved the run on (cancel) or its time ran out (expiry): close it from here,
+        where the partial answer is known."""
         await self._settle(pump)
         async with self.pool.connection() as conn:
             row = await store.run_row(conn, run_id)
-        if row is not None and row["status"] == "cancelling":
-            usage = await self._usage({"configurable": {"thread_id": run_id}})
+        if row is None:
+            return
+        usage = await self._usage({"configurable": {"thread_id": run_id}})
+        if row["status"] == "cancelling":
             await self._emit_quietly(mapper.cancel(usage), run_id)
+        elif row["status"] in ACTIVE_RUN_STATUSES and now() >= (row["obj"].get("expires_at") or now() + 1):
+            await self._emit_quietly(mapper.expire(), run_id)
 
     async def _with_key_credentials(self, context: Context, key_id: str) -> Context:
         """Runs created with a key that carries its own model endpoint/key call the model with those."""

@@ -326,7 +326,12 @@ class RunEventMapper:
         self._stale_steps.append(copy.deepcopy(step))
         self._tool_step = None
         return [
-            Event("thread.run.step.snapshot", copy.deepcopy(step), publish=False),
+            # Carries the usage of the call that made the step, stored until the outputs arrive.
+            Event(
+                "thread.run.step.snapshot",
+                {**copy.deepcopy(step), "_pending_usage": self.pending_tool_usage.get(step["id"])},
+                publish=False,
+            ),
             self._run_event(
                 "requires_action",
                 required_action={"type": "submit_tool_outputs", "submit_tool_outputs": {"tool_calls": calls}},

@@ -45,6 +45,7 @@ SELECT_THREAD_MESSAGES = "SELECT obj FROM messages WHERE thread_id = %s ORDER BY
 SELECT_OPEN_STEPS = "SELECT obj, pending_usage FROM run_steps WHERE run_id = %s AND obj->>'status' = 'in_progress' ORDER BY seq"
 SELECT_OPEN_MESSAGES = "SELECT obj FROM messages WHERE run_id = %s AND obj->>'status' = 'in_progress' ORDER BY seq"
 SET_STEP_PENDING_USAGE = "UPDATE run_steps SET pending_usage = %s WHERE id = %s"
+CLEAR_RESUME = "UPDATE runs SET config = config - 'resume' WHERE id = %s"
 
 ALLOWED_FROM: dict[str, tuple[str, ...]] = {
     "queued": ("queued", "requires_action"),
@@ -103,6 +104,10 @@ async def upsert_step(conn: AsyncConnection, obj: dict) -> None:
 
 async def set_step_pending_usage(conn: AsyncConnection, step_id: str, usage: dict) -> None:
     await conn.execute(SET_STEP_PENDING_USAGE, (Jsonb(usage), step_id))
+
+
+async def clear_resume(conn: AsyncConnection, run_id: str) -> None:
+    await conn.execute(CLEAR_RESUME, (run_id,))
 
 
 async def insert_run(conn: AsyncConnection, obj: dict, config: dict, tenant: str) -> None:

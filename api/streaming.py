@@ -118,7 +118,8 @@ async def run_events(
                 async with pool.connection() as conn:
                     row = await store.run_row(conn, sub.run_id)
                 status = row["status"] if row else None
-                if status in TERMINAL_RUN_STATUSES or status == "requires_action":
+                # Events that arrived meanwhile go out first (in order, the run's own last event included).
+                if sub.queue.empty() and (status in TERMINAL_RUN_STATUSES or status == "requires_action"):
                     yield ServerSentEvent(event=f"thread.run.{status}", data=json.dumps(row["obj"]))
                     break
                 continue
