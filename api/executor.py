@@ -22,7 +22,7 @@ from api.events import EventPump, EventSink, RunPreempted, prune_payloads
 from api.ids import now
 from api.mapper import RunEventMapper
 from api.objects import ACTIVE_RUN_STATUSES
-from api.queue import ADVANCE_RUN, EXPIRE_RUN, PRUNE_EVENTS, QUEUE, RunQueue
+from api.queue import ADVANCE_RUN, EXPIRE_RUNS, PRUNE_EVENTS, QUEUE, RunQueue
 from api.settings import Settings
 from graph.context import Context
 from graph.graph import builder
@@ -112,7 +112,10 @@ class RunExecutor:
         self.graph = builder.compile(checkpointer=AsyncPostgresSaver(pool), name="assistant")
         app = queue.app
         app.task(name=ADVANCE_RUN, queue=QUEUE, pass_context=False)(self.advance)
-        app.task(name=EXPIRE_RUN, queue=QUEUE, pass_context=False)(self.expire)
+        # Every second (procrastinate's cron takes seconds as a 6th field); one worker wins each tick.
+        app.periodic(cron="* * * * * *", periodic_id="expiry")(
+            app.task(name=EXPIRE_RUNS, queue=QUEUE, pass_context=False)(self.expire_overdue)
+        )
         app.periodic(cron="*/10 * * * *", periodic_id="prune")(
             app.task(name=PRUNE_EVENTS, queue=QUEUE, pass_context=False)(self.prune)
         )
@@ -135,15 +138,20 @@ class RunExecutor:
             row = await store.run_row(conn, run_id)
             if row is None:
                 return
-            open_steps = await store.open_steps(conn, run_id)
-            open_messages = await store.open_messages(conn, run_id)
-        run, config = row["obj"], row["config"]
-        mapper = RunEventMapper(run, open_steps=open_steps, open_messages=open_messages)
+            if row["status"] == "cancelling":
+                mapper = RunEventMapper(
+                    row["obj"],
+                    open_steps=await store.open_steps(conn, run_id),
+                    open_messages=await store.open_messages(conn, run_id),
+                )
         if row["status"] == "cancelling":
             await self._emit_quietly(mapper.cancel(), run_id)
             return
         if row["status"] != "queued":
             return
+        # A queued run has nothing open: tool steps are completed when their outputs arrive.
+        run, config = row["obj"], row["config"]
+        mapper = RunEventMapper(run)
         graph_config = {"configurable": {"thread_id": run_id}}
         pump: EventPump | None = None
         try:
@@ -155,6 +163,8 @@ class RunExecutor:
                     messages = await store.thread_messages(conn, run["thread_id"])
                 graph_input = {"history": history.render(messages)}
             context = context_for(run, self.settings)
+            # Deltas only matter to a stream; a polled run skips publishing them.
+            publish_deltas = config.get("stream", True)
             if config.get("key_id"):
                 context = await self._with_key_credentials(context, config["key_id"])
             pump = EventPump(self.sink, run_id)
@@ -168,6 +178,8 @@ class RunExecutor:
                 durability="exit",
             ):
                 events = mapper.handle(mode, payload)
+                if not publish_deltas:
+                    events = [e for e in events if not e.event.endswith(".delta")]
                 if events:
                     pump.put(events)
             await pump.flush()
@@ -193,12 +205,17 @@ class RunExecutor:
             if pump is not None:
                 await pump.close()
 
-    async def expire(self, run_id: str, timestamp: int | None = None) -> None:
+    async def expire_overdue(self, timestamp: int | None = None) -> None:
+        async with self.pool.connection() as conn:
+            overdue = await store.overdue_runs(conn, now())
+        await asyncio.gather(*(self.expire(run_id) for run_id in overdue))
+
+    async def expire(self, run_id: str) -> None:
         async with self.pool.connection() as conn:
             row = await store.run_row(conn, run_id)
         if row is None or row["status"] not in ACTIVE_RUN_STATUSES:
             return
-        if row["status"] != "requires_action" and await self.queue.abort(row["job_id"]) == "doing":
+        if row["status"] != "requires_action" and await self.queue.abort(run_id) == "doing":
             # The executor holding the run expires it itself, keeping the partial answer it
             # streamed; wait for it, and fall through only if that process is gone.
             if await self._wait_until_settled(run_id, timeout=5.0):

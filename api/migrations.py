@@ -76,4 +76,11 @@ MIGRATIONS: list[str] = [
         obj jsonb NOT NULL
     );
     """,
+    # 3: expiry is swept from the runs table instead of one scheduled job per run.
+    """
+    ALTER TABLE runs ADD COLUMN expires_at bigint;
+    CREATE INDEX runs_expiring ON runs (expires_at)
+        WHERE status IN ('queued', 'in_progress', 'requires_action', 'cancelling');
+    ALTER TABLE runs DROP COLUMN job_id;
+    """,
 ]

@@ -6,7 +6,6 @@ number of `assistgraph worker` processes) claim and execute them.
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 
 import procrastinate
@@ -15,7 +14,7 @@ from procrastinate.psycopg_connector import PsycopgConnector
 log = logging.getLogger(__name__)
 
 ADVANCE_RUN = "assistgraph.advance_run"
-EXPIRE_RUN = "assistgraph.expire_run"
+EXPIRE_RUNS = "assistgraph.expire_overdue_runs"
 PRUNE_EVENTS = "assistgraph.prune_event_payloads"
 QUEUE = "runs"
 
@@ -41,20 +40,13 @@ class RunQueue:
             name=ADVANCE_RUN, queue=QUEUE, lock=run_id
         ).defer_async(run_id=run_id)
 
-    async def schedule_expiry(self, run_id: str, at: int) -> None:
-        await self.app.configure_task(
-            name=EXPIRE_RUN, queue=QUEUE, schedule_at=dt.datetime.fromtimestamp(at, dt.timezone.utc)
-        ).defer_async(run_id=run_id)
-
-    async def abort(self, job_id: int | None) -> str | None:
-        """Ask the worker holding `job_id` to stop it; returns the job's status afterwards."""
-        if job_id is None:
-            return None
-        await self.app.job_manager.cancel_job_by_id_async(job_id, abort=True)
-        return await self.job_status(job_id)
-
-    async def job_status(self, job_id: int) -> str | None:
-        jobs = await self.app.job_manager.list_jobs_async(id=job_id)
-        jobs = list(jobs)
-        # procrastinate hands the status over as a plain string here (an enum elsewhere).
-        return str(getattr(jobs[0].status, "value", jobs[0].status)) if jobs else None
+    async def abort(self, run_id: str) -> str | None:
+        """Stop the run's job: a waiting one is cancelled, a running one is told to abort (the
+        worker cancels its task). Returns "doing" when a worker was running it."""
+        found = None
+        for job in await self.app.job_manager.list_jobs_async(lock=run_id, queue=QUEUE):
+            status = str(getattr(job.status, "value", job.status))
+            if status in ("todo", "doing"):
+                await self.app.job_manager.cancel_job_by_id_async(job.id, abort=True)
+                found = "doing" if status == "doing" or found == "doing" else "cancelled"
+        return found

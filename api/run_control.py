@@ -88,24 +88,21 @@ async def create_run(
     )
     check_tools(run)
     check_model_allowed(svc.caller, run["model"])
-    await store.insert_run(conn, run, {"key_id": svc.caller.key_id} if svc.caller.key_id else {}, svc.tenant)
+    # Internal execution settings: who created the run, and whether anyone streams its tokens.
+    config = {"key_id": svc.caller.key_id, "stream": bool(body.stream)}
+    await store.insert_run(conn, run, config, svc.tenant)
     return run, [Event("thread.run.created", run), Event("thread.run.queued", run)]
 
 
-async def start_run(svc: Services, run: dict, *, arm_expiry: bool = True) -> None:
-    """After the run row is committed: hand it to the executors (and, when new, arm its expiry)."""
+async def start_run(svc: Services, run: dict) -> None:
+    """After the run row is committed: hand it to the executors."""
     try:
-        job_id = await svc.queue.enqueue_run(run["id"])
-        if arm_expiry:
-            await svc.queue.schedule_expiry(run["id"], run["expires_at"])
+        await svc.queue.enqueue_run(run["id"])
     except Exception as exc:
         log.exception("could not enqueue run %s", run["id"])
         await svc.sink.emit(
             RunEventMapper(run).fail("server_error", f"The run could not be queued: {exc}"), run_id=run["id"]
         )
-        return
-    async with svc.pool.connection() as conn:
-        await store.set_run_job(conn, run["id"], job_id)
 
 
 async def submit_tool_outputs(
@@ -145,7 +142,7 @@ async def submit_tool_outputs(
             events.append(Event("thread.run.step.completed", step))
         run.update(status="queued", required_action=None)
         events.append(Event("thread.run.queued", run))
-        await conn.execute(SET_RESUME, (Jsonb({"resume": given}), run_id))
+        await conn.execute(SET_RESUME, (Jsonb({"resume": given, "stream": bool(body.stream)}), run_id))
         # Subscribed before commit: the step.completed / run.queued NOTIFYs are delivered at commit.
         sub = svc.hub.subscribe(run_id, svc.caller.key_id) if body.stream else None
         try:
@@ -154,7 +151,7 @@ async def submit_tool_outputs(
             if sub:
                 sub.close()
             raise
-    await start_run(svc, run, arm_expiry=False)
+    await start_run(svc, run)
     return run, sub
 
 
@@ -166,13 +163,12 @@ async def cancel_run(svc: Services, thread_id: str, run_id: str) -> dict:
         if run["status"] not in ("queued", "in_progress", "requires_action"):
             raise InvalidRequest(f"Cannot cancel run with status '{run['status']}'.")
         previous = run["status"]
-        row = await store.run_row(conn, run_id)
         mapper = RunEventMapper(
             run, open_steps=await store.open_steps(conn, run_id), open_messages=await store.open_messages(conn, run_id)
         )
         await svc.sink.emit(mapper.cancelling(), run_id=run_id, conn=conn)
     if previous != "requires_action":
-        job_status = await svc.queue.abort(row["job_id"])
+        job_status = await svc.queue.abort(run_id)
         if job_status in ("doing", "aborting"):
             # The executor holding the run finishes the cancellation (it knows the partial answer).
             return mapper.run

@@ -22,7 +22,10 @@ SELECT_SEQ_ANY_TENANT = "SELECT seq FROM {table} WHERE id = %s"
 INSERT_ASSISTANT = "INSERT INTO assistants (id, tenant_id, obj) VALUES (%s, %s, %s)"
 INSERT_THREAD = "INSERT INTO threads (id, tenant_id, obj) VALUES (%s, %s, %s)"
 INSERT_MESSAGE = "INSERT INTO messages (id, thread_id, run_id, tenant_id, obj) VALUES (%s, %s, %s, %s, %s)"
-INSERT_RUN = "INSERT INTO runs (id, thread_id, status, tenant_id, config, obj) VALUES (%s, %s, %s, %s, %s, %s)"
+INSERT_RUN = """
+    INSERT INTO runs (id, thread_id, status, tenant_id, expires_at, config, obj)
+    VALUES (%s, %s, %s, %s, %s, %s, %s)
+"""
 # The executor writes steps and messages knowing only the run: they inherit its tenant.
 INSERT_STEP = """
     INSERT INTO run_steps (id, run_id, tenant_id, obj)
@@ -39,8 +42,12 @@ SELECT_ACTIVE_RUN = "SELECT id FROM runs WHERE thread_id = %s AND status = ANY(%
 # A run's status only moves along the lifecycle: the WHERE clause is the state machine, so a
 # late write (a finishing executor racing a cancel or an expiry) changes nothing.
 TRANSITION_RUN = "UPDATE runs SET status = %s, obj = %s WHERE id = %s AND status = ANY(%s) RETURNING id"
-SELECT_RUN_ROW = "SELECT obj, status, job_id, config, tenant_id FROM runs WHERE id = %s"
-SET_RUN_JOB = "UPDATE runs SET job_id = %s WHERE id = %s"
+SELECT_RUN_ROW = "SELECT obj, status, config, tenant_id FROM runs WHERE id = %s"
+SELECT_OVERDUE_RUNS = """
+    SELECT id FROM runs
+    WHERE status IN ('queued', 'in_progress', 'requires_action', 'cancelling') AND expires_at <= %s
+    ORDER BY expires_at LIMIT %s
+"""
 SELECT_THREAD_MESSAGES = "SELECT obj FROM messages WHERE thread_id = %s ORDER BY seq"
 SELECT_OPEN_STEPS = "SELECT obj, pending_usage FROM run_steps WHERE run_id = %s AND obj->>'status' = 'in_progress' ORDER BY seq"
 SELECT_OPEN_MESSAGES = "SELECT obj FROM messages WHERE run_id = %s AND obj->>'status' = 'in_progress' ORDER BY seq"
@@ -112,12 +119,14 @@ async def clear_resume(conn: AsyncConnection, run_id: str) -> None:
 
 async def insert_run(conn: AsyncConnection, obj: dict, config: dict, tenant: str) -> None:
     await conn.execute(
-        INSERT_RUN, (obj["id"], obj["thread_id"], obj["status"], tenant, Jsonb(config), Jsonb(obj))
+        INSERT_RUN,
+        (obj["id"], obj["thread_id"], obj["status"], tenant, obj["expires_at"], Jsonb(config), Jsonb(obj)),
     )
 
 
-async def set_run_job(conn: AsyncConnection, run_id: str, job_id: int) -> None:
-    await conn.execute(SET_RUN_JOB, (job_id, run_id))
+async def overdue_runs(conn: AsyncConnection, now: int, limit: int = 100) -> list[str]:
+    cur = await conn.execute(SELECT_OVERDUE_RUNS, (now, limit))
+    return [row["id"] for row in await cur.fetchall()]
 
 
 async def transition_run(conn: AsyncConnection, obj: dict) -> bool:
