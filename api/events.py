@@ -79,10 +79,27 @@ async def _publish_many(conn: AsyncConnection, run_id: str, events: Sequence[Eve
     await conn.execute(query, [x for body in bodies for x in (CHANNEL, body)])
 
 
+# Wire format of a notification: "<run id>\x1f<event name>\x1f<data>", where data is the event's
+# JSON, or "@<id>" of a parked payload. Streams relay the JSON as it came, without parsing it.
+_SEP = "\x1f"
+REVOKED = "!revoked"
+
+
 def _notification(run_id: str, event: Event) -> str | None:
     """The inline NOTIFY payload, or None when it is too large to go inline."""
-    body = json.dumps({"r": run_id, "e": event.event, "d": event.data}, separators=(",", ":"))
+    body = f"{run_id}{_SEP}{event.event}{_SEP}{json.dumps(event.data, separators=(',', ':'))}"
     return body if len(body.encode()) <= _MAX_INLINE else None
+
+
+def revocation_notice(key_id: str) -> str:
+    return f"{REVOKED}{_SEP}{key_id}"
+
+
+def decode_notification(payload: str) -> tuple[str, str, str]:
+    """(run id or REVOKED, event name or key id, data JSON or "@<ref>" or "")."""
+    head, _, rest = payload.partition(_SEP)
+    name, _, data = rest.partition(_SEP)
+    return head, name, data
 
 
 async def _persist(conn: AsyncConnection, event: Event) -> None:
@@ -111,7 +128,7 @@ async def _publish(conn: AsyncConnection, run_id: str, event: Event) -> None:
     if body is None:
         cur = await conn.execute(INSERT_PAYLOAD, (run_id, Jsonb(event.data)))
         ref = (await cur.fetchone())["id"]
-        body = json.dumps({"r": run_id, "e": event.event, "ref": ref})
+        body = f"{run_id}{_SEP}{event.event}{_SEP}@{ref}"
     await conn.execute(NOTIFY, (CHANNEL, body))
 
 
@@ -193,6 +210,8 @@ class EventPump:
         while True:
             await self._wake.wait()
             self._wake.clear()
+            # One turn of the event loop: chunks already received by the model client join this batch.
+            await asyncio.sleep(0)
             while self._pending and self._error is None:
                 batch, self._pending = _coalesce(self._pending), []
                 try:

@@ -6,7 +6,6 @@ model API key (encrypted at rest, never returned) and an allow-list of models.
 
 from __future__ import annotations
 
-import json
 import secrets
 from fastapi import APIRouter, Depends, Request
 from psycopg import AsyncConnection
@@ -17,7 +16,7 @@ from api import crypto, objects, store
 from api.auth import SELECT_KEY, Forbidden, Unauthorized, bearer, redact
 from api.deps import PageParams, Server
 from api.errors import NotFound
-from api.events import CHANNEL
+from api.events import CHANNEL, revocation_notice
 from api.ids import now
 from api.schemas import Body
 
@@ -103,5 +102,5 @@ async def revoke_key(key_id: str, svc: Server) -> dict:
         if row is None:
             raise NotFound(f"No API key found with id '{key_id}'.")
         # Streams opened with this key end at their next event (see streaming.EventHub).
-        await conn.execute(NOTIFY, (CHANNEL, json.dumps({"revoked_key": key_id})))
+        await conn.execute(NOTIFY, (CHANNEL, revocation_notice(key_id)))
     return row["obj"]

@@ -19,7 +19,7 @@ from psycopg_pool import AsyncConnectionPool
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from api import store
-from api.events import CHANNEL, load_payload
+from api.events import CHANNEL, REVOKED, decode_notification, load_payload
 from api.objects import TERMINAL_RUN_STATUSES
 
 log = logging.getLogger(__name__)
@@ -33,7 +33,7 @@ class Subscription:
         self.hub = hub
         self.run_id = run_id
         self.key_id = key_id
-        self.queue: asyncio.Queue[dict] = asyncio.Queue()
+        self.queue: asyncio.Queue[tuple[str, str]] = asyncio.Queue()  # (event name, data JSON | "@ref")
 
     def close(self) -> None:
         self.hub._unsubscribe(self)
@@ -82,16 +82,16 @@ class EventHub:
                 await asyncio.sleep(0.5)
 
     def _dispatch(self, payload: str) -> None:
-        message = json.loads(payload)
-        if "revoked_key" in message:
+        head, name, data = decode_notification(payload)
+        if head == REVOKED:
             # A revoked key's streams end at their next event.
             for subs in tuple(self._subs.values()):
                 for sub in tuple(subs):
-                    if sub.key_id == message["revoked_key"]:
-                        sub.queue.put_nowait(message)
+                    if sub.key_id == name:
+                        sub.queue.put_nowait((REVOKED, ""))
             return
-        for sub in tuple(self._subs.get(message["r"], ())):
-            sub.queue.put_nowait(message)
+        for sub in tuple(self._subs.get(head, ())):
+            sub.queue.put_nowait((name, data))
 
 
 def _error_event(message: str) -> ServerSentEvent:
@@ -123,19 +123,18 @@ async def run_events(
                     yield ServerSentEvent(event=f"thread.run.{status}", data=json.dumps(row["obj"]))
                     break
                 continue
-            if "revoked_key" in message:
+            name, data = message
+            if name == REVOKED:
                 yield _error_event("The API key used for this stream was revoked.")
                 break
-            name = message["e"]
-            if "ref" in message:
+            if data.startswith("@"):
                 async with pool.connection() as conn:
-                    data = await load_payload(conn, message["ref"])
-                if data is None:
+                    parked = await load_payload(conn, int(data[1:]))
+                if parked is None:
                     yield _error_event("An event of this run is no longer available.")
                     break
-            else:
-                data = message["d"]
-            yield ServerSentEvent(event=name, data=json.dumps(data, separators=(",", ":")))
+                data = json.dumps(parked, separators=(",", ":"))
+            yield ServerSentEvent(event=name, data=data)
             if name in STREAM_END_EVENTS:
                 break
         yield ServerSentEvent(event="done", data="[DONE]")

@@ -33,6 +33,7 @@ from openai.types.beta.threads import Run
 from openai.types.beta.threads.runs import RunStep
 from typing_extensions import override
 
+from api.events import decode_notification
 from tests.conftest import sdk, wait_for
 
 BETA = {"OpenAI-Beta": "assistants=v2"}
@@ -1249,13 +1250,13 @@ def test_immediate_submit_while_executor_finishes(client, server, scripted, mode
             run = client.beta.threads.runs.create(thread_id=thread.id, assistant_id=assistant.id)
             step_id = calls = None
             for note in listen.notifies(timeout=10):
-                message = json.loads(note.payload)
-                if message["r"] != run.id:
+                run_id, name, data = decode_notification(note.payload)
+                if run_id != run.id:
                     continue
-                if message["e"] == "thread.run.step.created":
-                    step_id = message["d"]["id"]
-                if message["e"] == "thread.run.requires_action":
-                    calls = message["d"]["required_action"]["submit_tool_outputs"]["tool_calls"]
+                if name == "thread.run.step.created":
+                    step_id = json.loads(data)["id"]
+                if name == "thread.run.requires_action":
+                    calls = json.loads(data)["required_action"]["submit_tool_outputs"]["tool_calls"]
                     break
             assert step_id and calls
             locker.execute("SELECT 1 FROM run_steps WHERE id = %s FOR UPDATE", (step_id,))
