@@ -1,6 +1,6 @@
 """Streaming (SSE) through the official `openai` SDK helpers and raw HTTP, against the real server.
 
-The contract is /work/shared/reference/assistants-streaming.md: event names and order (section 3),
+The contract is ../shared/reference/assistants-streaming.md: event names and order (section 3),
 what the SDK accumulators need (section 4), and full objects in every non-delta event.
 """
 
@@ -37,7 +37,8 @@ from api.events import decode_notification
 from tests.conftest import sdk, wait_for
 
 BETA = {"OpenAI-Beta": "assistants=v2"}
-SPEC_PATH = Path("/work/shared/reference/assistants-openapi.yaml")
+# The contract lives beside the repository (shared/ next to the clone).
+SPEC_PATH = Path(__file__).resolve().parents[2] / "shared" / "reference" / "assistants-openapi.yaml"
 
 RUN_HEAD = ["thread.run.created", "thread.run.queued", "thread.run.in_progress"]
 MESSAGE_OPEN = [
