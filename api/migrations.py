@@ -83,4 +83,60 @@ MIGRATIONS: list[str] = [
         WHERE status IN ('queued', 'in_progress', 'requires_action', 'cancelling');
     ALTER TABLE runs DROP COLUMN job_id;
     """,
+    # 4: files, vector stores and their chunks (pgvector + full text).
+    """
+    CREATE EXTENSION IF NOT EXISTS vector;
+    CREATE TABLE files (
+        id text PRIMARY KEY,
+        seq bigserial UNIQUE,
+        tenant_id text NOT NULL,
+        purpose text NOT NULL,
+        storage_path text NOT NULL,
+        obj jsonb NOT NULL
+    );
+    CREATE INDEX files_tenant_seq ON files (tenant_id, seq);
+    CREATE TABLE vector_stores (
+        id text PRIMARY KEY,
+        seq bigserial UNIQUE,
+        tenant_id text NOT NULL,
+        embedding_model text NOT NULL,
+        embedding_dimension integer NOT NULL,
+        obj jsonb NOT NULL
+    );
+    CREATE INDEX vector_stores_tenant_seq ON vector_stores (tenant_id, seq);
+    CREATE TABLE vector_store_file_batches (
+        id text PRIMARY KEY,
+        seq bigserial UNIQUE,
+        tenant_id text NOT NULL,
+        vector_store_id text NOT NULL REFERENCES vector_stores(id) ON DELETE CASCADE,
+        obj jsonb NOT NULL
+    );
+    CREATE TABLE vector_store_files (
+        vector_store_id text NOT NULL REFERENCES vector_stores(id) ON DELETE CASCADE,
+        file_id text NOT NULL REFERENCES files(id) ON DELETE CASCADE,
+        seq bigserial UNIQUE,
+        tenant_id text NOT NULL,
+        status text NOT NULL,
+        batch_id text REFERENCES vector_store_file_batches(id) ON DELETE SET NULL,
+        obj jsonb NOT NULL,
+        PRIMARY KEY (vector_store_id, file_id)
+    );
+    CREATE INDEX vector_store_files_batch ON vector_store_files (batch_id);
+    -- One row per chunk. The embedding column has no fixed dimension (stores may use different
+    -- models); HNSW indexes are per dimension, on a cast expression (see retrieval).
+    CREATE TABLE chunks (
+        id bigserial PRIMARY KEY,
+        vector_store_id text NOT NULL,
+        file_id text NOT NULL,
+        chunk_index integer NOT NULL,
+        content text NOT NULL,
+        token_count integer NOT NULL,
+        metadata jsonb NOT NULL DEFAULT '{}',
+        embedding vector NOT NULL,
+        tsv tsvector GENERATED ALWAYS AS (to_tsvector('simple', content)) STORED,
+        FOREIGN KEY (vector_store_id, file_id) REFERENCES vector_store_files (vector_store_id, file_id) ON DELETE CASCADE
+    );
+    CREATE INDEX chunks_store_file ON chunks (vector_store_id, file_id);
+    CREATE INDEX chunks_tsv ON chunks USING gin (tsv);
+    """,
 ]
