@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import logging
 from typing import Any
 
@@ -16,31 +17,36 @@ from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
 from langgraph.types import Command
 from psycopg_pool import AsyncConnectionPool
 
-from api import history, store
+from api import history, retrieval, store
 from api.auth import model_credentials
 from api.events import EventPump, EventSink, RunPreempted, prune_payloads
 from api.ids import now
+from api.ingest_jobs import IngestionJobs
 from api.mapper import RunEventMapper
 from api.objects import ACTIVE_RUN_STATUSES
 from api.queue import ADVANCE_RUN, EXPIRE_RUNS, PRUNE_EVENTS, QUEUE, RunQueue
 from api.settings import Settings
 from graph.context import Context
 from graph.graph import builder
+from tools.file_search import FileSearchTool
 from tools.functions import function_tool_specs
 
 log = logging.getLogger(__name__)
 
 
 
-def context_for(run: dict, settings: Settings) -> Context:
+def context_for(run: dict, settings: Settings, server_tools: list | None = None) -> Context:
     tools = function_tool_specs(run["tools"])
+    server_tools = server_tools or []
     truncation = run.get("truncation_strategy") or {}
     response_format = run.get("response_format")
     return Context(
         model=run["model"],
         instructions=run.get("instructions") or "",
         tools=tools,
-        tool_choice=run.get("tool_choice") if tools else None,
+        server_tools=server_tools,
+        tool_choice=run.get("tool_choice") if tools or server_tools else None,
+        tool_timeout=settings.tool_timeout,
         parallel_tool_calls=run.get("parallel_tool_calls", True),
         temperature=run.get("temperature"),
         top_p=run.get("top_p"),
@@ -109,6 +115,7 @@ class RunExecutor:
         self.queue = queue
         self.settings = settings
         self.sink = EventSink(pool)
+        IngestionJobs(pool, queue, settings)  # vector store file ingestion + store expiry tasks
         self.graph = builder.compile(checkpointer=AsyncPostgresSaver(pool), name="assistant")
         app = queue.app
         app.task(name=ADVANCE_RUN, queue=QUEUE, pass_context=False)(self.advance)
@@ -162,7 +169,9 @@ class RunExecutor:
                 async with self.pool.connection() as conn:
                     messages = await store.thread_messages(conn, run["thread_id"])
                 graph_input = {"history": history.render(messages)}
-            context = context_for(run, self.settings)
+            server_tools, kinds = await self._server_tools(run)
+            mapper.use_server_tools(kinds)
+            context = context_for(run, self.settings, server_tools)
             # Deltas only matter to a stream; a polled run skips publishing them.
             publish_deltas = config.get("stream", True)
             if config.get("key_id"):
@@ -266,6 +275,37 @@ class RunExecutor:
             await self._emit_quietly(mapper.cancel(usage), run_id)
         elif row["status"] in ACTIVE_RUN_STATUSES and now() >= (row["obj"].get("expires_at") or now() + 1):
             await self._emit_quietly(mapper.expire(), run_id)
+
+    async def _server_tools(self, run: dict) -> tuple[list, dict[str, str]]:
+        """The tools this run executes on the server, and the tool-call type clients see for each."""
+        spec = next((t for t in run["tools"] if t["type"] == "file_search"), None)
+        if spec is None:
+            return [], {}
+        async with self.pool.connection() as conn:
+            thread_stores = await store.thread_vector_store_ids(conn, run["thread_id"])
+        own_stores = ((run.get("tool_resources") or {}).get("file_search") or {}).get("vector_store_ids") or []
+        store_ids = list(dict.fromkeys([*own_stores, *thread_stores]))
+        if not store_ids:
+            return [], {}
+        # As on OpenAI: the run waits (up to 60 s) for files still being processed in the thread's store.
+        await self._wait_for_files(thread_stores, timeout=60.0)
+        settings = spec.get("file_search") or {}
+        ranking = settings.get("ranking_options") or {}
+        tool = FileSearchTool(
+            search=functools.partial(retrieval.search, self.pool, store_ids),
+            max_num_results=settings.get("max_num_results") or 20,
+            score_threshold=ranking.get("score_threshold", 0.0),
+            ranker=ranking.get("ranker", "auto"),
+        )
+        return [tool], {tool.name: "file_search"}
+
+    async def _wait_for_files(self, vector_store_ids: list[str], timeout: float) -> None:
+        deadline = asyncio.get_running_loop().time() + timeout
+        while vector_store_ids and asyncio.get_running_loop().time() < deadline:
+            async with self.pool.connection() as conn:
+                if not await store.files_in_progress(conn, vector_store_ids):
+                    return
+            await asyncio.sleep(0.5)
 
     async def _with_key_credentials(self, context: Context, key_id: str) -> Context:
         """Runs created with a key that carries its own model endpoint/key call the model with those."""

@@ -15,6 +15,9 @@ PREFIXES = {
     "run": "run_",
     "step": "step_",
     "call": "call_",
+    "vector_store": "vs_",
+    "file_batch": "vsfb_",
+    "file": "file-",
 }
 
 

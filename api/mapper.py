@@ -20,6 +20,7 @@ from api.ids import now as default_now
 from graph.nodes import normalize_call_id
 
 MODEL_NODE = "model"
+SERVER_TOOLS_NODE = "server_tools"
 
 
 @dataclass(frozen=True)
@@ -55,10 +56,16 @@ class RunEventMapper:
         *,
         open_steps: list[dict] | None = None,
         open_messages: list[dict] | None = None,
+        server_tools: dict[str, str] | None = None,
         new_id: Callable[[str], str] = default_new_id,
         clock: Callable[[], int] = default_now,
     ):
         self.run = copy.deepcopy(run)
+        # Tools executed inside the graph, by name -> the tool-call type clients see
+        # ("function", or "file_search"). Calls of other tools are the client's.
+        self._server_tools = server_tools or {}
+        # Citation marker text -> file id, from file_search results seen in this execution.
+        self._citations: dict[str, str] = {}
         self._new_id = new_id
         self._now = clock
         # Steps/messages left open by an earlier execution of this run (a tool_calls step
@@ -76,6 +83,9 @@ class RunEventMapper:
         self._call_pos: dict[Any, int] = {}  # provider's chunk index -> position in the step
         self._chunk_source: str | None = None  # id of the model response being streamed
         self.pending_tool_usage: dict[str, dict] = {}  # tool_calls step id -> usage awaiting outputs
+
+    def use_server_tools(self, kinds: dict[str, str]) -> None:
+        self._server_tools = kinds
 
     # --- dispatch ---------------------------------------------------------------------------
 
@@ -167,6 +177,8 @@ class RunEventMapper:
                 events += self._requires_action(update)
             elif node == MODEL_NODE and update:
                 events += self._model_turn_done(update)
+            elif node == SERVER_TOOLS_NODE and update:
+                events += self._server_tools_done(update)
         return events
 
     # --- message creation -----------------------------------------------------------------------
@@ -215,7 +227,21 @@ class RunEventMapper:
             return events
         value = text if text is not None else "".join(self._text)
         message = self._message
-        message["content"] = [{"type": "text", "text": {"value": value, "annotations": []}}]
+        annotations = self._annotations(value)
+        message["content"] = [{"type": "text", "text": {"value": value, "annotations": annotations}}]
+        if annotations:
+            # Each annotation once, complete, under its index (the SDK sums repeated numbers).
+            block = {
+                "index": 0,
+                "type": "text",
+                "text": {"annotations": [{"index": i, **a} for i, a in enumerate(annotations)]},
+            }
+            events.append(
+                Event(
+                    "thread.message.delta",
+                    {"id": message["id"], "object": "thread.message.delta", "delta": {"content": [block]}},
+                )
+            )
         if incomplete_reason:
             message.update(status="incomplete", incomplete_at=self._now(), incomplete_details={"reason": incomplete_reason})
             events.append(Event("thread.message.incomplete", copy.deepcopy(message)))
@@ -230,6 +256,25 @@ class RunEventMapper:
         if incomplete_reason in (None, "max_tokens"):
             self._message_step = None
         return events
+
+    def _annotations(self, value: str) -> list[dict]:
+        """file_citation annotations for the file_search markers the answer quotes."""
+        found = []
+        for marker, file_id in self._citations.items():
+            start = value.find(marker)
+            while start != -1:
+                found.append((start, marker, file_id))
+                start = value.find(marker, start + len(marker))
+        return [
+            {
+                "type": "file_citation",
+                "text": marker,
+                "start_index": start,
+                "end_index": start + len(marker),
+                "file_citation": {"file_id": file_id},
+            }
+            for start, marker, file_id in sorted(found)
+        ]
 
     # --- tool calls -----------------------------------------------------------------------------
 
@@ -254,16 +299,20 @@ class RunEventMapper:
                 "arguments": args,
             }
             self._calls.append(call)
-            body = {
-                "index": pos,
-                "id": call["id"],
-                "type": "function",
-                "function": {"name": call["name"], "arguments": args, "output": None},
-            }
+            if self._kind(call["name"]) == "file_search":
+                body = {"index": pos, "id": call["id"], "type": "file_search", "file_search": {}}
+            else:
+                body = {
+                    "index": pos,
+                    "id": call["id"],
+                    "type": "function",
+                    "function": {"name": call["name"], "arguments": args, "output": None},
+                }
         else:
             pos = self._call_pos[index]
             self._calls[pos]["arguments"] += args
-            if not args:
+            # file_search queries stay internal, as on OpenAI.
+            if not args or self._kind(self._calls[pos]["name"]) == "file_search":
                 return events
             body = {"index": pos, "type": "function", "function": {"arguments": args}}
         events.append(
@@ -307,12 +356,58 @@ class RunEventMapper:
                     self._calls[pos]["id"] = call["id"]
                     self._calls[pos]["name"] = call["name"]
             del self._calls[len(response.tool_calls):]
-            self._tool_step["step_details"]["tool_calls"] = [
-                {"id": c["id"], "type": "function", "function": {"name": c["name"], "arguments": c["arguments"], "output": None}}
-                for c in self._calls
-            ]
+            self._tool_step["step_details"]["tool_calls"] = [self._tool_call_json(c) for c in self._calls]
             self.pending_tool_usage[self._tool_step["id"]] = usage_json(usage)
         return events
+
+    def _kind(self, name: str) -> str:
+        return self._server_tools.get(name, "function")
+
+    def _tool_call_json(self, call: dict) -> dict:
+        if self._kind(call["name"]) == "file_search":
+            return {"id": call["id"], "type": "file_search", "file_search": call.get("file_search", {})}
+        return {
+            "id": call["id"],
+            "type": "function",
+            "function": {"name": call["name"], "arguments": call["arguments"], "output": call.get("output")},
+        }
+
+    def _server_tools_done(self, update: dict) -> list[Event]:
+        """Outputs of server-side tools: fill them in; the step completes unless client calls remain."""
+        if self._tool_step is None:
+            return []
+        results = {m.tool_call_id: m for m in update.get("messages") or []}
+        for call in self._calls:
+            message = results.get(call["id"])
+            if message is None:
+                continue
+            if self._kind(call["name"]) == "file_search":
+                artifact = message.artifact if isinstance(message.artifact, dict) else {}
+                hits = artifact.get("results") or []
+                for hit in hits:
+                    self._citations[hit["marker"]] = hit["file_id"]
+                call["file_search"] = {
+                    "ranking_options": artifact.get("ranking_options") or {"ranker": "auto", "score_threshold": 0.0},
+                    "results": [
+                        {
+                            "file_id": h["file_id"],
+                            "file_name": h["file_name"],
+                            "score": h["score"],
+                            "content": [{"type": "text", "text": h["content"]}],
+                        }
+                        for h in hits
+                    ],
+                }
+            else:
+                call["output"] = _text_of(message.content)
+            call["done"] = True
+        step = self._tool_step
+        step["step_details"]["tool_calls"] = [self._tool_call_json(c) for c in self._calls]
+        if any(not c.get("done") for c in self._calls):
+            return []  # client calls remain: the step waits for their outputs (requires_action)
+        step.update(status="completed", completed_at=self._now(), usage=self.pending_tool_usage.pop(step["id"], None))
+        self._tool_step = None
+        return [Event("thread.run.step.completed", copy.deepcopy(step))]
 
     def _requires_action(self, interrupts: Any) -> list[Event]:
         if self._tool_step is None:
@@ -320,6 +415,7 @@ class RunEventMapper:
         calls = [
             {"id": c["id"], "type": "function", "function": {"name": c["name"], "arguments": c["arguments"]}}
             for c in self._calls
+            if c["name"] not in self._server_tools
         ]
         step = self._tool_step
         # The step stays open while the client works; it is closed on submit.

@@ -139,4 +139,27 @@ MIGRATIONS: list[str] = [
     CREATE INDEX chunks_store_file ON chunks (vector_store_id, file_id);
     CREATE INDEX chunks_tsv ON chunks USING gin (tsv);
     """,
+    # 5: vector store bookkeeping. Counts, status and usage are computed from the rows (never
+    # stored), so deletes and cascades can't leave them stale; `attempt` fences an ingestion job
+    # against a re-attach, a cancel or a detach that happened while it ran.
+    """
+    ALTER TABLE vector_stores ADD COLUMN last_active_at bigint NOT NULL DEFAULT 0;
+    ALTER TABLE vector_stores ADD COLUMN expires_after_days integer;
+    ALTER TABLE vector_stores ADD COLUMN expired boolean NOT NULL DEFAULT false;
+    CREATE INDEX vector_stores_expiring ON vector_stores ((last_active_at + expires_after_days * 86400))
+        WHERE expires_after_days IS NOT NULL AND NOT expired;
+    ALTER TABLE vector_store_files ADD COLUMN attempt text;
+    ALTER TABLE vector_store_files ADD COLUMN usage_bytes bigint NOT NULL DEFAULT 0;
+    ALTER TABLE vector_store_files ADD COLUMN chunk_count integer NOT NULL DEFAULT 0;
+    CREATE INDEX vector_store_files_store_seq ON vector_store_files (vector_store_id, seq);
+    CREATE INDEX vector_store_files_file ON vector_store_files (file_id);
+    CREATE INDEX vector_store_file_batches_store ON vector_store_file_batches (vector_store_id);
+    -- Keyword queries: the lexemes of chunks.tsv ('simple': lower-cased, unstemmed) minus English
+    -- stop words, so "how long are backups kept" asks for long & backups & kept.
+    CREATE TEXT SEARCH DICTIONARY assistgraph_simple_stop (TEMPLATE = pg_catalog.simple, STOPWORDS = english);
+    CREATE TEXT SEARCH CONFIGURATION assistgraph_query (COPY = pg_catalog.simple);
+    ALTER TEXT SEARCH CONFIGURATION assistgraph_query
+        ALTER MAPPING FOR asciiword, word, asciihword, hword, hword_asciipart, hword_part
+        WITH assistgraph_simple_stop;
+    """,
 ]

@@ -220,3 +220,22 @@ def page(items: list[dict], has_more: bool) -> dict:
         "last_id": items[-1]["id"] if items else None,
         "has_more": has_more,
     }
+
+
+FILE_SEARCH_CONTENT = "step_details.tool_calls[*].file_search.results[*].content"
+
+
+def present_step(step: dict, include: list[str] | None) -> dict:
+    """A run step as the client asked for it: file_search result text only with `include[]`."""
+    if FILE_SEARCH_CONTENT in (include or []) or step.get("type") != "tool_calls":
+        return step
+    calls = step.get("step_details", {}).get("tool_calls") or []
+    if not any(c.get("type") == "file_search" for c in calls):
+        return step
+    shown = {**step, "step_details": {**step["step_details"], "tool_calls": []}}
+    for call in calls:
+        if call.get("type") == "file_search" and call.get("file_search", {}).get("results"):
+            results = [{k: v for k, v in r.items() if k != "content"} for r in call["file_search"]["results"]]
+            call = {**call, "file_search": {**call["file_search"], "results": results}}
+        shown["step_details"]["tool_calls"].append(call)
+    return shown

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from psycopg import AsyncConnection
 from psycopg.types.json import Jsonb
 
-from api import objects, schemas, store
+from api import files_store, objects, schemas, store
+from api import vector_stores as vs
 from api.deps import Services
 from api.auth import Caller
 from api.errors import InvalidRequest, NotFound, not_found
@@ -15,6 +17,7 @@ from api.ids import now
 from api.events import RunPreempted
 from api.mapper import Event, RunEventMapper
 from api.streaming import Subscription
+from ingestion import ChunkingStrategy
 from tools.functions import function_names
 
 log = logging.getLogger(__name__)
@@ -37,14 +40,56 @@ async def ensure_unlocked_for_messages(conn: AsyncConnection, thread_id: str) ->
 
 
 async def add_messages(
-    conn: AsyncConnection, thread_id: str, messages: list[schemas.CreateMessage] | None, tenant: str
+    conn: AsyncConnection,
+    thread_id: str,
+    messages: list[schemas.CreateMessage] | None,
+    svc: Services,
+    jobs: list[vs.Job],
 ) -> list[dict]:
+    """Insert messages (in the caller's transaction). Files attached for file_search go into the
+    thread's vector store; their ingestion jobs are added to `jobs`, to enqueue after commit."""
     created = []
     for body in messages or []:
+        if body.attachments:
+            jobs += await _attach(conn, thread_id, body.attachments, svc)
         message = objects.user_message(thread_id, body)
-        await store.insert_message(conn, message, tenant)
+        await store.insert_message(conn, message, svc.tenant)
         created.append(message)
     return created
+
+
+async def _attach(conn: AsyncConnection, thread_id: str, attachments: list[schemas.Attachment], svc: Services) -> list[vs.Job]:
+    thread = await store.get(conn, "threads", thread_id, svc.tenant, for_update=True)
+    if thread is None:
+        raise not_found("thread", thread_id)
+    resources = thread["tool_resources"]
+    for attachment in attachments:
+        if await files_store.get(conn, attachment.file_id, svc.tenant) is None:
+            raise NotFound(f"No such File object: {attachment.file_id}", param="attachments")
+    searchable = [a.file_id for a in attachments if any(t.type == "file_search" for t in a.tools)]
+    runnable = [a.file_id for a in attachments if any(t.type == "code_interpreter" for t in a.tools)]
+    jobs: list[vs.Job] = []
+    if searchable:
+        store_ids = (resources.get("file_search") or {}).get("vector_store_ids") or []
+        if not store_ids:
+            # As on OpenAI: the thread gets a store of its own, expiring 7 days after last use.
+            model = await asyncio.to_thread(vs.configured_model, svc.settings)
+            created = vs.new_store_object(None, None, None)
+            await vs.insert_store(conn, created, svc.tenant, model, 7)
+            store_ids = [created["id"]]
+            resources["file_search"] = {"vector_store_ids": store_ids}
+        await vs.lock_store(conn, store_ids[0], svc.tenant)
+        items = [vs.Attach(file_id, ChunkingStrategy.auto(), None) for file_id in searchable]
+        _, jobs = await vs.attach_files(conn, store_ids[0], svc.tenant, items, file_param="attachments")
+    if runnable:
+        current = (resources.get("code_interpreter") or {}).get("file_ids") or []
+        file_ids = list(dict.fromkeys([*current, *runnable]))
+        if len(file_ids) > 20:
+            raise InvalidRequest("A thread's code_interpreter can hold at most 20 files.", param="attachments")
+        resources["code_interpreter"] = {"file_ids": file_ids}
+    thread["tool_resources"] = resources
+    await store.replace(conn, "threads", thread)
+    return jobs
 
 
 def check_tools(run: dict) -> None:
@@ -72,6 +117,7 @@ async def create_run(
     *,
     additional_instructions: str | None = None,
     additional_messages: list[schemas.CreateMessage] | None = None,
+    jobs: list[vs.Job],
 ) -> tuple[dict, list[Event]]:
     """Inside the caller's transaction: validate, lock the thread, insert the run. Returns the run
     and its opening events; the caller commits, then calls `start_run`."""
@@ -82,7 +128,7 @@ async def create_run(
     active = await store.active_run_id(conn, thread_id)
     if active:
         raise InvalidRequest(f"Thread {thread_id} already has an active run {active}.")
-    await add_messages(conn, thread_id, additional_messages, svc.tenant)
+    await add_messages(conn, thread_id, additional_messages, svc, jobs)
     run = objects.run(
         thread_id, assistant, body, svc.settings.run_expires_after, additional_instructions=additional_instructions
     )

@@ -219,13 +219,6 @@ class CreateMessage(WithMetadata):
     content: str | Annotated[list[ContentPart], Field(min_length=1)]
     attachments: list[Attachment] | None = None
 
-    @field_validator("attachments")
-    @classmethod
-    def _no_files_yet(cls, value):
-        if value:
-            raise ValueError("file attachments need the Files API, which this server does not provide yet")
-        return value
-
 
 class ModifyMessage(WithMetadata):
     pass

@@ -48,6 +48,9 @@ class Settings(BaseSettings):
     executor_poll_interval: float = Field(
         default=1.0, description="Seconds between the executor's checks for scheduled jobs (expiry)."
     )
+    tool_timeout: float = Field(
+        default=60.0, description="Seconds a server-side tool call (file_search, ...) may take before it fails."
+    )
     stream_keepalive: float = Field(
         default=10.0, description="Seconds of silence after which a stream sends a keep-alive comment."
     )
@@ -63,6 +66,30 @@ class Settings(BaseSettings):
     secret_key: SecretStr | None = Field(
         default=None,
         description="Encrypts stored credentials (per-key model keys). Required once such credentials are stored.",
+    )
+    embedding_provider: str = Field(
+        default="default",
+        description=(
+            "Embedding model of new vector stores: `default` (offline WordLlama, no key, no network), "
+            "`minilm` (offline all-MiniLM-L6-v2, the optional `minilm` extra) or `openai` (an "
+            "OpenAI-compatible endpoint). Each store keeps the model it was created with."
+        ),
+    )
+    embedding_model: str | None = Field(
+        default=None, description="Embedding model name with `embedding_provider=openai` (default text-embedding-3-small)."
+    )
+    embedding_base_url: str | None = Field(
+        default=None, description="Endpoint of the `openai` embedding provider (default: openai_base_url)."
+    )
+    embedding_api_key: SecretStr | None = Field(
+        default=None, description="Key of the `openai` embedding provider (default: openai_api_key)."
+    )
+    embedding_dimensions: int | None = Field(
+        default=None,
+        description="`dimensions` requested from an `openai` embedding model (text-embedding-3-* can shorten vectors).",
+    )
+    ingestion_concurrency: int = Field(
+        default=2, description="Files one executor process parses, chunks and embeds at the same time."
     )
 
 

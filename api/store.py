@@ -53,6 +53,13 @@ SELECT_OPEN_STEPS = "SELECT obj, pending_usage FROM run_steps WHERE run_id = %s 
 SELECT_OPEN_MESSAGES = "SELECT obj FROM messages WHERE run_id = %s AND obj->>'status' = 'in_progress' ORDER BY seq"
 SET_STEP_PENDING_USAGE = "UPDATE run_steps SET pending_usage = %s WHERE id = %s"
 CLEAR_RESUME = "UPDATE runs SET config = config - 'resume' WHERE id = %s"
+SELECT_THREAD_STORES = """
+    SELECT ARRAY(SELECT jsonb_array_elements_text(obj->'tool_resources'->'file_search'->'vector_store_ids')) AS ids
+    FROM threads WHERE id = %s
+"""
+COUNT_FILES_IN_PROGRESS = """
+    SELECT count(*) AS n FROM vector_store_files WHERE vector_store_id = ANY(%s) AND status = 'in_progress'
+"""
 
 ALLOWED_FROM: dict[str, tuple[str, ...]] = {
     "queued": ("queued", "requires_action"),
@@ -111,6 +118,17 @@ async def upsert_step(conn: AsyncConnection, obj: dict) -> None:
 
 async def set_step_pending_usage(conn: AsyncConnection, step_id: str, usage: dict) -> None:
     await conn.execute(SET_STEP_PENDING_USAGE, (Jsonb(usage), step_id))
+
+
+async def thread_vector_store_ids(conn: AsyncConnection, thread_id: str) -> list[str]:
+    cur = await conn.execute(SELECT_THREAD_STORES, (thread_id,))
+    row = await cur.fetchone()
+    return list(row["ids"] or []) if row else []
+
+
+async def files_in_progress(conn: AsyncConnection, vector_store_ids: list[str]) -> int:
+    cur = await conn.execute(COUNT_FILES_IN_PROGRESS, (vector_store_ids,))
+    return (await cur.fetchone())["n"]
 
 
 async def clear_resume(conn: AsyncConnection, run_id: str) -> None:

@@ -20,7 +20,7 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from api import store
 from api.events import CHANNEL, REVOKED, decode_notification, load_payload
-from api.objects import TERMINAL_RUN_STATUSES
+from api.objects import TERMINAL_RUN_STATUSES, present_step
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +104,7 @@ async def run_events(
     sub: Subscription,
     pool: AsyncConnectionPool,
     keepalive: float,
+    include: list[str] | None = None,
     first: list[tuple[str, dict]] | None = None,
 ) -> AsyncIterator[ServerSentEvent]:
     """The SSE events of one run until it ends or needs the client, then `done`."""
@@ -134,6 +135,8 @@ async def run_events(
                     yield _error_event("An event of this run is no longer available.")
                     break
                 data = json.dumps(parked, separators=(",", ":"))
+            if name.startswith("thread.run.step.") and name != "thread.run.step.delta" and '"file_search"' in data:
+                data = json.dumps(present_step(json.loads(data), include), separators=(",", ":"))
             yield ServerSentEvent(event=name, data=data)
             if name in STREAM_END_EVENTS:
                 break

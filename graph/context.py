@@ -20,6 +20,16 @@ class Context:
         default_factory=list,
         metadata={"description": "OpenAI `function` tool definitions the model may call; the client executes them."},
     )
+    server_tools: list[Any] = field(
+        default_factory=list,
+        metadata={
+            "description": "Tools executed inside the graph (LangChain tools, e.g. file_search); their calls "
+            "never pause the run."
+        },
+    )
+    tool_timeout: float = field(
+        default=60.0, metadata={"description": "Seconds a server-side tool may take before its call fails."}
+    )
     tool_choice: str | dict[str, Any] | None = field(
         default=None,
         metadata={"description": "`none`, `auto`, `required` or a named function (OpenAI's tool_choice)."},

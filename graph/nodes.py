@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from functools import lru_cache
@@ -9,6 +10,7 @@ from typing import Any
 
 from langchain_core.messages import AIMessage, AnyMessage, SystemMessage, ToolMessage
 from langchain_core.messages.utils import count_tokens_approximately, trim_messages
+from langchain_core.tools import BaseTool
 from langchain_openai import ChatOpenAI
 from langgraph.graph import END
 from langgraph.runtime import Runtime
@@ -81,15 +83,20 @@ def _chat_model(
 
 
 def _bind(model: ChatOpenAI, ctx: Context):
-    if not ctx.tools:
+    offered = [*ctx.tools, *ctx.server_tools]
+    if not offered:
         return model
     kwargs: dict[str, Any] = {}
     tool_choice = ctx.tool_choice
     if isinstance(tool_choice, dict):
-        tool_choice = tool_choice.get("function", {}).get("name")
+        # {"type": "function", "function": {"name"}} or a built-in tool by type ({"type": "file_search"}).
+        tool_choice = tool_choice.get("function", {}).get("name") or tool_choice.get("type")
+        names = {t["function"]["name"] for t in ctx.tools} | {t.name for t in ctx.server_tools}
+        if tool_choice not in names:
+            tool_choice = None  # a built-in tool this run does not have (e.g. no files to search)
     if not ctx.parallel_tool_calls:
         kwargs["parallel_tool_calls"] = False
-    return model.bind_tools(ctx.tools, tool_choice=tool_choice, **kwargs)
+    return model.bind_tools(offered, tool_choice=tool_choice, **kwargs)
 
 
 def _prompt(state: State, ctx: Context) -> tuple[list[AnyMessage] | None, int]:
@@ -155,12 +162,51 @@ async def call_model(state: State, runtime: Runtime[Context]) -> dict:
     return {"messages": [response], "usage": usage, "incomplete": incomplete}
 
 
+def _server_tool_names(ctx: Context) -> set[str]:
+    return {tool.name for tool in ctx.server_tools}
+
+
+def _unanswered_calls(state: State) -> list[dict]:
+    """Tool calls of the last model turn that have no result yet."""
+    messages = state.get("messages") or []
+    turn = next((m for m in reversed(messages) if isinstance(m, AIMessage)), None)
+    if turn is None:
+        return []
+    answered = {m.tool_call_id for m in messages if isinstance(m, ToolMessage)}
+    return [c for c in turn.tool_calls if c["id"] not in answered]
+
+
+async def _run_tool(tool: BaseTool, call: dict, timeout: float) -> ToolMessage:
+    try:
+        result = await asyncio.wait_for(tool.ainvoke({**call, "type": "tool_call"}), timeout=timeout)
+    except asyncio.TimeoutError:
+        return ToolMessage(
+            content=f"Error: the tool '{call['name']}' did not finish within {timeout:g} seconds.",
+            tool_call_id=call["id"], name=call["name"], status="error",
+        )
+    except Exception as exc:  # the model sees the failure and can recover; the run goes on
+        return ToolMessage(
+            content=f"Error: {type(exc).__name__}: {exc}", tool_call_id=call["id"], name=call["name"], status="error"
+        )
+    if isinstance(result, ToolMessage):
+        return result
+    return ToolMessage(content=str(result), tool_call_id=call["id"], name=call["name"])
+
+
+async def run_server_tools(state: State, runtime: Runtime[Context]) -> dict:
+    """Executes the calls of tools that live on the server, concurrently, each under a timeout."""
+    ctx = runtime.context or Context()
+    tools = {tool.name: tool for tool in ctx.server_tools}
+    calls = [c for c in _unanswered_calls(state) if c["name"] in tools]
+    results = await asyncio.gather(*(_run_tool(tools[c["name"]], c, ctx.tool_timeout) for c in calls))
+    return {"messages": list(results)}
+
+
 async def await_client_tools(state: State) -> dict:
     """Function tools run in the client: pause the run until it submits their outputs."""
-    last = state["messages"][-1]
     calls = [
         {"id": call["id"], "name": call["name"], "arguments": call["args"]}
-        for call in getattr(last, "tool_calls", [])
+        for call in _unanswered_calls(state)
     ]
     outputs: dict[str, str] = interrupt({"tool_calls": calls})
     return {
@@ -168,10 +214,17 @@ async def await_client_tools(state: State) -> dict:
     }
 
 
-def route_after_model(state: State) -> str:
+def route_after_model(state: State, runtime: Runtime[Context]) -> str:
     if state.get("incomplete"):
         return END
-    last = (state.get("messages") or [None])[-1]
-    if isinstance(last, AIMessage) and last.tool_calls:
-        return "client_tools"
-    return END
+    pending = _unanswered_calls(state)
+    if not pending:
+        return END
+    server = _server_tool_names(runtime.context or Context())
+    if any(c["name"] in server for c in pending):
+        return "server_tools"
+    return "client_tools"
+
+
+def route_after_server_tools(state: State) -> str:
+    return "client_tools" if _unanswered_calls(state) else "model"

@@ -3,6 +3,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from api import objects, schemas, store
+from api import vector_stores as vs
 from api.deps import App, Services, Include, PageParams, RunId, StepId, ThreadId
 from api.errors import not_found
 from api.streaming import run_events, sse_response
@@ -11,9 +12,9 @@ from api.run_control import add_messages, cancel_run, create_run, start_run, sub
 router = APIRouter(tags=["runs"])
 
 
-def stream(app: Services, sub, first=None):
+def stream(app: Services, sub, include: list[str] | None, first=None):
     keepalive = app.settings.stream_keepalive
-    return sse_response(run_events(sub, app.pool, keepalive, first=first), keepalive)
+    return sse_response(run_events(sub, app.pool, keepalive, include=include, first=first), keepalive)
 
 
 @router.post("/threads/runs")
@@ -22,11 +23,13 @@ async def create_thread_and_run(body: schemas.CreateThreadAndRun, app: App, incl
     resources = body.tool_resources if body.tool_resources is not None else spec.tool_resources
     thread = objects.thread(spec.metadata, resources)
     sub = None
+    jobs: list = []
     try:
         async with app.pool.connection() as conn, conn.transaction():
             await store.insert_thread(conn, thread, app.tenant)
-            await add_messages(conn, thread["id"], spec.messages, app.tenant)
-            run, events = await create_run(app, conn, thread["id"], body)
+            await add_messages(conn, thread["id"], spec.messages, app, jobs)
+            run, events = await create_run(app, conn, thread["id"], body, jobs=jobs)
+            thread = await store.get(conn, "threads", thread["id"], app.tenant)
             # Subscribed before commit: the run's first NOTIFY is delivered at commit.
             sub = app.hub.subscribe(run["id"], app.caller.key_id) if body.stream else None
             await app.sink.emit(events, run_id=run["id"], conn=conn)
@@ -34,15 +37,17 @@ async def create_thread_and_run(body: schemas.CreateThreadAndRun, app: App, incl
         if sub:
             sub.close()
         raise
+    await vs.enqueue(app.queue, app.pool, jobs)
     await start_run(app, run)
     if sub:
-        return stream(app, sub, first=[("thread.created", thread)])
+        return stream(app, sub, include, first=[("thread.created", thread)])
     return run
 
 
 @router.post("/threads/{thread_id}/runs")
 async def create_thread_run(thread_id: ThreadId, body: schemas.CreateRun, app: App, include: Include = None):
     sub = None
+    jobs: list = []
     try:
         async with app.pool.connection() as conn, conn.transaction():
             run, events = await create_run(
@@ -52,6 +57,7 @@ async def create_thread_run(thread_id: ThreadId, body: schemas.CreateRun, app: A
                 body,
                 additional_instructions=body.additional_instructions,
                 additional_messages=body.additional_messages,
+                jobs=jobs,
             )
             sub = app.hub.subscribe(run["id"], app.caller.key_id) if body.stream else None
             await app.sink.emit(events, run_id=run["id"], conn=conn)
@@ -59,9 +65,10 @@ async def create_thread_run(thread_id: ThreadId, body: schemas.CreateRun, app: A
         if sub:
             sub.close()
         raise
+    await vs.enqueue(app.queue, app.pool, jobs)
     await start_run(app, run)
     if sub:
-        return stream(app, sub)
+        return stream(app, sub, include)
     return run
 
 
@@ -106,7 +113,7 @@ async def cancel(thread_id: ThreadId, run_id: RunId, app: App) -> dict:
 async def submit(thread_id: ThreadId, run_id: RunId, body: schemas.SubmitToolOutputs, app: App):
     run, sub = await submit_tool_outputs(app, thread_id, run_id, body)
     if sub:
-        return stream(app, sub)
+        return stream(app, sub, None)
     return run
 
 
@@ -115,7 +122,7 @@ async def list_steps(thread_id: ThreadId, run_id: RunId, app: App, page: PagePar
     async with app.pool.connection() as conn:
         await _run(conn, thread_id, run_id, app.tenant)
         items, more = await store.list_page(conn, "run_steps", tenant=app.tenant, filters={"run_id": run_id}, **vars(page))
-    return objects.page(items, more)
+    return objects.page([objects.present_step(step, include) for step in items], more)
 
 
 @router.get("/threads/{thread_id}/runs/{run_id}/steps/{step_id}")
@@ -125,4 +132,4 @@ async def retrieve_step(thread_id: ThreadId, run_id: RunId, step_id: StepId, app
         step = await store.get(conn, "run_steps", step_id, app.tenant)
     if step is None or step["run_id"] != run_id:
         raise not_found("run step", step_id)
-    return step
+    return objects.present_step(step, include)

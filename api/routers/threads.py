@@ -3,6 +3,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Query
 
 from api import objects, schemas, store
+from api import vector_stores as vs
 from api.deps import App, MessageId, PageParams, ThreadId
 from api.errors import not_found
 from api.run_control import add_messages, ensure_unlocked_for_messages, lock_thread
@@ -14,9 +15,13 @@ router = APIRouter(prefix="/threads", tags=["threads"])
 async def create_thread(app: App, body: schemas.CreateThread | None = None) -> dict:
     body = body or schemas.CreateThread()
     thread = objects.thread(body.metadata, body.tool_resources)
+    jobs: list = []
     async with app.pool.connection() as conn, conn.transaction():
         await store.insert_thread(conn, thread, app.tenant)
-        await add_messages(conn, thread["id"], body.messages, app.tenant)
+        await add_messages(conn, thread["id"], body.messages, app, jobs)
+        # Attachments may have given the thread a vector store.
+        thread = await store.get(conn, "threads", thread["id"], app.tenant)
+    await vs.enqueue(app.queue, app.pool, jobs)
     return thread
 
 
@@ -60,10 +65,12 @@ async def delete_thread(thread_id: ThreadId, app: App) -> dict:
 
 @router.post("/{thread_id}/messages")
 async def create_message(thread_id: ThreadId, body: schemas.CreateMessage, app: App) -> dict:
+    jobs: list = []
     async with app.pool.connection() as conn, conn.transaction():
         await lock_thread(conn, thread_id, app.tenant)
         await ensure_unlocked_for_messages(conn, thread_id)
-        (message,) = await add_messages(conn, thread_id, [body], app.tenant)
+        (message,) = await add_messages(conn, thread_id, [body], app, jobs)
+    await vs.enqueue(app.queue, app.pool, jobs)
     return message
 
 
