@@ -39,7 +39,6 @@ import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from psycopg import AsyncConnection, sql
 from psycopg.types.json import Jsonb
