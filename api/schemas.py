@@ -140,8 +140,16 @@ class CodeInterpreterResources(Body):
     file_ids: list[str] = Field(default_factory=list, max_length=20)
 
 
+class VectorStoreHelper(WithMetadata):
+    """`tool_resources.file_search.vector_stores[]`: create a store with these files."""
+
+    file_ids: list[str] = Field(default_factory=list, max_length=500)
+    chunking_strategy: dict[str, Any] | None = None
+
+
 class FileSearchResources(Body):
     vector_store_ids: list[str] = Field(default_factory=list, max_length=1)
+    vector_stores: list[VectorStoreHelper] | None = Field(default=None, max_length=1)
 
 
 class ToolResources(Body):

@@ -27,11 +27,11 @@ from typing import Any
 from psycopg import AsyncConnection, sql
 from psycopg.types.json import Jsonb
 
-from api.errors import NotFound
+from api.errors import InvalidRequest, NotFound
 from api.ids import new_id, now
 from api.queue import QUEUE, RunQueue
 from api.settings import Settings
-from ingestion import ChunkingStrategy, EmbeddingModel, embeddings_from_settings
+from ingestion import ChunkingStrategy, EmbeddingModel, InvalidChunkingStrategy, embeddings_from_settings
 from ingestion.embeddings import MINILM_MODEL, OPENAI_DIMENSIONS, WORDLLAMA_MODEL
 
 log = logging.getLogger(__name__)
@@ -630,3 +630,32 @@ async def ensure_hnsw_index(conn: AsyncConnection, dimension: int) -> None:
             await conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (name,))
             await conn.execute(sql.SQL(_HNSW_DDL.format(name=name, dim=dimension)))
     _indexed.add(dimension)
+
+
+def chunking_strategy_of(value: dict | None, param: str = "chunking_strategy") -> ChunkingStrategy:
+    """A request's `chunking_strategy` (auto | static), or a 400 naming the offending field."""
+    if value is None:
+        return ChunkingStrategy()
+    kind = value.get("type")
+    allowed = {"auto": {"type"}, "static": {"type", "static"}}.get(kind)
+    if allowed is None:
+        raise InvalidRequest(
+            f"Invalid value for '{param}.type': expected 'auto' or 'static'.", param=f"{param}.type"
+        )
+    extra = set(value) - allowed or (
+        set(value.get("static") or {}) - {"max_chunk_size_tokens", "chunk_overlap_tokens"}
+        if isinstance(value.get("static"), dict)
+        else set()
+    )
+    if extra:
+        where = param if set(value) - allowed else f"{param}.static"
+        raise InvalidRequest(f"Unrecognized request argument supplied: {where}.{sorted(extra)[0]}", param=f"{where}.{sorted(extra)[0]}")
+    try:
+        return ChunkingStrategy.from_api(value)
+    except InvalidChunkingStrategy as exc:
+        message = str(exc)
+        field = message.split(" ", 1)[0].rstrip(".")
+        exact = param + field[len("chunking_strategy") :] if field.startswith("chunking_strategy") else param
+        if exact != param:
+            message = exact + message[len(field) :]
+        raise InvalidRequest(message, param=exact) from None

@@ -204,3 +204,50 @@ def test_attachment_of_unknown_file_is_404(server):
             content="x",
             attachments=[{"file_id": "file-doesnotexist000000000000", "tools": [{"type": "file_search"}]}],
         )
+
+
+def test_vector_stores_helper_on_assistant_and_thread_create(server, scripted, model_name):
+    client = sdk(server.url)
+    kb = client.files.create(file=("kb.md", b"# Policy\n\nRefunds are accepted within 45 days of purchase.\n"), purpose="assistants")
+    assistant = client.beta.assistants.create(
+        model=model_name,
+        tools=[{"type": "file_search"}],
+        tool_resources={"file_search": {"vector_stores": [{"file_ids": [kb.id], "metadata": {"kind": "kb"}}]}},
+    )
+    (store_id,) = assistant.tool_resources.file_search.vector_store_ids
+    store = client.vector_stores.retrieve(store_id)
+    assert store.metadata == {"kind": "kb"} and store.expires_after is None
+    notes = client.files.create(file=("notes.txt", b"The customer asked about refunds on 3 May."), purpose="assistants")
+    thread = client.beta.threads.create(
+        tool_resources={"file_search": {"vector_stores": [{"file_ids": [notes.id]}]}}
+    )
+    (thread_store_id,) = thread.tool_resources.file_search.vector_store_ids
+    thread_store = client.vector_stores.retrieve(thread_store_id)
+    assert thread_store.expires_after.days == 7
+    # The run waits for the thread's files only (as OpenAI does): the assistant's are awaited here.
+    client.vector_stores.files.poll(kb.id, vector_store_id=store_id)
+    scripted.script(
+        model_name,
+        [{"tool_calls": [{"name": "file_search", "arguments": {"query": "refund window days"}}]}, {"content": "45 days."}],
+    )
+    run = client.beta.threads.runs.create_and_poll(thread_id=thread.id, assistant_id=assistant.id, poll_interval_ms=50)
+    assert run.status == "completed"
+    tool_output = scripted.requests(model_name)[1]["body"]["messages"][-1]["content"]
+    assert "45 days" in tool_output
+
+
+def test_tool_resources_must_reference_existing_objects(server, model_name):
+    import openai
+
+    client = sdk(server.url)
+    with pytest.raises(openai.NotFoundError):
+        client.beta.assistants.create(
+            model=model_name, tool_resources={"file_search": {"vector_store_ids": ["vs_doesnotexist0000000000"]}}
+        )
+    with pytest.raises(openai.NotFoundError):
+        client.beta.threads.create(tool_resources={"code_interpreter": {"file_ids": ["file-doesnotexist0000000000"]}})
+    store = client.vector_stores.create(name="one")
+    with pytest.raises(openai.BadRequestError):
+        client.beta.threads.create(
+            tool_resources={"file_search": {"vector_store_ids": [store.id], "vector_stores": [{"file_ids": []}]}}
+        )

@@ -129,7 +129,13 @@ def tenant_a_objects(auth_server, tenants, scripted):
         assistant_id=assistant.id, thread={"messages": [{"role": "user", "content": "weather"}]}, poll_interval_ms=20
     )
     assert run.status == "completed" and waiting.status == "requires_action"
+    file = client.files.create(file=("a.txt", b"tenant A's private notes"), purpose="assistants")
+    store = client.vector_stores.create(name="A's store", file_ids=[file.id])
+    batch = client.vector_stores.file_batches.create_and_poll(vector_store_id=store.id, file_ids=[file.id])
     return {
+        "file": file.id,
+        "vs": store.id,
+        "batch": batch.id,
         "asst": assistant.id,
         "thread": thread.id,
         "msg": message.id,
@@ -167,6 +173,29 @@ FOREIGN_CALLS = [
     ("GET", "/threads/{thread}/runs/{run}/steps/{step}", None),
     # A's run reached through B's own thread id must not exist either.
     ("GET", "/threads/{own_thread}/runs/{run}", None),
+    # Files and vector stores, and A's objects named inside B's requests.
+    ("GET", "/files/{file}", None),
+    ("GET", "/files/{file}/content", None),
+    ("DELETE", "/files/{file}", None),
+    ("GET", "/vector_stores/{vs}", None),
+    ("POST", "/vector_stores/{vs}", {"name": "stolen"}),
+    ("DELETE", "/vector_stores/{vs}", None),
+    ("GET", "/vector_stores/{vs}/files", None),
+    ("POST", "/vector_stores/{vs}/files", {"file_id": "{own_file}"}),
+    ("GET", "/vector_stores/{vs}/files/{file}", None),
+    ("POST", "/vector_stores/{vs}/files/{file}", {"attributes": {"k": "v"}}),
+    ("DELETE", "/vector_stores/{vs}/files/{file}", None),
+    ("GET", "/vector_stores/{vs}/files/{file}/content", None),
+    ("POST", "/vector_stores/{vs}/search", {"query": "private notes"}),
+    ("POST", "/vector_stores/{vs}/file_batches", {"file_ids": ["{own_file}"]}),
+    ("GET", "/vector_stores/{vs}/file_batches/{batch}", None),
+    ("POST", "/vector_stores/{vs}/file_batches/{batch}/cancel", None),
+    ("GET", "/vector_stores/{vs}/file_batches/{batch}/files", None),
+    ("POST", "/vector_stores/{own_vs}/files", {"file_id": "{file}"}),
+    ("POST", "/vector_stores", {"file_ids": ["{file}"]}),
+    ("POST", "/threads/{own_thread}/messages", {"role": "user", "content": "x", "attachments": [{"file_id": "{file}", "tools": [{"type": "file_search"}]}]}),
+    ("POST", "/assistants", {"model": "m", "tool_resources": {"file_search": {"vector_store_ids": ["{vs}"]}}}),
+    ("POST", "/threads", {"tool_resources": {"code_interpreter": {"file_ids": ["{file}"]}}}),
 ]
 
 
@@ -183,7 +212,13 @@ def _fill(value, ids):
 @pytest.mark.parametrize("method,path,body", FOREIGN_CALLS, ids=[f"{m} {p}" for m, p, _ in FOREIGN_CALLS])
 def test_other_tenants_objects_do_not_exist(auth_server, tenants, tenant_a_objects, method, path, body):
     b = as_key(auth_server, tenants[1])
-    own = {"own_asst": b.beta.assistants.create(model="m-b").id, "own_thread": b.beta.threads.create().id}
+    own_file = b.files.create(file=("b.txt", b"tenant B"), purpose="assistants").id
+    own = {
+        "own_asst": b.beta.assistants.create(model="m-b").id,
+        "own_thread": b.beta.threads.create().id,
+        "own_file": own_file,
+        "own_vs": b.vector_stores.create(name="B's store").id,
+    }
     ids = {**tenant_a_objects, **own}
     response = httpx.request(
         method,
@@ -205,6 +240,10 @@ def test_tenant_a_objects_are_untouched_and_listings_are_scoped(auth_server, ten
     assert a.beta.threads.runs.retrieve(ids["wrun"], thread_id=ids["wthread"]).status == "requires_action"
     assert ids["asst"] in [x.id for x in a.beta.assistants.list(limit=100)]
     assert ids["asst"] not in [x.id for x in b.beta.assistants.list(limit=100)]
+    assert ids["file"] in [f.id for f in a.files.list()] and ids["file"] not in [f.id for f in b.files.list()]
+    assert ids["vs"] in [v.id for v in a.vector_stores.list(limit=100)]
+    assert ids["vs"] not in [v.id for v in b.vector_stores.list(limit=100)]
+    assert a.files.content(ids["file"]).read() == b"tenant A's private notes"
     # The default tenant (auth off) is a tenant like any other.
     assert all(x.id != ids["asst"] for x in b.beta.assistants.list(limit=100))
 

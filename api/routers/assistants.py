@@ -2,7 +2,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from api import objects, schemas, store
+from api import objects, schemas, store, tool_resources
+from api import vector_stores as vs
 from api.deps import App, AssistantId, PageParams
 from api.errors import not_found
 
@@ -12,8 +13,13 @@ router = APIRouter(prefix="/assistants", tags=["assistants"])
 @router.post("")
 async def create_assistant(body: schemas.CreateAssistant, app: App) -> dict:
     assistant = objects.assistant(body)
-    async with app.pool.connection() as conn:
+    jobs: list = []
+    async with app.pool.connection() as conn, conn.transaction():
+        assistant["tool_resources"] = await tool_resources.resolve(
+            conn, app, body.tool_resources, jobs, for_thread=False
+        )
         await store.insert_assistant(conn, assistant, app.tenant)
+    await vs.enqueue(app.queue, app.pool, jobs)
     return assistant
 
 
@@ -35,12 +41,18 @@ async def retrieve_assistant(assistant_id: AssistantId, app: App) -> dict:
 
 @router.post("/{assistant_id}")
 async def modify_assistant(assistant_id: AssistantId, body: schemas.ModifyAssistant, app: App) -> dict:
+    jobs: list = []
     async with app.pool.connection() as conn, conn.transaction():
         current = await store.get(conn, "assistants", assistant_id, app.tenant, for_update=True)
         if current is None:
             raise not_found("assistant", assistant_id)
         updated = objects.modify_assistant(current, body)
+        if "tool_resources" in body.model_fields_set:
+            updated["tool_resources"] = await tool_resources.resolve(
+                conn, app, body.tool_resources, jobs, for_thread=False
+            )
         await store.replace(conn, "assistants", updated)
+    await vs.enqueue(app.queue, app.pool, jobs)
     return updated
 
 

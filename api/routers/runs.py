@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from api import objects, schemas, store
+from api import objects, schemas, store, tool_resources
 from api import vector_stores as vs
 from api.deps import App, Services, Include, PageParams, RunId, StepId, ThreadId
 from api.errors import not_found
@@ -21,11 +21,12 @@ def stream(app: Services, sub, include: list[str] | None, first=None):
 async def create_thread_and_run(body: schemas.CreateThreadAndRun, app: App, include: Include = None):
     spec = body.thread or schemas.CreateThread()
     resources = body.tool_resources if body.tool_resources is not None else spec.tool_resources
-    thread = objects.thread(spec.metadata, resources)
+    thread = objects.thread(spec.metadata, None)
     sub = None
     jobs: list = []
     try:
         async with app.pool.connection() as conn, conn.transaction():
+            thread["tool_resources"] = await tool_resources.resolve(conn, app, resources, jobs, for_thread=True)
             await store.insert_thread(conn, thread, app.tenant)
             await add_messages(conn, thread["id"], spec.messages, app, jobs)
             run, events = await create_run(app, conn, thread["id"], body, jobs=jobs)

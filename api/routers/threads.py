@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Query
 
-from api import objects, schemas, store
+from api import objects, schemas, store, tool_resources
 from api import vector_stores as vs
 from api.deps import App, MessageId, PageParams, ThreadId
 from api.errors import not_found
@@ -14,9 +14,10 @@ router = APIRouter(prefix="/threads", tags=["threads"])
 @router.post("")
 async def create_thread(app: App, body: schemas.CreateThread | None = None) -> dict:
     body = body or schemas.CreateThread()
-    thread = objects.thread(body.metadata, body.tool_resources)
+    thread = objects.thread(body.metadata, None)
     jobs: list = []
     async with app.pool.connection() as conn, conn.transaction():
+        thread["tool_resources"] = await tool_resources.resolve(conn, app, body.tool_resources, jobs, for_thread=True)
         await store.insert_thread(conn, thread, app.tenant)
         await add_messages(conn, thread["id"], body.messages, app, jobs)
         # Attachments may have given the thread a vector store.
@@ -40,6 +41,7 @@ async def retrieve_thread(thread_id: ThreadId, app: App) -> dict:
 
 @router.post("/{thread_id}")
 async def modify_thread(thread_id: ThreadId, body: schemas.ModifyThread, app: App) -> dict:
+    jobs: list = []
     async with app.pool.connection() as conn, conn.transaction():
         thread = await store.get(conn, "threads", thread_id, app.tenant, for_update=True)
         if thread is None:
@@ -47,8 +49,11 @@ async def modify_thread(thread_id: ThreadId, body: schemas.ModifyThread, app: Ap
         if "metadata" in body.model_fields_set:
             thread["metadata"] = body.metadata or {}
         if "tool_resources" in body.model_fields_set:
-            thread["tool_resources"] = objects.tool_resources_json(body.tool_resources)
+            thread["tool_resources"] = await tool_resources.resolve(
+                conn, app, body.tool_resources, jobs, for_thread=True
+            )
         await store.replace(conn, "threads", thread)
+    await vs.enqueue(app.queue, app.pool, jobs)
     return thread
 
 

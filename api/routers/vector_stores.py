@@ -18,7 +18,6 @@ from api import vector_stores as vs
 from api.deps import App, PageParams, _id_checker
 from api.errors import InvalidRequest, NotFound, ServerError
 from api.schemas import Body, WithMetadata
-from ingestion import ChunkingStrategy, InvalidChunkingStrategy
 
 router = APIRouter(prefix="/vector_stores", tags=["vector_stores"])
 
@@ -156,35 +155,6 @@ class SearchRequest(Body):
     ranking_options: SearchRanking | None = None
 
 
-def _strategy(value: dict | None, param: str = "chunking_strategy") -> ChunkingStrategy:
-    """A request's `chunking_strategy` (auto | static), or a 400 naming the offending field."""
-    if value is None:
-        return ChunkingStrategy()
-    kind = value.get("type")
-    allowed = {"auto": {"type"}, "static": {"type", "static"}}.get(kind)
-    if allowed is None:
-        raise InvalidRequest(
-            f"Invalid value for '{param}.type': expected 'auto' or 'static'.", param=f"{param}.type"
-        )
-    extra = set(value) - allowed or (
-        set(value.get("static") or {}) - {"max_chunk_size_tokens", "chunk_overlap_tokens"}
-        if isinstance(value.get("static"), dict)
-        else set()
-    )
-    if extra:
-        where = param if set(value) - allowed else f"{param}.static"
-        raise InvalidRequest(f"Unrecognized request argument supplied: {where}.{sorted(extra)[0]}", param=f"{where}.{sorted(extra)[0]}")
-    try:
-        return ChunkingStrategy.from_api(value)
-    except InvalidChunkingStrategy as exc:
-        message = str(exc)
-        field = message.split(" ", 1)[0].rstrip(".")
-        exact = param + field[len("chunking_strategy") :] if field.startswith("chunking_strategy") else param
-        if exact != param:
-            message = exact + message[len(field) :]
-        raise InvalidRequest(message, param=exact) from None
-
-
 def _embedding_error(exc: Exception) -> ServerError:
     return ServerError(str(exc))
 
@@ -194,7 +164,7 @@ def _embedding_error(exc: Exception) -> ServerError:
 
 @router.post("")
 async def create_vector_store(body: CreateVectorStore, app: App) -> dict:
-    strategy = _strategy(body.chunking_strategy)
+    strategy = vs.chunking_strategy_of(body.chunking_strategy)
     try:
         model = await asyncio.to_thread(vs.configured_model, app.settings)
     except vs.EmbeddingUnavailable as exc:
@@ -300,7 +270,7 @@ async def search_vector_store(vector_store_id: VectorStoreId, body: SearchReques
 
 @router.post("/{vector_store_id}/files")
 async def create_vector_store_file(vector_store_id: VectorStoreId, body: CreateVectorStoreFile, app: App) -> dict:
-    strategy = _strategy(body.chunking_strategy)
+    strategy = vs.chunking_strategy_of(body.chunking_strategy)
     async with app.pool.connection() as conn:
         async with conn.transaction():
             await vs.lock_store(conn, vector_store_id, app.tenant)
@@ -376,12 +346,12 @@ async def vector_store_file_content(vector_store_id: VectorStoreId, file_id: Fil
 async def create_file_batch(vector_store_id: VectorStoreId, body: CreateFileBatch, app: App) -> dict:
     if body.files is not None:
         items = [
-            vs.Attach(f.file_id, _strategy(f.chunking_strategy, f"files[{i}].chunking_strategy"), f.attributes)
+            vs.Attach(f.file_id, vs.chunking_strategy_of(f.chunking_strategy, f"files[{i}].chunking_strategy"), f.attributes)
             for i, f in enumerate(body.files)
         ]
         param = "files"
     elif body.file_ids is not None:
-        strategy = _strategy(body.chunking_strategy)
+        strategy = vs.chunking_strategy_of(body.chunking_strategy)
         items = [vs.Attach(file_id, strategy, body.attributes) for file_id in body.file_ids]
         param = "file_ids"
     else:
