@@ -140,6 +140,27 @@ async def create_run(
     return run, [Event("thread.run.created", run), Event("thread.run.queued", run)]
 
 
+async def announce(
+    svc: Services, conn: AsyncConnection, run: dict, events: list[Event], *, stream: bool
+) -> Subscription | None:
+    """Record a run's opening events in the transaction that creates or resumes it. A stream
+    subscribes first: the NOTIFYs are delivered at commit, so it sees every event."""
+    sub = svc.hub.subscribe(run["id"], svc.caller.key_id) if stream else None
+    try:
+        await svc.sink.emit(events, run_id=run["id"], conn=conn)
+    except BaseException:
+        if sub:
+            sub.close()
+        raise
+    return sub
+
+
+async def launch(svc: Services, run: dict, jobs: list[vs.Job]) -> None:
+    """After commit: files attached on the way go to ingestion first, then the run to the executors."""
+    await vs.enqueue(svc.queue, svc.pool, jobs)
+    await start_run(svc, run)
+
+
 async def start_run(svc: Services, run: dict) -> None:
     """After the run row is committed: hand it to the executors."""
     try:
@@ -189,14 +210,7 @@ async def submit_tool_outputs(
         run.update(status="queued", required_action=None)
         events.append(Event("thread.run.queued", run))
         await conn.execute(SET_RESUME, (Jsonb({"resume": given, "stream": bool(body.stream)}), run_id))
-        # Subscribed before commit: the step.completed / run.queued NOTIFYs are delivered at commit.
-        sub = svc.hub.subscribe(run_id, svc.caller.key_id) if body.stream else None
-        try:
-            await svc.sink.emit(events, run_id=run_id, conn=conn)
-        except BaseException:
-            if sub:
-                sub.close()
-            raise
+        sub = await announce(svc, conn, run, events, stream=bool(body.stream))
     await start_run(svc, run)
     return run, sub
 

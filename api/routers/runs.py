@@ -3,11 +3,10 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from api import objects, schemas, store, tool_resources
-from api import vector_stores as vs
 from api.deps import App, Services, Include, PageParams, RunId, StepId, ThreadId
 from api.errors import not_found
 from api.streaming import run_events, sse_response
-from api.run_control import add_messages, cancel_run, create_run, start_run, submit_tool_outputs
+from api.run_control import add_messages, announce, cancel_run, create_run, launch, submit_tool_outputs
 
 router = APIRouter(tags=["runs"])
 
@@ -22,24 +21,15 @@ async def create_thread_and_run(body: schemas.CreateThreadAndRun, app: App, incl
     spec = body.thread or schemas.CreateThread()
     resources = body.tool_resources if body.tool_resources is not None else spec.tool_resources
     thread = objects.thread(spec.metadata, None)
-    sub = None
     jobs: list = []
-    try:
-        async with app.pool.connection() as conn, conn.transaction():
-            thread["tool_resources"] = await tool_resources.resolve(conn, app, resources, jobs, for_thread=True)
-            await store.insert_thread(conn, thread, app.tenant)
-            await add_messages(conn, thread["id"], spec.messages, app, jobs)
-            run, events = await create_run(app, conn, thread["id"], body, jobs=jobs)
-            thread = await store.get(conn, "threads", thread["id"], app.tenant)
-            # Subscribed before commit: the run's first NOTIFY is delivered at commit.
-            sub = app.hub.subscribe(run["id"], app.caller.key_id) if body.stream else None
-            await app.sink.emit(events, run_id=run["id"], conn=conn)
-    except BaseException:
-        if sub:
-            sub.close()
-        raise
-    await vs.enqueue(app.queue, app.pool, jobs)
-    await start_run(app, run)
+    async with app.pool.connection() as conn, conn.transaction():
+        thread["tool_resources"] = await tool_resources.resolve(conn, app, resources, jobs, for_thread=True)
+        await store.insert_thread(conn, thread, app.tenant)
+        await add_messages(conn, thread["id"], spec.messages, app, jobs)
+        run, events = await create_run(app, conn, thread["id"], body, jobs=jobs)
+        thread = await store.get(conn, "threads", thread["id"], app.tenant)
+        sub = await announce(app, conn, run, events, stream=bool(body.stream))
+    await launch(app, run, jobs)
     if sub:
         return stream(app, sub, include, first=[("thread.created", thread)])
     return run
@@ -47,27 +37,19 @@ async def create_thread_and_run(body: schemas.CreateThreadAndRun, app: App, incl
 
 @router.post("/threads/{thread_id}/runs")
 async def create_thread_run(thread_id: ThreadId, body: schemas.CreateRun, app: App, include: Include = None):
-    sub = None
     jobs: list = []
-    try:
-        async with app.pool.connection() as conn, conn.transaction():
-            run, events = await create_run(
-                app,
-                conn,
-                thread_id,
-                body,
-                additional_instructions=body.additional_instructions,
-                additional_messages=body.additional_messages,
-                jobs=jobs,
-            )
-            sub = app.hub.subscribe(run["id"], app.caller.key_id) if body.stream else None
-            await app.sink.emit(events, run_id=run["id"], conn=conn)
-    except BaseException:
-        if sub:
-            sub.close()
-        raise
-    await vs.enqueue(app.queue, app.pool, jobs)
-    await start_run(app, run)
+    async with app.pool.connection() as conn, conn.transaction():
+        run, events = await create_run(
+            app,
+            conn,
+            thread_id,
+            body,
+            additional_instructions=body.additional_instructions,
+            additional_messages=body.additional_messages,
+            jobs=jobs,
+        )
+        sub = await announce(app, conn, run, events, stream=bool(body.stream))
+    await launch(app, run, jobs)
     if sub:
         return stream(app, sub, include)
     return run
