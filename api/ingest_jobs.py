@@ -61,9 +61,10 @@ class IngestionJobs:
         except _HandBack as exc:
             if hops < MAX_HOPS:
                 try:
-                    await self.queue.app.configure_task(name=vs.INGEST_FILE, queue=QUEUE).defer_async(
-                        **job.kwargs(), hops=hops + 1
-                    )
+                    # A short delay lets every polling worker have a chance at it, not only this one.
+                    await self.queue.app.configure_task(
+                        name=vs.INGEST_FILE, queue=QUEUE, schedule_in={"milliseconds": 300}
+                    ).defer_async(**job.kwargs(), hops=hops + 1)
                     return
                 except Exception:
                     log.exception("could not hand back the ingestion of %s", file_id)

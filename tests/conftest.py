@@ -135,8 +135,16 @@ def _extra_server(scripted, workdir: Path, name: str, database_url: str, args=("
 
 @pytest.fixture(scope="session")
 def short_expiry_server(scripted, workdir: Path, database_url: str):
-    """Runs created here expire 3 s after creation (same database as the main server)."""
-    srv = _extra_server(scripted, workdir, "short-expiry", database_url, ASSISTGRAPH_RUN_EXPIRES_AFTER="3")
+    """Runs created here expire 3 s after creation (same database and data directory as the main
+    server, as every process serving one database must share the uploaded files)."""
+    srv = _extra_server(
+        scripted,
+        workdir,
+        "short-expiry",
+        database_url,
+        ASSISTGRAPH_RUN_EXPIRES_AFTER="3",
+        ASSISTGRAPH_DATA_DIR=str(workdir / "data"),
+    )
     yield srv
     stop_process(srv.proc)
 
