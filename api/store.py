@@ -9,15 +9,15 @@ from psycopg.types.json import Jsonb
 
 from api.objects import ACTIVE_RUN_STATUSES
 
-Table = Literal["assistants", "threads", "messages", "runs", "run_steps", "api_keys"]
+Table = Literal[
+    "assistants", "threads", "messages", "runs", "run_steps", "api_keys", "files", "vector_stores", "vector_store_files"
+]
 
 # Every lookup a client can reach is scoped by tenant: another tenant's ids simply do not exist.
 SELECT_OBJ = "SELECT obj FROM {table} WHERE id = %s AND tenant_id = %s"
 SELECT_OBJ_FOR_UPDATE = "SELECT obj FROM {table} WHERE id = %s AND tenant_id = %s FOR UPDATE"
 UPDATE_OBJ = "UPDATE {table} SET obj = %s WHERE id = %s"
 DELETE_OBJ = "DELETE FROM {table} WHERE id = %s AND tenant_id = %s"
-SELECT_SEQ = "SELECT seq FROM {table} WHERE id = %s AND tenant_id = %s"
-SELECT_SEQ_ANY_TENANT = "SELECT seq FROM {table} WHERE id = %s"
 
 INSERT_ASSISTANT = "INSERT INTO assistants (id, tenant_id, obj) VALUES (%s, %s, %s)"
 INSERT_THREAD = "INSERT INTO threads (id, tenant_id, obj) VALUES (%s, %s, %s)"
@@ -191,9 +191,10 @@ async def list_page(
     order: str,
     after: str | None,
     before: str | None,
+    cursor_key: str = "id",
 ) -> tuple[list[dict], bool]:
-    """Cursor pagination over insertion order; `after`/`before` are ids, read in the requested order.
-    `tenant=None` lists across tenants (the admin API only)."""
+    """Cursor pagination over insertion order; `after`/`before` name rows by `cursor_key` (the id) and
+    are read in the requested order. `tenant=None` lists across tenants (the admin API only)."""
     if tenant is not None:
         filters = {"tenant_id": tenant, **filters}
     where = [sql.SQL("{} = %s").format(sql.Identifier(col)) for col in filters]
@@ -202,11 +203,13 @@ async def list_page(
     for cursor, forward in ((after, True), (before, False)):
         if cursor is None:
             continue
-        if tenant is None:
-            cur = await conn.execute(_q(SELECT_SEQ_ANY_TENANT, table), (cursor,))
-        else:
-            cur = await conn.execute(_q(SELECT_SEQ, table), (cursor, tenant))
-        row = await cur.fetchone()
+        # The cursor is looked up among the listed rows only (same filters, same tenant).
+        lookup = sql.SQL("SELECT seq FROM {table} WHERE {key} = %s").format(
+            table=sql.Identifier(table), key=sql.Identifier(cursor_key)
+        )
+        if where:
+            lookup = lookup + sql.SQL(" AND ") + sql.SQL(" AND ").join(where[: len(filters)])
+        row = await (await conn.execute(lookup, [cursor, *list(filters.values())])).fetchone()
         if row is None:
             continue
         # "after" in descending order means smaller seq; "before" flips it.

@@ -27,6 +27,7 @@ from typing import Any
 from psycopg import AsyncConnection, sql
 from psycopg.types.json import Jsonb
 
+from api import store
 from api.errors import InvalidRequest, NotFound
 from api.ids import new_id, now
 from api.queue import QUEUE, RunQueue
@@ -109,7 +110,6 @@ SELECT_STORE_FILE = """
 SELECT_STORE_FILE_FOR_UPDATE = SELECT_STORE_FILE + " FOR UPDATE"
 UPDATE_STORE_FILE_OBJ = "UPDATE vector_store_files SET obj = %s WHERE vector_store_id = %s AND file_id = %s"
 DELETE_STORE_FILE = "DELETE FROM vector_store_files WHERE vector_store_id = %s AND file_id = %s AND tenant_id = %s"
-SELECT_FILE_SEQ = "SELECT seq FROM vector_store_files WHERE vector_store_id = %s AND file_id = %s"
 SELECT_FILE_CHUNKS = """
     SELECT content, metadata FROM chunks WHERE vector_store_id = %s AND file_id = %s ORDER BY chunk_index
 """
@@ -395,35 +395,15 @@ async def list_files(
     before: str | None,
 ) -> tuple[list[dict], bool]:
     """Cursor pagination of a store's (or a batch's) files in attach order; cursors are file ids."""
-    where = [sql.SQL("vector_store_id = %s"), sql.SQL("tenant_id = %s")]
-    params: list[Any] = [vector_store_id, tenant]
+    filters: dict[str, Any] = {"vector_store_id": vector_store_id}
     if batch_id is not None:
-        where.append(sql.SQL("batch_id = %s"))
-        params.append(batch_id)
+        filters["batch_id"] = batch_id
     if status is not None:
-        where.append(sql.SQL("status = %s"))
-        params.append(status)
-    desc = order == "desc"
-    for cursor, forward in ((after, True), (before, False)):
-        if cursor is None:
-            continue
-        row = await (await conn.execute(SELECT_FILE_SEQ, (vector_store_id, cursor))).fetchone()
-        if row is None:
-            continue
-        where.append(sql.SQL("seq " + ("<" if desc == forward else ">") + " %s"))
-        params.append(row["seq"])
-    reverse = before is not None and after is None
-    direction = "ASC" if desc == reverse else "DESC"
-    query = sql.SQL("SELECT obj FROM vector_store_files WHERE {} ORDER BY seq " + direction + " LIMIT %s").format(
-        sql.SQL(" AND ").join(where)
+        filters["status"] = status
+    return await store.list_page(
+        conn, "vector_store_files", tenant=tenant, filters=filters, limit=limit, order=order,
+        after=after, before=before, cursor_key="file_id",
     )
-    params.append(limit + 1)
-    rows = [row["obj"] for row in await (await conn.execute(query, params)).fetchall()]
-    more = len(rows) > limit
-    rows = rows[:limit]
-    if reverse:
-        rows.reverse()
-    return rows, more
 
 
 async def file_content(conn: AsyncConnection, vector_store_id: str, file_id: str) -> list[str]:

@@ -173,7 +173,7 @@ async def list_files(
         expired = await files_store.delete_expired(conn, app.tenant, now())
         items, more = await store.list_page(
             conn,
-            "files",  # type: ignore[arg-type]
+            "files",
             tenant=app.tenant,
             filters={"purpose": purpose} if purpose else {},
             limit=limit,

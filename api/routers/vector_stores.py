@@ -186,7 +186,7 @@ async def create_vector_store(body: CreateVectorStore, app: App) -> dict:
 async def list_vector_stores(app: App, page: PageParams) -> dict:
     async with app.pool.connection() as conn:
         items, more = await store.list_page(
-            conn, "vector_stores", tenant=app.tenant, filters={}, **vars(page)  # type: ignore[arg-type]
+            conn, "vector_stores", tenant=app.tenant, filters={}, **vars(page)
         )
         rendered = await vs.get_stores(conn, [item["id"] for item in items], app.tenant)
     return objects.page(rendered, more)
