@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from contextlib import AbstractContextManager, nullcontext
 
@@ -76,16 +75,3 @@ async def migrate(pool: AsyncConnectionPool) -> None:
                     sql = SchemaManager.get_schema()
                 await conn.execute(sql)
                 await conn.execute(INSERT_MIGRATION_VERSION, (version,))
-
-
-async def wait_for_database(url: str, timeout: float = 30.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        try:
-            conn = await psycopg.AsyncConnection.connect(url)
-            await conn.close()
-            return
-        except psycopg.OperationalError:
-            if asyncio.get_running_loop().time() > deadline:
-                raise
-            await asyncio.sleep(0.2)

@@ -91,8 +91,9 @@ def _notification(run_id: str, event: Event) -> str | None:
     return body if len(body.encode()) <= _MAX_INLINE else None
 
 
-def revocation_notice(key_id: str) -> str:
-    return f"{REVOKED}{_SEP}{key_id}"
+async def publish_revocation(conn: AsyncConnection, key_id: str) -> None:
+    """Tell every API process that streams opened with this key must end."""
+    await conn.execute(NOTIFY, (CHANNEL, f"{REVOKED}{_SEP}{key_id}"))
 
 
 def decode_notification(payload: str) -> tuple[str, str, str]:

@@ -16,7 +16,7 @@ from api import crypto, objects, store
 from api.auth import SELECT_KEY, Forbidden, Unauthorized, bearer, redact
 from api.deps import PageParams, Server
 from api.errors import NotFound
-from api.events import CHANNEL, revocation_notice
+from api.events import publish_revocation
 from api.ids import now
 from api.schemas import Body
 
@@ -26,7 +26,6 @@ REVOKE_KEY = """
         obj = jsonb_set(obj, '{revoked_at}', to_jsonb(COALESCE(revoked_at, %s)))
     WHERE id = %s RETURNING obj
 """
-NOTIFY = "SELECT pg_notify(%s, %s)"
 
 
 # --- admin API ---------------------------------------------------------------------------------
@@ -102,5 +101,5 @@ async def revoke_key(key_id: str, svc: Server) -> dict:
         if row is None:
             raise NotFound(f"No API key found with id '{key_id}'.")
         # Streams opened with this key end at their next event (see streaming.EventHub).
-        await conn.execute(NOTIFY, (CHANNEL, revocation_notice(key_id)))
+        await publish_revocation(conn, key_id)
     return row["obj"]

@@ -35,10 +35,6 @@ def tools_json(tools: list | None) -> list[dict]:
     return out
 
 
-def tool_resources_json(resources: schemas.ToolResources | None) -> dict:
-    return dump(resources) or {}
-
-
 def assistant(body: schemas.CreateAssistant) -> dict:
     return {
         "id": new_id("assistant"),
@@ -49,7 +45,8 @@ def assistant(body: schemas.CreateAssistant) -> dict:
         "model": body.model,
         "instructions": body.instructions,
         "tools": tools_json(body.tools),
-        "tool_resources": tool_resources_json(body.tool_resources),
+        # Filled in by api.tool_resources.resolve, which checks what it references.
+        "tool_resources": {},
         "metadata": body.metadata or {},
         "temperature": 1.0 if body.temperature is None else body.temperature,
         "top_p": 1.0 if body.top_p is None else body.top_p,
@@ -68,8 +65,6 @@ def modify_assistant(current: dict, body: schemas.ModifyAssistant) -> dict:
         updated["model"] = current["model"]
     if "tools" in given:
         updated["tools"] = tools_json(body.tools)
-    if "tool_resources" in given:
-        updated["tool_resources"] = tool_resources_json(body.tool_resources)
     if "metadata" in given:
         updated["metadata"] = body.metadata or {}
     if "temperature" in given:
@@ -81,12 +76,12 @@ def modify_assistant(current: dict, body: schemas.ModifyAssistant) -> dict:
     return updated
 
 
-def thread(metadata: dict | None, resources: schemas.ToolResources | None) -> dict:
+def thread(metadata: dict | None) -> dict:
     return {
         "id": new_id("thread"),
         "object": "thread",
         "created_at": now(),
-        "tool_resources": tool_resources_json(resources),
+        "tool_resources": {},  # filled in by api.tool_resources.resolve
         "metadata": metadata or {},
     }
 

@@ -20,7 +20,7 @@ def stream(app: Services, sub, include: list[str] | None, first=None):
 async def create_thread_and_run(body: schemas.CreateThreadAndRun, app: App, include: Include = None):
     spec = body.thread or schemas.CreateThread()
     resources = body.tool_resources if body.tool_resources is not None else spec.tool_resources
-    thread = objects.thread(spec.metadata, None)
+    thread = objects.thread(spec.metadata)
     jobs: list = []
     async with app.pool.connection() as conn, conn.transaction():
         thread["tool_resources"] = await tool_resources.resolve(conn, app, resources, jobs, for_thread=True)

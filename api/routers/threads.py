@@ -14,7 +14,7 @@ router = APIRouter(prefix="/threads", tags=["threads"])
 @router.post("")
 async def create_thread(app: App, body: schemas.CreateThread | None = None) -> dict:
     body = body or schemas.CreateThread()
-    thread = objects.thread(body.metadata, None)
+    thread = objects.thread(body.metadata)
     jobs: list = []
     async with app.pool.connection() as conn, conn.transaction():
         thread["tool_resources"] = await tool_resources.resolve(conn, app, body.tool_resources, jobs, for_thread=True)
