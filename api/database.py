@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 from contextlib import AbstractContextManager, nullcontext
 
-import psycopg
 from procrastinate.schema import SchemaManager
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
