@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import json
 from functools import lru_cache
 from pathlib import Path
 
 import platformdirs
-from pydantic import AliasChoices, Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from typing import Annotated, Literal
+
+from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+# Lists read from the environment as comma-separated text (a JSON list works too).
+CommaList = Annotated[list[str], NoDecode]
 
 
 class Settings(BaseSettings):
@@ -91,6 +97,43 @@ class Settings(BaseSettings):
     ingestion_concurrency: int = Field(
         default=2, description="Files one executor process parses, chunks and embeds at the same time."
     )
+    tool_plugins: CommaList = Field(
+        default_factory=list,
+        description=(
+            "Extra tools from local code, as comma-separated import paths `module:attribute` (a LangChain "
+            "BaseTool instance, class or factory), next to those installed packages register in the "
+            "`assistgraph.tools` entry-point group."
+        ),
+    )
+    web_search_provider: Literal["duckduckgo", "searxng", "tavily"] = Field(
+        default="duckduckgo",
+        description="Search engine behind the `web_search` tool: `duckduckgo` (no key), `searxng` or `tavily`.",
+    )
+    web_search_max_results: int = Field(default=5, ge=1, le=20, description="Results one `web_search` call returns.")
+    searxng_url: str | None = Field(default=None, description="Base URL of the SearxNG instance (JSON API enabled).")
+    tavily_api_key: SecretStr | None = Field(default=None, description="Tavily API key.")
+    tavily_api_url: str = Field(default="https://api.tavily.com", description="Tavily API base URL.")
+    actions_allowed_hosts: CommaList = Field(
+        default_factory=list,
+        description=(
+            "Hosts OpenAPI actions may call even though they resolve to private, loopback or link-local "
+            "addresses (comma-separated host names or IPs). Every other such address is refused."
+        ),
+    )
+    action_timeout: float = Field(default=30.0, description="Seconds one OpenAPI action call may take.")
+    action_max_response_bytes: int = Field(
+        default=1_000_000, description="Largest action response read; a bigger one fails the call."
+    )
+
+    @field_validator("tool_plugins", "actions_allowed_hosts", mode="before")
+    @classmethod
+    def _split_commas(cls, value):
+        if isinstance(value, str):
+            value = value.strip()
+            if value.startswith("["):
+                return json.loads(value)
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
 
 
 @lru_cache
