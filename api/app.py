@@ -16,7 +16,7 @@ from api.events import EventSink
 from api.executor import RunExecutor, setup_checkpointer
 from api.queue import RunQueue
 from api import keys
-from api.routers import assistants, files, runs, threads, vector_stores
+from api.routers import actions, assistants, files, runs, threads, vector_stores
 from api.settings import Settings, get_settings
 from api.streaming import EventHub
 
@@ -84,7 +84,7 @@ def create_app(database_url: str, settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     for prefix, in_schema in (("/v1", True), ("/api/v1", False)):
         # /threads/runs is registered before /threads/{thread_id} so it is not read as an id.
-        for router in (assistants.router, runs.router, threads.router, files.router, vector_stores.router, keys.router):
+        for router in (assistants.router, runs.router, threads.router, files.router, vector_stores.router, actions.router, keys.router):
             app.include_router(router, prefix=prefix, include_in_schema=in_schema)
     app.add_middleware(PollAfterHeader, value=settings.poll_after_ms)
     return app

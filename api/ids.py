@@ -18,6 +18,7 @@ PREFIXES = {
     "vector_store": "vs_",
     "file_batch": "vsfb_",
     "file": "file-",
+    "action": "action_",
 }
 
 

@@ -162,4 +162,17 @@ MIGRATIONS: list[str] = [
         ALTER MAPPING FOR asciiword, word, asciihword, hword, hword_asciipart, hword_part
         WITH assistgraph_simple_stop;
     """,
+    # 6: OpenAPI actions. `document` is the registered spec; `credentials` is Fernet-encrypted JSON
+    # (ASSISTGRAPH_SECRET_KEY), kept out of `obj` so no response can ever include it.
+    """
+    CREATE TABLE actions (
+        id text PRIMARY KEY,
+        seq bigserial UNIQUE,
+        tenant_id text NOT NULL,
+        document jsonb NOT NULL,
+        credentials bytea,
+        obj jsonb NOT NULL
+    );
+    CREATE INDEX actions_tenant_seq ON actions (tenant_id, seq);
+    """,
 ]

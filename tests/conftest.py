@@ -79,6 +79,9 @@ def server_env(model_url: str, data_dir: Path, **extra: str) -> dict:
         ASSISTGRAPH_MODEL_MAX_RETRIES="0",
         ASSISTGRAPH_LOG_LEVEL="warning",
         ASSISTGRAPH_STREAM_KEEPALIVE="1",
+        # Actions in tests call a local service; every process sharing a database needs one secret key.
+        ASSISTGRAPH_ACTIONS_ALLOWED_HOSTS="127.0.0.1",
+        ASSISTGRAPH_SECRET_KEY=SECRET_KEY,
     )
     env.update(extra)
     return env

@@ -1,0 +1,188 @@
+"""OpenAPI actions at rest: the registered document, its public object and its credentials
+(Fernet-encrypted under ASSISTGRAPH_SECRET_KEY, never part of any response), and the tools a run
+builds from them (tools/openapi_actions.py does the HTTP).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from langchain_core.tools import BaseTool
+from psycopg import AsyncConnection
+from psycopg.types.json import Jsonb
+from pydantic import ValidationError
+
+from api import crypto
+from api.errors import InvalidRequest, not_found
+from api.ids import new_id, now
+from api.settings import Settings
+from tools import openapi_actions as oa
+
+log = logging.getLogger(__name__)
+
+Credentials = oa.Credentials
+
+INSERT_ACTION = "INSERT INTO actions (id, tenant_id, document, credentials, obj) VALUES (%s, %s, %s, %s, %s)"
+SELECT_ACTION = "SELECT obj FROM actions WHERE id = %s AND tenant_id = %s"
+DELETE_ACTION = "DELETE FROM actions WHERE id = %s AND tenant_id = %s"
+SELECT_ACTION_IDS = "SELECT id FROM actions WHERE id = ANY(%s) AND tenant_id = %s"
+SELECT_RUN_ACTIONS = "SELECT id, document, credentials FROM actions WHERE id = ANY(%s) AND tenant_id = %s"
+
+
+def _secret(settings: Settings) -> str | None:
+    return settings.secret_key.get_secret_value() if settings.secret_key else None
+
+
+def parse(source: Any) -> dict:
+    """The validated document, or a 400 naming `openapi`."""
+    try:
+        return oa.parse_document(source)
+    except ValueError as exc:
+        raise InvalidRequest(f"Invalid value for 'openapi': {exc}", param="openapi") from None
+
+
+def validate_credentials(value: Any, param: str = "auth") -> Credentials | None:
+    """`value` as Credentials, or a 400 naming the offending field (`auth.token`, `auth.type`, ...).
+
+    Secrets given in `value` never appear in the error."""
+    if value is None or isinstance(value, Credentials):
+        return value
+    try:
+        return Credentials.model_validate(value)
+    except ValidationError as exc:
+        err = exc.errors(include_input=False)[0]
+        kind = err["type"]
+        if kind in ("union_tag_invalid", "union_tag_not_found"):
+            raise InvalidRequest(
+                f"Invalid value for '{param}.type': expected one of 'api_key', 'bearer', 'basic'.",
+                param=f"{param}.type",
+            ) from None
+        if kind in ("model_type", "model_attributes_type", "dict_type"):
+            raise InvalidRequest(f"Invalid value for '{param}': expected an object.", param=param) from None
+        # loc is (tag, field, ...): the tag is the `type` the caller gave, not a field of theirs.
+        field = ".".join(str(part) for part in err["loc"][1:])
+        where = f"{param}.{field}" if field else param
+        if kind == "missing":
+            message = f"Missing required parameter: '{where}'."
+        elif kind == "extra_forbidden":
+            message = f"Unrecognized request argument supplied: {where}"
+        else:
+            message = f"Invalid value for '{where}': {err['msg'].removeprefix('Value error, ')}"
+        raise InvalidRequest(message, param=where) from None
+
+
+def seal(settings: Settings, credentials: Credentials | None) -> bytes | None:
+    """Credentials encrypted for storage; a 400 on `auth` when no secret key is configured."""
+    if credentials is None:
+        return None
+    secret = _secret(settings)
+    if not secret:
+        raise InvalidRequest(
+            "ASSISTGRAPH_SECRET_KEY must be set on the server before an action's credentials can be stored.",
+            param="auth",
+        )
+    return crypto.encrypt(secret, json.dumps(credentials.plain()))
+
+
+def unseal(settings: Settings, sealed: bytes) -> dict:
+    return json.loads(crypto.decrypt(_secret(settings), sealed))
+
+
+def new_action_object(
+    doc: dict,
+    *,
+    name: str | None,
+    description: str | None,
+    auth: Credentials | None,
+    metadata: dict | None,
+) -> dict:
+    info = doc.get("info") or {}
+    title = info.get("title") if isinstance(info.get("title"), str) else None
+    about = info.get("description") if isinstance(info.get("description"), str) else None
+    ops = oa.operations(doc)
+    return {
+        "id": new_id("action"),
+        "object": "action",
+        "created_at": now(),
+        "name": name or title or "action",
+        "description": description if description is not None else about,
+        "server_url": oa.server_url(doc),
+        "operations": [op.public() for op in ops],
+        "auth": auth.public() if auth is not None else {"type": "none"},
+        "metadata": metadata or {},
+    }
+
+
+async def insert_action(conn: AsyncConnection, obj: dict, tenant: str, doc: dict, sealed: bytes | None) -> None:
+    await conn.execute(INSERT_ACTION, (obj["id"], tenant, Jsonb(doc), sealed, Jsonb(obj)))
+
+
+async def get_action(conn: AsyncConnection, action_id: str, tenant: str) -> dict:
+    row = await (await conn.execute(SELECT_ACTION, (action_id, tenant))).fetchone()
+    if row is None:
+        raise not_found("action", action_id)
+    return row["obj"]
+
+
+async def delete_action(conn: AsyncConnection, action_id: str, tenant: str) -> bool:
+    cur = await conn.execute(DELETE_ACTION, (action_id, tenant))
+    return cur.rowcount > 0
+
+
+async def missing_actions(conn: AsyncConnection, tenant: str, ids: list[str]) -> list[str]:
+    """The ids (in the order given) that name no action of the tenant."""
+    if not ids:
+        return []
+    rows = await (await conn.execute(SELECT_ACTION_IDS, (list(ids), tenant))).fetchall()
+    found = {row["id"] for row in rows}
+    return [i for i in dict.fromkeys(ids) if i not in found]
+
+
+async def tools_for_run(
+    conn: AsyncConnection,
+    tenant: str,
+    action_ids: list[str],
+    settings: Settings,
+    run_credentials: dict[str, dict | Credentials] | None,
+    *,
+    taken_names: set[str] | frozenset[str] = frozenset(),
+) -> list[BaseTool]:
+    """The tools of the tenant's actions, in the order of `action_ids`.
+
+    Credentials given for the run (by action id) replace the stored ones. Actions deleted since
+    they were attached are skipped. A tool whose name is already used (by an earlier action or in
+    `taken_names`, e.g. the run's function tools) gets a numeric suffix.
+    """
+    ids = list(dict.fromkeys(action_ids))
+    if not ids:
+        return []
+    rows = await (await conn.execute(SELECT_RUN_ACTIONS, (ids, tenant))).fetchall()
+    by_id = {row["id"]: row for row in rows}
+    names = set(taken_names)
+    tools: list[BaseTool] = []
+    for action_id in ids:
+        row = by_id.get(action_id)
+        if row is None:
+            log.info("action %s no longer exists; its tools are not offered", action_id)
+            continue
+        credentials: Any = (run_credentials or {}).get(action_id)
+        if credentials is None and row["credentials"] is not None:
+            credentials = unseal(settings, row["credentials"])
+        for tool in oa.action_tools(
+            row["document"],
+            credentials=credentials,
+            timeout=settings.action_timeout,
+            max_bytes=settings.action_max_response_bytes,
+            allowed_hosts=settings.actions_allowed_hosts,
+        ):
+            name, n = tool.name, 2
+            while name in names:
+                suffix = f"_{n}"
+                name = tool.name[: 64 - len(suffix)] + suffix
+                n += 1
+            tool.name = name
+            names.add(name)
+            tools.append(tool)
+    return tools

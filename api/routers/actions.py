@@ -1,0 +1,62 @@
+"""OpenAPI actions (`/actions`): register an OpenAPI 3 document whose operations assistants can
+call as tools. Credentials given in `auth` are stored encrypted and never returned."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends
+from pydantic import Field
+
+from api import actions, objects, store
+from api.deps import App, PageParams, _id_checker
+from api.errors import not_found
+from api.schemas import WithMetadata
+
+router = APIRouter(prefix="/actions", tags=["actions"])
+
+ActionId = Annotated[str, Depends(_id_checker("action_id", "action_"))]
+
+
+class CreateAction(WithMetadata):
+    openapi: dict[str, Any] | str = Field(description="The OpenAPI 3 document: a JSON object, or JSON/YAML text.")
+    name: str | None = Field(default=None, min_length=1, max_length=256)
+    description: str | None = Field(default=None, max_length=2048)
+    # Checked by actions.validate_credentials, whose errors name `auth.<field>` without the union's tag.
+    auth: dict[str, Any] | None = None
+
+
+@router.post("")
+async def create_action(body: CreateAction, app: App) -> dict:
+    doc = actions.parse(body.openapi)
+    auth = actions.validate_credentials(body.auth)
+    sealed = actions.seal(app.settings, auth)
+    obj = actions.new_action_object(
+        doc, name=body.name, description=body.description, auth=auth, metadata=body.metadata
+    )
+    async with app.pool.connection() as conn:
+        await actions.insert_action(conn, obj, app.tenant, doc, sealed)
+    return obj
+
+
+@router.get("")
+async def list_actions(app: App, page: PageParams) -> dict:
+    async with app.pool.connection() as conn:
+        items, more = await store.list_page(
+            conn, "actions", tenant=app.tenant, filters={}, **vars(page)  # type: ignore[arg-type]
+        )
+    return objects.page(items, more)
+
+
+@router.get("/{action_id}")
+async def retrieve_action(action_id: ActionId, app: App) -> dict:
+    async with app.pool.connection() as conn:
+        return await actions.get_action(conn, action_id, app.tenant)
+
+
+@router.delete("/{action_id}")
+async def delete_action(action_id: ActionId, app: App) -> dict:
+    async with app.pool.connection() as conn:
+        if not await actions.delete_action(conn, action_id, app.tenant):
+            raise not_found("action", action_id)
+    return objects.deleted(action_id, "action")
