@@ -186,3 +186,21 @@ async def tools_for_run(
             names.add(name)
             tools.append(tool)
     return tools
+
+
+async def seal_run_credentials(conn: AsyncConnection, settings: Settings, tenant: str, given: dict[str, Any]) -> str:
+    """Credentials a client supplies with a run, checked and encrypted for the run's config (the
+    executor that runs it may be another process)."""
+    plain = {}
+    for action_id, value in given.items():
+        plain[action_id] = validate_credentials(value, param=f"action_credentials.{action_id}").plain()
+    missing = await missing_actions(conn, tenant, list(given))
+    if missing:
+        raise InvalidRequest(f"No action with id '{missing[0]}'.", param="action_credentials")
+    secret = _secret(settings)
+    if not secret:
+        raise InvalidRequest(
+            "ASSISTGRAPH_SECRET_KEY must be set on the server before a run's action credentials can be accepted.",
+            param="action_credentials",
+        )
+    return crypto.encrypt(secret, json.dumps(plain)).decode()

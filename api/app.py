@@ -15,8 +15,8 @@ from api.errors import install_error_handlers
 from api.events import EventSink
 from api.executor import RunExecutor, setup_checkpointer
 from api.queue import RunQueue
-from api import keys
-from api.routers import actions, assistants, files, runs, threads, vector_stores
+from api import keys, tool_types
+from api.routers import actions, assistants, files, runs, threads, tools, vector_stores
 from api.settings import Settings, get_settings
 from api.streaming import EventHub
 
@@ -53,8 +53,9 @@ async def runtime(settings: Settings, database_url: str, *, with_executor: bool)
         await queue.open()
         hub = EventHub(database_url)
         await hub.start()
-        services = Services(settings=settings, pool=pool, queue=queue, sink=EventSink(pool), hub=hub)
-        executor = RunExecutor(pool, queue, settings) if with_executor else None
+        registry = await asyncio.to_thread(tool_types.discover, settings)
+        services = Services(settings=settings, pool=pool, queue=queue, sink=EventSink(pool), hub=hub, tools=registry)
+        executor = RunExecutor(pool, queue, settings, registry) if with_executor else None
         try:
             yield services, executor
         finally:
@@ -84,7 +85,7 @@ def create_app(database_url: str, settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     for prefix, in_schema in (("/v1", True), ("/api/v1", False)):
         # /threads/runs is registered before /threads/{thread_id} so it is not read as an id.
-        for router in (assistants.router, runs.router, threads.router, files.router, vector_stores.router, actions.router, keys.router):
+        for router in (assistants.router, runs.router, threads.router, files.router, vector_stores.router, tools.router, actions.router, keys.router):
             app.include_router(router, prefix=prefix, include_in_schema=in_schema)
     app.add_middleware(PollAfterHeader, value=settings.poll_after_ms)
     return app

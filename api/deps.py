@@ -15,6 +15,7 @@ from api.events import EventSink
 from api.queue import RunQueue
 from api.settings import Settings
 from api.streaming import EventHub
+from tools.registry import ToolRegistry
 
 
 @dataclass
@@ -24,6 +25,7 @@ class Services:
     queue: RunQueue
     sink: EventSink
     hub: EventHub
+    tools: ToolRegistry = dataclasses.field(default_factory=ToolRegistry)
     caller: Caller = DEFAULT_CALLER
 
     @property

@@ -76,7 +76,8 @@ def _param_from_loc(loc: tuple, body: object = None) -> str | None:
         if _is_branch_label(part):
             tag_may_follow = tag_may_follow or part.startswith("tagged-union[")
             continue
-        if tag_may_follow and isinstance(current, dict) and current.get("type") == part:
+        # Installed tools share one tag, "builtin", whatever their type.
+        if tag_may_follow and isinstance(current, dict) and part in (current.get("type"), "builtin"):
             tag_may_follow = False
             continue
         out += f".{part}" if out else part

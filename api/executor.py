@@ -17,7 +17,7 @@ from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
 from langgraph.types import Command
 from psycopg_pool import AsyncConnectionPool
 
-from api import history, retrieval, store
+from api import actions, history, retrieval, store, tool_types
 from api.auth import model_credentials
 from api.events import EventPump, EventSink, RunPreempted, prune_payloads
 from api.ids import now
@@ -29,7 +29,8 @@ from api.settings import Settings
 from graph.context import Context
 from graph.graph import builder
 from tools.file_search import FileSearchTool
-from tools.functions import function_tool_specs
+from tools.functions import function_names, function_tool_specs
+from tools.registry import ToolRegistry
 
 log = logging.getLogger(__name__)
 
@@ -89,9 +90,13 @@ class KeyRevoked(Exception):
     pass
 
 
+class ToolUnavailable(Exception):
+    """A tool the run enables is not installed in the process executing it."""
+
+
 def describe_model_error(exc: BaseException, settings: Settings) -> tuple[str, str]:
     """(last_error.code, message) a person can act on."""
-    if isinstance(exc, KeyRevoked):
+    if isinstance(exc, (KeyRevoked, ToolUnavailable)):
         return "server_error", str(exc)
     if isinstance(exc, openai.RateLimitError):
         return "rate_limit_exceeded", f"The model provider rate-limited the request: {_provider_message(exc)}"
@@ -110,8 +115,9 @@ def describe_model_error(exc: BaseException, settings: Settings) -> tuple[str, s
 
 
 class RunExecutor:
-    def __init__(self, pool: AsyncConnectionPool, queue: RunQueue, settings: Settings):
+    def __init__(self, pool: AsyncConnectionPool, queue: RunQueue, settings: Settings, tools: ToolRegistry):
         self.pool = pool
+        self.tools = tools
         self.queue = queue
         self.settings = settings
         self.sink = EventSink(pool)
@@ -169,7 +175,7 @@ class RunExecutor:
                 async with self.pool.connection() as conn:
                     messages = await store.thread_messages(conn, run["thread_id"])
                 graph_input = {"history": history.render(messages)}
-            server_tools, kinds = await self._server_tools(run)
+            server_tools, kinds = await self._server_tools(run, row["tenant_id"], config)
             mapper.use_server_tools(kinds)
             context = context_for(run, self.settings, server_tools)
             # Deltas only matter to a stream; a polled run skips publishing them.
@@ -177,14 +183,16 @@ class RunExecutor:
             if config.get("key_id"):
                 context = await self._with_key_credentials(context, config["key_id"])
             pump = EventPump(self.sink, run_id)
-            # durability="exit": a run's checkpoint is written when it pauses (requires_action) or
-            # ends; a run interrupted by a crash is not resumed mid-step but expires.
+            # A run's checkpoint is written when it pauses (requires_action) or ends; a run whose
+            # tools execute on the server is also checkpointed after each step (in the background),
+            # so its state is on record while a slow tool works. A crashed run is not resumed
+            # mid-step but expires.
             async for mode, payload in self.graph.astream(
                 graph_input,
                 graph_config,
                 context=context,
                 stream_mode=["messages", "updates"],
-                durability="exit",
+                durability="async" if server_tools else "exit",
             ):
                 events = mapper.handle(mode, payload)
                 if not publish_deltas:
@@ -276,28 +284,62 @@ class RunExecutor:
         elif row["status"] in ACTIVE_RUN_STATUSES and now() >= (row["obj"].get("expires_at") or now() + 1):
             await self._emit_quietly(mapper.expire(), run_id)
 
-    async def _server_tools(self, run: dict) -> tuple[list, dict[str, str]]:
-        """The tools this run executes on the server, and the tool-call type clients see for each."""
+    async def _server_tools(self, run: dict, tenant: str, config: dict) -> tuple[list, dict[str, str]]:
+        """The tools this run executes on the server, and the tool-call type clients see for each:
+        installed tools and action operations show as `function` calls, file_search as itself."""
+        tools: list = []
+        names, action_ids = tool_types.enabled(run["tools"])
+        for name in names:
+            installed = self.tools.get(name)
+            if installed is None:
+                # Running without it would answer as if the tool had found nothing; say what to fix.
+                raise ToolUnavailable(
+                    f"The tool '{name}' is not installed on the server that executed this run "
+                    "(every process executing runs needs the same tool plugins)."
+                )
+            tools.append(installed.tool)
+        if action_ids:
+            taken = {tool.name for tool in tools} | function_names(run["tools"])
+            async with self.pool.connection() as conn:
+                tools += await actions.tools_for_run(
+                    conn, tenant, action_ids, self.settings, self._run_credentials(config), taken_names=taken
+                )
+        unique: dict[str, Any] = {}
+        for tool in tools:
+            unique.setdefault(tool.name, tool)  # two tools of one name: the model can only call the first
+        tools = list(unique.values())
+        kinds = {name: "function" for name in unique}
+        file_search = await self._file_search(run)
+        if file_search is not None and file_search.name not in kinds:
+            tools.append(file_search)
+            kinds[file_search.name] = "file_search"
+        return tools, kinds
+
+    def _run_credentials(self, config: dict) -> dict[str, dict] | None:
+        """Credentials the client supplied with the run for its actions (sealed in the run's config)."""
+        sealed = config.get("action_credentials")
+        return actions.unseal(self.settings, sealed.encode()) if sealed else None
+
+    async def _file_search(self, run: dict) -> FileSearchTool | None:
         spec = next((t for t in run["tools"] if t["type"] == "file_search"), None)
         if spec is None:
-            return [], {}
+            return None
         async with self.pool.connection() as conn:
             thread_stores = await store.thread_vector_store_ids(conn, run["thread_id"])
         own_stores = ((run.get("tool_resources") or {}).get("file_search") or {}).get("vector_store_ids") or []
         store_ids = list(dict.fromkeys([*own_stores, *thread_stores]))
         if not store_ids:
-            return [], {}
+            return None
         # As on OpenAI: the run waits (up to 60 s) for files still being processed in the thread's store.
         await self._wait_for_files(thread_stores, timeout=60.0)
         settings = spec.get("file_search") or {}
         ranking = settings.get("ranking_options") or {}
-        tool = FileSearchTool(
+        return FileSearchTool(
             search=functools.partial(retrieval.search, self.pool, store_ids),
             max_num_results=settings.get("max_num_results") or 20,
             score_threshold=ranking.get("score_threshold", 0.0),
             ranker=ranking.get("ranker", "auto"),
         )
-        return [tool], {tool.name: "file_search"}
 
     async def _wait_for_files(self, vector_store_ids: list[str], timeout: float) -> None:
         deadline = asyncio.get_running_loop().time() + timeout

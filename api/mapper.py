@@ -315,16 +315,7 @@ class RunEventMapper:
             if not args or self._kind(self._calls[pos]["name"]) == "file_search":
                 return events
             body = {"index": pos, "type": "function", "function": {"arguments": args}}
-        events.append(
-            Event(
-                "thread.run.step.delta",
-                {
-                    "id": self._tool_step["id"],
-                    "object": "thread.run.step.delta",
-                    "delta": {"step_details": {"type": "tool_calls", "tool_calls": [body]}},
-                },
-            )
-        )
+        events.append(self._step_delta(body))
         return events
 
     def _model_turn_done(self, update: dict) -> list[Event]:
@@ -377,7 +368,8 @@ class RunEventMapper:
         if self._tool_step is None:
             return []
         results = {m.tool_call_id: m for m in update.get("messages") or []}
-        for call in self._calls:
+        events: list[Event] = []
+        for pos, call in enumerate(self._calls):
             message = results.get(call["id"])
             if message is None:
                 continue
@@ -400,14 +392,26 @@ class RunEventMapper:
                 }
             else:
                 call["output"] = _text_of(message.content)
+                # Streams see the output arrive as the step's delta, as they saw the arguments.
+                events.append(self._step_delta({"index": pos, "type": "function", "function": {"output": call["output"]}}))
             call["done"] = True
         step = self._tool_step
         step["step_details"]["tool_calls"] = [self._tool_call_json(c) for c in self._calls]
         if any(not c.get("done") for c in self._calls):
-            return []  # client calls remain: the step waits for their outputs (requires_action)
+            return events  # client calls remain: the step waits for their outputs (requires_action)
         step.update(status="completed", completed_at=self._now(), usage=self.pending_tool_usage.pop(step["id"], None))
         self._tool_step = None
-        return [Event("thread.run.step.completed", copy.deepcopy(step))]
+        return [*events, Event("thread.run.step.completed", copy.deepcopy(step))]
+
+    def _step_delta(self, tool_call: dict) -> Event:
+        return Event(
+            "thread.run.step.delta",
+            {
+                "id": self._tool_step["id"],
+                "object": "thread.run.step.delta",
+                "delta": {"step_details": {"type": "tool_calls", "tool_calls": [tool_call]}},
+            },
+        )
 
     def _requires_action(self, interrupts: Any) -> list[Event]:
         if self._tool_step is None:

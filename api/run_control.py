@@ -8,7 +8,7 @@ import logging
 from psycopg import AsyncConnection
 from psycopg.types.json import Jsonb
 
-from api import files_store, objects, schemas, store
+from api import actions, files_store, objects, schemas, store, tool_types
 from api import vector_stores as vs
 from api.deps import Services
 from api.auth import Caller
@@ -95,7 +95,7 @@ async def _attach(conn: AsyncConnection, thread_id: str, attachments: list[schem
 def check_tools(run: dict) -> None:
     choice = run["tool_choice"]
     if isinstance(choice, dict) and choice.get("type") == "function":
-        if choice["function"]["name"] not in function_names(run["tools"]):
+        if choice["function"]["name"] not in function_names(run["tools"], with_builtin=True):
             raise InvalidRequest(
                 f"tool_choice names function '{choice['function']['name']}', which is not among the run's tools.",
                 param="tool_choice",
@@ -132,10 +132,16 @@ async def create_run(
     run = objects.run(
         thread_id, assistant, body, svc.settings.run_expires_after, additional_instructions=additional_instructions
     )
+    if body.tools is not None:
+        run["tools"] = await tool_types.render(conn, svc.tools, svc.tenant, run["tools"])
     check_tools(run)
     check_model_allowed(svc.caller, run["model"])
     # Internal execution settings: who created the run, and whether anyone streams its tokens.
     config = {"key_id": svc.caller.key_id, "stream": bool(body.stream)}
+    if body.action_credentials:
+        config["action_credentials"] = await actions.seal_run_credentials(
+            conn, svc.settings, svc.tenant, body.action_credentials
+        )
     await store.insert_run(conn, run, config, svc.tenant)
     return run, [Event("thread.run.created", run), Event("thread.run.queued", run)]
 

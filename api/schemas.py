@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
 
 NAME_PATTERN = r"^[a-zA-Z0-9_-]{1,64}$"
 
@@ -69,7 +69,48 @@ class FileSearchTool(Body):
     file_search: FileSearchSettings | None = None
 
 
-Tool = Annotated[Union[FunctionTool, CodeInterpreterTool, FileSearchTool], Field(discriminator="type")]
+class BuiltinTool(Body):
+    """An installed tool (web_search, a plugin's), enabled by its name; GET /v1/tools lists them."""
+
+    type: str = Field(pattern=NAME_PATTERN)
+
+
+class ActionTool(Body):
+    """An OpenAPI action registered at /v1/actions: each of its operations becomes a tool."""
+
+    type: Literal["action"]
+    id: str = Field(pattern=r"^action_[A-Za-z0-9]+$")
+
+
+OWN_TOOL_TYPES = ("function", "code_interpreter", "file_search", "action")
+
+
+def _tool_kind(value: Any) -> str | None:
+    kind = value.get("type") if isinstance(value, dict) else getattr(value, "type", None)
+    if not isinstance(kind, str):
+        return None
+    return kind if kind in OWN_TOOL_TYPES else "builtin"
+
+
+def _unwrap_builtin(value: Any) -> Any:
+    """Responses show built-in tools and actions as `function` tools carrying a `builtin` marker
+    (so strict clients parse them); sending such an entry back means the built-in tool itself."""
+    if isinstance(value, dict) and value.get("type") == "function" and isinstance(value.get("builtin"), dict):
+        return value["builtin"]
+    return value
+
+
+Tool = Annotated[
+    Union[
+        Annotated[FunctionTool, Tag("function")],
+        Annotated[CodeInterpreterTool, Tag("code_interpreter")],
+        Annotated[FileSearchTool, Tag("file_search")],
+        Annotated[ActionTool, Tag("action")],
+        Annotated[BuiltinTool, Tag("builtin")],
+    ],
+    Discriminator(_tool_kind, custom_error_type="invalid_tool", custom_error_message="Invalid tool: it needs a string `type`."),
+    BeforeValidator(_unwrap_builtin),
+]
 
 
 # --- response format, tool choice, truncation ---------------------------------------------------
@@ -262,6 +303,9 @@ class RunFields(WithMetadata):
     parallel_tool_calls: bool | None = None
     response_format: ResponseFormat | None = None
     reasoning_effort: ReasoningEffort = None
+    # Not in OpenAI's API: credentials for this run's OpenAPI actions, by action id (they replace
+    # the action's stored ones; kept encrypted, never shown). SDK callers pass them in extra_body.
+    action_credentials: dict[str, dict[str, Any]] | None = Field(default=None, max_length=20)
 
 
 class CreateRun(RunFields):

@@ -20,11 +20,18 @@ class Context:
         default_factory=list,
         metadata={"description": "OpenAI `function` tool definitions the model may call; the client executes them."},
     )
+    builtin_tools: list[str] = field(
+        default_factory=list,
+        metadata={
+            "description": "Names of installed tools the model may call (`web_search`, or a plugin's; the "
+            "API lists them at GET /v1/tools). They run inside the graph, never pausing the run."
+        },
+    )
     server_tools: list[Any] = field(
         default_factory=list,
         metadata={
-            "description": "Tools executed inside the graph (LangChain tools, e.g. file_search); their calls "
-            "never pause the run."
+            "description": "LangChain tool objects the host binds to this run (file_search over its vector "
+            "stores, OpenAPI actions with their credentials); executed inside the graph like builtin_tools."
         },
     )
     tool_timeout: float = field(

@@ -18,6 +18,7 @@ from langgraph.types import interrupt
 
 from graph.context import Context
 from graph.state import State
+from tools.registry import default_registry
 
 _CALL_ID = re.compile(r"^call_[A-Za-z0-9_-]+$")
 
@@ -82,8 +83,23 @@ def _chat_model(
     )
 
 
+def server_tools(ctx: Context) -> list[BaseTool]:
+    """The tools this run executes itself: those the host bound, then installed ones named in
+    `builtin_tools` (a name the host already bound, or nobody installed, adds nothing)."""
+    tools = list(ctx.server_tools)
+    bound = {tool.name for tool in tools}
+    registry = default_registry() if ctx.builtin_tools else None
+    for name in ctx.builtin_tools:
+        installed = registry.get(name) if name not in bound else None
+        if installed is not None:
+            tools.append(installed.tool)
+            bound.add(name)
+    return tools
+
+
 def _bind(model: ChatOpenAI, ctx: Context):
-    offered = [*ctx.tools, *ctx.server_tools]
+    own = server_tools(ctx)
+    offered = [*ctx.tools, *own]
     if not offered:
         return model
     kwargs: dict[str, Any] = {}
@@ -91,7 +107,7 @@ def _bind(model: ChatOpenAI, ctx: Context):
     if isinstance(tool_choice, dict):
         # {"type": "function", "function": {"name"}} or a built-in tool by type ({"type": "file_search"}).
         tool_choice = tool_choice.get("function", {}).get("name") or tool_choice.get("type")
-        names = {t["function"]["name"] for t in ctx.tools} | {t.name for t in ctx.server_tools}
+        names = {t["function"]["name"] for t in ctx.tools} | {t.name for t in own}
         if tool_choice not in names:
             tool_choice = None  # a built-in tool this run does not have (e.g. no files to search)
     if not ctx.parallel_tool_calls:
@@ -162,10 +178,6 @@ async def call_model(state: State, runtime: Runtime[Context]) -> dict:
     return {"messages": [response], "usage": usage, "incomplete": incomplete}
 
 
-def _server_tool_names(ctx: Context) -> set[str]:
-    return {tool.name for tool in ctx.server_tools}
-
-
 def _unanswered_calls(state: State) -> list[dict]:
     """Tool calls of the last model turn that have no result yet."""
     messages = state.get("messages") or []
@@ -196,7 +208,7 @@ async def _run_tool(tool: BaseTool, call: dict, timeout: float) -> ToolMessage:
 async def run_server_tools(state: State, runtime: Runtime[Context]) -> dict:
     """Executes the calls of tools that live on the server, concurrently, each under a timeout."""
     ctx = runtime.context or Context()
-    tools = {tool.name: tool for tool in ctx.server_tools}
+    tools = {tool.name: tool for tool in server_tools(ctx)}
     calls = [c for c in _unanswered_calls(state) if c["name"] in tools]
     results = await asyncio.gather(*(_run_tool(tools[c["name"]], c, ctx.tool_timeout) for c in calls))
     return {"messages": list(results)}
@@ -220,7 +232,7 @@ def route_after_model(state: State, runtime: Runtime[Context]) -> str:
     pending = _unanswered_calls(state)
     if not pending:
         return END
-    server = _server_tool_names(runtime.context or Context())
+    server = {tool.name for tool in server_tools(runtime.context or Context())}
     if any(c["name"] in server for c in pending):
         return "server_tools"
     return "client_tools"

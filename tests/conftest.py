@@ -17,6 +17,7 @@ import httpx
 import openai
 import pytest
 
+from tests.fake_search import start_fake_search
 from tests.scripted_model import ScriptedModel, start_in_thread
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -102,13 +103,44 @@ def workdir():
 
 
 @pytest.fixture(scope="session")
-def server(scripted: ScriptedModel, workdir: Path):
+def fake_search():
+    search = start_fake_search()
+    yield search
+    search.stop()
+
+
+@pytest.fixture(scope="session")
+def plugin_dir(workdir: Path) -> Path:
+    """The example plugin package, installed with pip (into a directory the main server imports from)."""
+    target = workdir / "plugins"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target),
+         str(ROOT / "examples" / "assistgraph-calculator")],
+        check=True, capture_output=True, timeout=300,
+    )
+    return target
+
+
+@pytest.fixture(scope="session")
+def tool_env(fake_search, plugin_dir: Path) -> dict[str, str]:
+    """The tools of every process executing the main database's runs: the example plugin (installed
+    with pip), a local tool by import path, web_search on a fake SearxNG."""
+    return dict(
+        PYTHONPATH=str(plugin_dir),
+        ASSISTGRAPH_TOOL_PLUGINS="tests.local_tools:nap",
+        ASSISTGRAPH_TOOL_TIMEOUT="5",
+        ASSISTGRAPH_WEB_SEARCH_PROVIDER="searxng",
+        ASSISTGRAPH_SEARXNG_URL=fake_search.url,
+    )
+
+
+@pytest.fixture(scope="session")
+def server(scripted: ScriptedModel, workdir: Path, tool_env: dict[str, str]):
     """The main server: no DATABASE_URL, so it starts (and stops) its own embedded Postgres."""
     port = free_port()
     log_path = workdir / "server.log"
-    proc = start_process(
-        ["serve", "--port", str(port)], server_env(scripted.base_url, workdir / "data"), log_path
-    )
+    env = server_env(scripted.base_url, workdir / "data", **tool_env)
+    proc = start_process(["serve", "--port", str(port)], env, log_path)
     url = f"http://127.0.0.1:{port}/v1"
     try:
         wait_ready(url, proc, log_path)
@@ -137,9 +169,9 @@ def _extra_server(scripted, workdir: Path, name: str, database_url: str, args=("
 
 
 @pytest.fixture(scope="session")
-def short_expiry_server(scripted, workdir: Path, database_url: str):
-    """Runs created here expire 3 s after creation (same database and data directory as the main
-    server, as every process serving one database must share the uploaded files)."""
+def short_expiry_server(scripted, workdir: Path, database_url: str, tool_env: dict[str, str]):
+    """Runs created here expire 3 s after creation (same database, data directory and tools as the
+    main server, as every process serving one database must share uploaded files and installed tools)."""
     srv = _extra_server(
         scripted,
         workdir,
@@ -147,6 +179,7 @@ def short_expiry_server(scripted, workdir: Path, database_url: str):
         database_url,
         ASSISTGRAPH_RUN_EXPIRES_AFTER="3",
         ASSISTGRAPH_DATA_DIR=str(workdir / "data"),
+        **tool_env,
     )
     yield srv
     stop_process(srv.proc)
@@ -185,9 +218,12 @@ def auth_server(scripted, workdir: Path, database_url: str):
 def scale_out(scripted, workdir: Path, database_url: str):
     """An API process that executes nothing, and a separate `assistgraph worker` process.
 
-    Uses a database of its own on the shared cluster, so only this worker can pick up its runs."""
+    Uses a database of its own on the shared cluster, so only this worker can pick up its runs. The API
+    loads a local tool the worker lacks (a deployment mistake the run must report)."""
     url = _own_database(database_url, "scale_out")
-    api_srv = _extra_server(scripted, workdir, "api-only", url, ASSISTGRAPH_EXECUTOR="false")
+    api_srv = _extra_server(
+        scripted, workdir, "api-only", url, ASSISTGRAPH_EXECUTOR="false", ASSISTGRAPH_TOOL_PLUGINS="tests.local_tools:nap"
+    )
     worker_log = workdir / "worker.log"
     worker = start_process(["worker"], server_env(scripted.base_url, workdir / "worker", DATABASE_URL=url), worker_log)
     yield api_srv, worker, worker_log

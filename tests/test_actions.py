@@ -573,3 +573,132 @@ def test_actions_belong_to_their_tenant(auth_server, service):
     listed = theirs.get("/actions", cast_to=object, options={"params": {"limit": 100}})
     assert mine["id"] not in [a["id"] for a in listed["data"]]
     assert as_key(auth_server, first).get(f"/actions/{mine['id']}", cast_to=object)["id"] == mine["id"]
+
+
+# --- actions in runs ---------------------------------------------------------------------------
+
+
+def run_texts(client: openai.OpenAI, thread_id: str, run_id: str) -> list[str]:
+    """Everything a client can read about a run, as raw JSON text."""
+    return [
+        raw_text(client, "get", f"/threads/{thread_id}/runs/{run_id}"),
+        raw_text(client, "get", f"/threads/{thread_id}/runs/{run_id}/steps"),
+        raw_text(client, "get", f"/threads/{thread_id}/messages"),
+    ]
+
+
+def test_an_action_completes_a_polled_run(client, server, scripted, model_name, service):
+    action = create(client, openapi=service.document(), auth={"type": "bearer", "token": BEARER_TOKEN})
+    scripted.script(
+        model_name,
+        [
+            {
+                "tool_calls": [
+                    {"name": "getWeather", "arguments": {"city": "Paris", "units": "metric"}},
+                    {"name": "getProfile", "arguments": {}},
+                ]
+            },
+            {"content": "21 degrees in Paris, Ada."},
+        ],
+    )
+    assistant = client.beta.assistants.create(model=model_name, tools=[{"type": "action", "id": action["id"]}])
+    (entry,) = assistant.tools
+    assert entry.type == "function" and entry.function.name == action["id"]
+    assert entry.model_extra == {"builtin": {"type": "action", "id": action["id"]}}
+    assert "getWeather" in entry.function.description
+
+    run = client.beta.threads.create_and_run_poll(
+        assistant_id=assistant.id,
+        thread={"messages": [{"role": "user", "content": "Weather in Paris? And who am I?"}]},
+        poll_interval_ms=20,
+    )
+    assert run.status == "completed", run.last_error
+    # Each operation was offered to the model as a tool with its schema.
+    offered = {t["function"]["name"]: t["function"] for t in scripted.requests(model_name)[0]["body"]["tools"]}
+    assert {"getWeather", "createOrder", "getProfile"} <= set(offered)
+    assert offered["getWeather"]["parameters"]["required"] == ["city"]
+    assert service.requests_to("/weather/Paris")[-1]["query"] == {"units": ["metric"]}
+    assert service.requests_to("/secure/profile")[-1]["headers"]["authorization"] == f"Bearer {BEARER_TOKEN}"
+
+    step = client.beta.threads.runs.steps.list(thread_id=run.thread_id, run_id=run.id, order="asc").data[0]
+    outputs = {c.function.name: c.function.output for c in step.step_details.tool_calls}
+    assert outputs["getWeather"].startswith("HTTP 200") and body_of(outputs["getWeather"])["city"] == "Paris"
+    assert body_of(outputs["getProfile"]) == {"name": "Ada"}
+    for text in run_texts(client, run.thread_id, run.id) + [server.log()]:
+        assert BEARER_TOKEN not in text
+
+
+def test_run_credentials_stream_and_never_show(client, server, scripted, model_name, service):
+    action = create(client, openapi=service.document())  # nothing stored
+    scripted.script(
+        model_name,
+        [{"tool_calls": [{"name": "keyed", "arguments": {}}]}, {"content": "The key worked."}],
+    )
+    assistant = client.beta.assistants.create(model=model_name, tools=[{"type": "action", "id": action["id"]}])
+    thread = client.beta.threads.create(messages=[{"role": "user", "content": "Call the keyed endpoint."}])
+    raw_events: list[str] = []
+    with client.beta.threads.runs.stream(
+        thread_id=thread.id,
+        assistant_id=assistant.id,
+        extra_body={"action_credentials": {action["id"]: {"type": "api_key", "header": "X-Api-Key", "value": API_KEY}}},
+    ) as stream:
+        for event in stream:
+            raw_events.append(event.model_dump_json())
+        run = stream.get_final_run()
+    assert run.status == "completed", run.last_error
+    assert service.requests_to("/keyed")[-1]["headers"]["x-api-key"] == API_KEY
+    step = client.beta.threads.runs.steps.list(thread_id=thread.id, run_id=run.id, order="asc").data[0]
+    assert step.step_details.tool_calls[0].function.output.startswith("HTTP 200")
+    for text in raw_events + run_texts(client, thread.id, run.id) + [server.log()]:
+        assert API_KEY not in text
+
+    # Without them, the same call fails and the model is told so.
+    scripted.script(model_name, [{"tool_calls": [{"name": "keyed", "arguments": {}}]}, {"content": "No key."}])
+    run = client.beta.threads.runs.create_and_poll(thread_id=thread.id, assistant_id=assistant.id, poll_interval_ms=20)
+    assert run.status == "completed"
+    step = client.beta.threads.runs.steps.list(thread_id=thread.id, run_id=run.id, order="asc").data[0]
+    assert step.step_details.tool_calls[0].function.output.startswith("Error: HTTP 401")
+
+
+def test_private_addresses_are_refused_in_runs(client, scripted, model_name, service):
+    port = service.url.rsplit(":", 1)[1]
+    # `localhost` is not on the test server's allow-list (127.0.0.1 is).
+    action = create(client, openapi=_with_server(service.document(), f"http://localhost:{port}"))
+    scripted.script(
+        model_name, [{"tool_calls": [{"name": "getWeather", "arguments": {"city": "Oslo"}}]}, {"content": "Refused."}]
+    )
+    assistant = client.beta.assistants.create(model=model_name, tools=[{"type": "action", "id": action["id"]}])
+    before = len(service.requests_to("/weather/Oslo"))
+    run = client.beta.threads.create_and_run_poll(
+        assistant_id=assistant.id, thread={"messages": [{"role": "user", "content": "Oslo?"}]}, poll_interval_ms=20
+    )
+    assert run.status == "completed", run.last_error
+    step = client.beta.threads.runs.steps.list(thread_id=run.thread_id, run_id=run.id, order="asc").data[0]
+    assert step.step_details.tool_calls[0].function.output.startswith("Error: refused to connect to 'localhost'")
+    assert len(service.requests_to("/weather/Oslo")) == before
+
+
+def test_actions_in_tools_and_run_credentials_are_checked(client, model_name, service):
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.beta.assistants.create(model=model_name, tools=[{"type": "action", "id": "action_doesnotexist"}])
+    assert caught.value.body["param"] == "tools[0].id"
+    action = create(client, openapi=service.document())
+    assistant = client.beta.assistants.create(model=model_name, tools=[{"type": "action", "id": action["id"]}])
+    thread = client.beta.threads.create()
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.beta.threads.runs.create(
+            thread_id=thread.id, assistant_id=assistant.id,
+            extra_body={"action_credentials": {"action_doesnotexist": {"type": "bearer", "token": BEARER_TOKEN}}},
+        )
+    assert caught.value.body["param"] == "action_credentials"
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.beta.threads.runs.create(
+            thread_id=thread.id, assistant_id=assistant.id,
+            extra_body={"action_credentials": {action["id"]: {"type": "bearer"}}},
+        )
+    assert caught.value.body["param"] == f"action_credentials.{action['id']}.token"
+    assert BEARER_TOKEN not in caught.value.response.text
+    # A deleted action is simply no longer offered: the run still works.
+    client.delete(f"/actions/{action['id']}", cast_to=object)
+    run = client.beta.threads.runs.create_and_poll(thread_id=thread.id, assistant_id=assistant.id, poll_interval_ms=20)
+    assert run.status == "completed", run.last_error

@@ -628,7 +628,7 @@ def test_metadata_at_the_limits_is_accepted(http, model_name):
         pytest.param({"model": "m", "temperature": 3}, "temperature", None, id="temperature-3"),
         pytest.param({"model": "m", "temperature": -0.1}, "temperature", None, id="negative-temperature"),
         pytest.param({"model": "m", "top_p": 1.5}, "top_p", None, id="top-p"),
-        pytest.param({"model": "m", "tools": [{"type": "browser"}]}, "tools[0]", None, id="unknown-tool"),
+        pytest.param({"model": "m", "tools": [{"type": "browser"}]}, "tools[0].type", None, id="unknown-tool"),
         pytest.param({"model": "m", "tools": [{"type": "function", "function": {"name": "bad name"}}]},
                      "tools[0].function.name", None, id="bad-function-name"),
         pytest.param({"model": "m", "tools": [{"type": "function"}]}, "tools[0].function",
@@ -683,7 +683,7 @@ def test_string_limits_are_inclusive(http, model_name):
 def test_modify_assistant_validates_like_create(http, model_name):
     assistant = http.post("/assistants", json={"model": model_name}).json()["id"]
     assert_error(http.post(f"/assistants/{assistant}", json={"temperature": 3}), 400, param="temperature")
-    assert_error(http.post(f"/assistants/{assistant}", json={"tools": [{"type": "web"}]}), 400, param="tools[0]")
+    assert_error(http.post(f"/assistants/{assistant}", json={"tools": [{"type": "web"}]}), 400, param="tools[0].type")
     assert_error(http.post(f"/assistants/{assistant}", json={"nope": True}), 400, param="nope")
     # The failed updates changed nothing.
     assert http.get(f"/assistants/{assistant}").json()["temperature"] == 1.0
@@ -784,7 +784,7 @@ def test_sdk_raises_bad_request(client, model_name):
         (lambda: client.beta.assistants.create(model=model_name, name="n" * 257), "name"),
         (lambda: client.beta.assistants.create(model=model_name, metadata={str(i): "v" for i in range(17)}),
          "metadata"),
-        (lambda: client.beta.assistants.create(model=model_name, tools=[{"type": "browser"}]), "tools[0]"),
+        (lambda: client.beta.assistants.create(model=model_name, tools=[{"type": "browser"}]), "tools[0].type"),
         (lambda: client.beta.assistants.list(limit=101), "limit"),
         (lambda: client.beta.assistants.list(limit=0), "limit"),
         (lambda: client.beta.assistants.list(order="sideways"), "order"),

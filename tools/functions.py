@@ -15,7 +15,7 @@ def function_tool_specs(tools: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The run's `function` tools as the chat-completions `tools` the model is offered."""
     specs = []
     for tool in tools:
-        if tool.get("type") != "function":
+        if not is_client_function(tool):
             continue
         fn = tool["function"]
         spec: dict[str, Any] = {"name": fn["name"], "parameters": fn.get("parameters") or EMPTY_PARAMETERS}
@@ -27,5 +27,13 @@ def function_tool_specs(tools: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return specs
 
 
-def function_names(tools: list[dict[str, Any]]) -> set[str]:
-    return {t["function"]["name"] for t in tools if t.get("type") == "function"}
+def is_client_function(tool: dict[str, Any]) -> bool:
+    # Built-in tools and actions are stored as `function` entries with a `builtin` marker: the
+    # server runs those.
+    return tool.get("type") == "function" and not tool.get("builtin")
+
+
+def function_names(tools: list[dict[str, Any]], *, with_builtin: bool = False) -> set[str]:
+    return {
+        t["function"]["name"] for t in tools if is_client_function(t) or (with_builtin and t.get("type") == "function")
+    }

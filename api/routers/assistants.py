@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from api import objects, schemas, store, tool_resources
+from api import objects, schemas, store, tool_resources, tool_types
 from api import vector_stores as vs
 from api.deps import App, AssistantId, PageParams
 from api.errors import not_found
@@ -15,6 +15,7 @@ async def create_assistant(body: schemas.CreateAssistant, app: App) -> dict:
     assistant = objects.assistant(body)
     jobs: list = []
     async with app.pool.connection() as conn, conn.transaction():
+        assistant["tools"] = await tool_types.render(conn, app.tools, app.tenant, assistant["tools"])
         assistant["tool_resources"] = await tool_resources.resolve(
             conn, app, body.tool_resources, jobs, for_thread=False
         )
@@ -47,6 +48,8 @@ async def modify_assistant(assistant_id: AssistantId, body: schemas.ModifyAssist
         if current is None:
             raise not_found("assistant", assistant_id)
         updated = objects.modify_assistant(current, body)
+        if "tools" in body.model_fields_set:
+            updated["tools"] = await tool_types.render(conn, app.tools, app.tenant, updated["tools"])
         if "tool_resources" in body.model_fields_set:
             updated["tool_resources"] = await tool_resources.resolve(
                 conn, app, body.tool_resources, jobs, for_thread=False

@@ -1,0 +1,92 @@
+"""Tool types a request may name, and the shape they are stored and returned in.
+
+Installed tools (`{"type": "web_search"}`) and OpenAPI actions (`{"type": "action", "id": ...}`) are
+not tool types the official SDK knows: a strict client would reject an assistant carrying them.
+So they are stored and returned as `function` tools (name, description, JSON schema) with a
+`builtin` marker holding what the client asked for; the SDK keeps unknown fields, and sending such
+an entry back (assistants.update(tools=assistant.tools)) means the built-in tool again.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from psycopg import AsyncConnection
+
+from api import actions
+from api.errors import InvalidRequest, NotFound
+from api.settings import Settings
+from tools.registry import ToolRegistry
+
+OWN_TYPES = ("function", "code_interpreter", "file_search", "action")
+NO_PARAMETERS = {"type": "object", "properties": {}}
+
+
+def builtin_config(settings: Settings) -> dict[str, dict[str, Any]]:
+    """Keyword arguments of the project's own tools, by entry-point name."""
+    return {
+        "web_search": {
+            "provider": settings.web_search_provider,
+            "max_results": settings.web_search_max_results,
+            "searxng_url": settings.searxng_url,
+            "tavily_api_key": settings.tavily_api_key.get_secret_value() if settings.tavily_api_key else None,
+            "tavily_api_url": settings.tavily_api_url,
+        }
+    }
+
+
+def discover(settings: Settings) -> ToolRegistry:
+    return ToolRegistry.discover(settings.tool_plugins, builtin_config(settings))
+
+
+def available(registry: ToolRegistry) -> list[str]:
+    return [*OWN_TYPES, *registry.names()]
+
+
+async def render(conn: AsyncConnection, registry: ToolRegistry, tenant: str, tools: list[dict]) -> list[dict]:
+    """Checks the tools a request names and returns them as stored (built-ins as marked functions)."""
+    out = []
+    for i, tool in enumerate(tools):
+        kind = tool["type"]
+        if kind == "action":
+            try:
+                action = await actions.get_action(conn, tool["id"], tenant)
+            except NotFound:
+                raise InvalidRequest(f"No action with id '{tool['id']}'.", param=f"tools[{i}].id") from None
+            out.append(_action_entry(action))
+        elif kind in OWN_TYPES:
+            out.append(tool)
+        elif (installed := registry.get(kind)) is not None:
+            out.append({"type": "function", "function": {**installed.function(), "strict": False}, "builtin": {"type": kind}})
+        else:
+            raise InvalidRequest(
+                f"Unknown tool type '{kind}'. Available tool types: {', '.join(available(registry))}.",
+                param=f"tools[{i}].type",
+            )
+    return out
+
+
+def _action_entry(action: dict) -> dict:
+    operations = ", ".join(op["name"] for op in action.get("operations") or [])
+    description = f"OpenAPI action '{action.get('name') or action['id']}'"
+    if operations:
+        description += f"; the model calls its operations as tools: {operations}"
+    return {
+        "type": "function",
+        "function": {"name": action["id"], "description": description, "parameters": NO_PARAMETERS, "strict": False},
+        "builtin": {"type": "action", "id": action["id"]},
+    }
+
+
+def enabled(tools: list[dict]) -> tuple[list[str], list[str]]:
+    """The installed tools (by name) and the actions (by id) a stored tool list enables."""
+    names, action_ids = [], []
+    for tool in tools:
+        marker = tool.get("builtin")
+        if not isinstance(marker, dict):
+            continue
+        if marker.get("type") == "action":
+            action_ids.append(marker["id"])
+        else:
+            names.append(marker["type"])
+    return names, action_ids

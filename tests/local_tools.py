@@ -1,0 +1,18 @@
+"""Tools loaded by import path (ASSISTGRAPH_TOOL_PLUGINS), as local code that is not a package is."""
+
+from __future__ import annotations
+
+import asyncio
+
+from langchain_core.tools import tool
+
+
+@tool
+async def nap(seconds: float) -> str:
+    """Wait for the given number of seconds, then say so. Stands in for a slow or hanging tool.
+
+    Args:
+        seconds: How long to wait.
+    """
+    await asyncio.sleep(seconds)
+    return f"slept {seconds:g} s"
