@@ -89,3 +89,11 @@ def create_app(database_url: str, settings: Settings | None = None) -> FastAPI:
             app.include_router(router, prefix=prefix, include_in_schema=in_schema)
     app.add_middleware(PollAfterHeader, value=settings.poll_after_ms)
     return app
+
+
+def app_from_settings() -> FastAPI:
+    """The app of one of several `assistgraph serve --workers N` processes."""
+    settings = get_settings()
+    if not settings.database_url:
+        raise RuntimeError("worker processes need the database URL their parent sets")
+    return create_app(settings.database_url, settings)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
 
@@ -24,15 +25,17 @@ def _serve(args: argparse.Namespace) -> None:
     from api.app import create_app
 
     settings = get_settings()
+    workers = args.workers or settings.workers
     _exit_on_sigterm()
     with embedded_postgres(settings) as url:
-        uvicorn.run(
-            create_app(url, settings),
-            host=args.host,
-            port=args.port,
-            log_level=settings.log_level,
-            timeout_graceful_shutdown=5,
-        )
+        common = dict(host=args.host, port=args.port, log_level=settings.log_level, timeout_graceful_shutdown=5)
+        if workers == 1:
+            uvicorn.run(create_app(url, settings), **common)
+            return
+        # Worker processes import the app themselves; they find the database (embedded or not)
+        # through the settings' DATABASE_URL, which this process owns for them.
+        os.environ["ASSISTGRAPH_DATABASE_URL"] = url
+        uvicorn.run("api.app:app_from_settings", factory=True, workers=workers, **common)
 
 
 async def _work(url: str) -> None:
@@ -59,6 +62,9 @@ def main(argv: list[str] | None = None) -> None:
     serve = sub.add_parser("serve", help="Start the API server (and, by default, the run executor).")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8086)
+    serve.add_argument(
+        "--workers", type=int, default=None, help="Server processes, each with API and executor (default: ASSISTGRAPH_WORKERS, 1)."
+    )
     serve.set_defaults(func=_serve)
     worker = sub.add_parser("worker", help="Execute queued runs only (scale-out worker).")
     worker.set_defaults(func=_worker)

@@ -33,7 +33,11 @@ class Services:
         return self.caller.tenant
 
 
-def _server(request: Request) -> Services:
+# Dependencies are `async def` even when they never await: FastAPI runs plain `def` dependencies in
+# its thread pool, a thread hop (and GIL hand-off) per dependency per request.
+
+
+async def _server(request: Request) -> Services:
     return request.app.state.services
 
 
@@ -53,7 +57,7 @@ Server = Annotated[Services, Depends(_server)]
 
 
 def _id_checker(param: str, prefix: str):
-    def check(value: str = Path(alias=param)) -> str:
+    async def check(value: str = Path(alias=param)) -> str:
         if not value.startswith(prefix):
             raise InvalidRequest(
                 f"Invalid '{param}': '{value}'. Expected an ID that begins with '{prefix.rstrip('_')}'.",
@@ -79,7 +83,7 @@ class Page:
     before: str | None
 
 
-def _page(
+async def _page(
     limit: int = Query(20, ge=1, le=100),
     order: Literal["asc", "desc"] = Query("desc"),
     after: str | None = Query(None),

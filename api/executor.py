@@ -28,11 +28,14 @@ from api.queue import ADVANCE_RUN, EXPIRE_RUNS, PRUNE_EVENTS, QUEUE, RunQueue
 from api.settings import Settings
 from graph.context import Context
 from graph.graph import builder
+from graph.state import add_usage
 from tools.file_search import FileSearchTool
 from tools.functions import function_names, function_tool_specs
 from tools.registry import ToolRegistry
 
 log = logging.getLogger(__name__)
+
+CHECKPOINTER_SETUP_LOCK = 0x61677370  # "agsp": any constant other processes of this database agree on
 
 
 
@@ -114,6 +117,24 @@ def describe_model_error(exc: BaseException, settings: Settings) -> tuple[str, s
     return "server_error", f"The run failed: {type(exc).__name__}: {exc}"
 
 
+@dataclasses.dataclass
+class RunTotals:
+    """Token usage and early-stop reason, summed from the graph's updates as the state's reducers do
+    (reading them back from the checkpoint would cost a query and a deserialisation per run)."""
+
+    usage: dict | None = None
+    incomplete: str | None = None
+
+    def observe(self, updates: dict) -> None:
+        for update in updates.values():
+            if not isinstance(update, dict):
+                continue  # an interrupt
+            if update.get("usage"):
+                self.usage = add_usage(self.usage, update["usage"])
+            if update.get("incomplete"):
+                self.incomplete = update["incomplete"]
+
+
 class RunExecutor:
     def __init__(self, pool: AsyncConnectionPool, queue: RunQueue, settings: Settings, tools: ToolRegistry):
         self.pool = pool
@@ -183,6 +204,7 @@ class RunExecutor:
             if config.get("key_id"):
                 context = await self._with_key_credentials(context, config["key_id"])
             pump = EventPump(self.sink, run_id)
+            seen = RunTotals()
             # A run's checkpoint is written when it pauses (requires_action) or ends; a run whose
             # tools execute on the server is also checkpointed after each step (in the background),
             # so its state is on record while a slow tool works. A crashed run is not resumed
@@ -194,6 +216,8 @@ class RunExecutor:
                 stream_mode=["messages", "updates"],
                 durability="async" if server_tools else "exit",
             ):
+                if mode == "updates":
+                    seen.observe(payload)
                 events = mapper.handle(mode, payload)
                 if not publish_deltas:
                     events = [e for e in events if not e.event.endswith(".delta")]
@@ -202,10 +226,11 @@ class RunExecutor:
             await pump.flush()
             if mapper.run["status"] == "requires_action":
                 return
-            state = await self.graph.aget_state(graph_config)
-            await self.sink.emit(
-                mapper.finish(state.values.get("usage"), state.values.get("incomplete")), run_id=run_id
-            )
+            if "resume" in config:
+                # Usage from before the pause is in the checkpoint, not in this execution's stream.
+                state = await self.graph.aget_state(graph_config)
+                seen = RunTotals(state.values.get("usage"), state.values.get("incomplete"))
+            await self.sink.emit(mapper.finish(seen.usage, seen.incomplete), run_id=run_id)
         except RunPreempted:
             await self._after_preemption(run_id, mapper, pump)
         except asyncio.CancelledError:
@@ -374,5 +399,15 @@ class RunExecutor:
 
 
 async def setup_checkpointer(pool: AsyncConnectionPool) -> None:
-    await AsyncPostgresSaver(pool).setup()
+    # Processes starting together (serve --workers N) would race on the saver's CREATE TABLEs. Its
+    # migrations include CREATE INDEX CONCURRENTLY, which cannot run in a transaction and waits for
+    # every open transaction, including one blocked on a lock: so the others wait between attempts
+    # to take a session lock, never inside a statement.
+    async with pool.connection() as conn:
+        while not (await (await conn.execute("SELECT pg_try_advisory_lock(%s) AS ok", (CHECKPOINTER_SETUP_LOCK,))).fetchone())["ok"]:
+            await asyncio.sleep(0.1)
+        try:
+            await AsyncPostgresSaver(conn).setup()
+        finally:
+            await conn.execute("SELECT pg_advisory_unlock(%s)", (CHECKPOINTER_SETUP_LOCK,))
 

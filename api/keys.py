@@ -41,7 +41,7 @@ class CreateKey(Body):
     allowed_models: list[str] | None = Field(default=None, max_length=256)
 
 
-def _admin(request: Request) -> None:
+async def _admin(request: Request) -> None:  # async: no thread-pool hop
     settings = request.app.state.services.settings
     if settings.admin_key is None:
         raise Forbidden("The admin API is disabled: set ASSISTGRAPH_ADMIN_KEY to enable it.")

@@ -51,6 +51,12 @@ class Settings(BaseSettings):
         description="Run the run executor inside `assistgraph serve`. Turn off when separate `assistgraph worker` processes execute runs.",
     )
     executor_concurrency: int = Field(default=100, description="Runs one executor process drives at once.")
+    workers: int = Field(
+        default=1,
+        ge=1,
+        le=16,
+        description="Processes `assistgraph serve` runs, each with the API and an executor (one per core is a good start).",
+    )
     executor_poll_interval: float = Field(
         default=1.0, description="Seconds between the executor's checks for scheduled jobs (expiry)."
     )

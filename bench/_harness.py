@@ -156,6 +156,31 @@ def cores_busy(before: dict, after: dict, wall: float) -> dict:
     return {k: round(v, 3) for k, v in busy.items()}
 
 
+def _tree_cpu(pid: int, *, skip: set[int]) -> float:
+    """A process and its live descendants (the worker processes of `serve --workers N`)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            f = _stat_fields(int(entry.name))
+            if f is not None:
+                children.setdefault(int(f[1]), []).append(int(entry.name))
+    total, todo = 0.0, [pid]
+    while todo:
+        current = todo.pop()
+        if current in skip:
+            continue
+        total += _proc_cpu(current)
+        todo += children.get(current, [])
+    return total
+
+
+def _postmaster_pid(pgdata: Path) -> int | None:
+    try:
+        return int((pgdata / "postmaster.pid").read_text().splitlines()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def _postgres_cpu(pgdata: Path) -> float:
     """The postmaster (with its exited backends) plus its live backends."""
     try:
@@ -190,7 +215,7 @@ class Stack:
         """CPU time (user+sys) used so far by each component of the benchmark."""
         own = os.times()
         return {
-            "server": _proc_cpu(self.server.proc.pid),
+            "server": _tree_cpu(self.server.proc.pid, skip={_postmaster_pid(self.workdir / "data" / "pgdata") or -1}),
             "postgres": _postgres_cpu(self.workdir / "data" / "pgdata"),
             "scripted model": _proc_cpu(self.model.proc.pid),
             "bench client": own.user + own.system,

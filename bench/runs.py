@@ -201,6 +201,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--throughput-warmup", type=float, default=3.0, help="throughput warm-up in s (default 3)")
     parser.add_argument("--skip-latency", action="store_true")
     parser.add_argument("--skip-throughput", action="store_true")
+    parser.add_argument("--poll-after-ms", type=int, default=None, help="ASSISTGRAPH_POLL_AFTER_MS of the server")
+    parser.add_argument("--server-workers", type=int, default=1,
+                        help="processes of `assistgraph serve` (ASSISTGRAPH_WORKERS; default 1)")
     parser.add_argument("--out", type=Path, help="write the results as JSON here")
     parser.add_argument("--keep-logs", type=Path, help="copy the server/model logs into this directory")
     parser.add_argument("--profile-server", type=Path, help="run the server under cProfile, stats to this file "
@@ -210,7 +213,8 @@ def main(argv: list[str] | None = None) -> int:
 
     results: dict = {"benchmark": "runs", "environment": environment(), "params": {
         k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}}
-    with stack(keep_logs=args.keep_logs, profile=args.profile_server) as s:
+    server_env = {"ASSISTGRAPH_WORKERS": str(args.server_workers), **({"ASSISTGRAPH_POLL_AFTER_MS": str(args.poll_after_ms)} if args.poll_after_ms else {})}
+    with stack(server_env=server_env, keep_logs=args.keep_logs, profile=args.profile_server) as s:
         client = openai.OpenAI(**sdk_kwargs(s.server_url))
         assistant = client.beta.assistants.create(model=MODEL, name="bench")
         client.close()
