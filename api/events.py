@@ -57,11 +57,14 @@ class EventSink:
             return
         async with self._tx(conn) as tx:
             for event in events:
-                await _persist(tx, event)
+                if _persists(event):
+                    await _persist(tx, event)
             await _publish_many(tx, run_id, events)
 
 
 def _persists(event: Event) -> bool:
+    if not event.persist:
+        return False
     kind = event.event.rsplit(".", 1)[-1]
     if event.event.startswith("thread.run.step.") or event.event.startswith("thread.message."):
         return kind in _PERSISTED_SNAPSHOTS

@@ -194,7 +194,7 @@ class RunExecutor:
                 graph_input: Any = Command(resume=config["resume"])
             else:
                 async with self.pool.connection() as conn:
-                    messages = await store.thread_messages(conn, run["thread_id"])
+                    messages = await store.thread_history(conn, run["thread_id"])
                 graph_input = {"history": history.render(messages)}
             server_tools, kinds = await self._server_tools(run, row["tenant_id"], config)
             mapper.use_server_tools(kinds)

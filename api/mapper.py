@@ -29,6 +29,8 @@ class Event:
     data: dict
     # Internal snapshots are persisted but never sent to clients (no such SSE event exists).
     publish: bool = True
+    # False when the object is already stored as the event shows it (a run's INSERT at creation).
+    persist: bool = True
 
 
 def _text_of(content: Any) -> str:

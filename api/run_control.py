@@ -143,7 +143,7 @@ async def create_run(
             conn, svc.settings, svc.tenant, body.action_credentials
         )
     await store.insert_run(conn, run, config, svc.tenant)
-    return run, [Event("thread.run.created", run), Event("thread.run.queued", run)]
+    return run, [Event("thread.run.created", run, persist=False), Event("thread.run.queued", run, persist=False)]
 
 
 async def announce(

@@ -48,7 +48,10 @@ SELECT_OVERDUE_RUNS = """
     WHERE status IN ('queued', 'in_progress', 'requires_action', 'cancelling') AND expires_at <= %s
     ORDER BY expires_at LIMIT %s
 """
-SELECT_THREAD_MESSAGES = "SELECT obj FROM messages WHERE thread_id = %s ORDER BY seq"
+# What a run's prompt needs of each message, not the whole object (decoding is per run, per message).
+SELECT_THREAD_HISTORY = (
+    "SELECT obj->>'role' AS role, obj->'content' AS content FROM messages WHERE thread_id = %s ORDER BY seq"
+)
 SELECT_OPEN_STEPS = "SELECT obj, pending_usage FROM run_steps WHERE run_id = %s AND obj->>'status' = 'in_progress' ORDER BY seq"
 SELECT_OPEN_MESSAGES = "SELECT obj FROM messages WHERE run_id = %s AND obj->>'status' = 'in_progress' ORDER BY seq"
 SET_STEP_PENDING_USAGE = "UPDATE run_steps SET pending_usage = %s WHERE id = %s"
@@ -166,9 +169,10 @@ async def active_run_id(conn: AsyncConnection, thread_id: str) -> str | None:
     return row["id"] if row else None
 
 
-async def thread_messages(conn: AsyncConnection, thread_id: str) -> list[dict]:
-    cur = await conn.execute(SELECT_THREAD_MESSAGES, (thread_id,))
-    return [row["obj"] for row in await cur.fetchall()]
+async def thread_history(conn: AsyncConnection, thread_id: str) -> list[dict]:
+    """The thread's messages, oldest first, as {"role", "content"}."""
+    cur = await conn.execute(SELECT_THREAD_HISTORY, (thread_id,))
+    return await cur.fetchall()
 
 
 async def open_steps(conn: AsyncConnection, run_id: str) -> list[dict]:

@@ -17,6 +17,7 @@ from langgraph.runtime import Runtime
 from langgraph.types import interrupt
 
 from graph.context import Context
+from graph.model_client import DirectCompletions
 from graph.state import State
 from tools.registry import default_registry
 
@@ -68,7 +69,7 @@ def _chat_model(
         # through the SDK's structured-output helpers: those reject `json_object` next to tools,
         # force every function tool to `strict`, and refuse non-strict tools.
         extra["extra_body"] = {"response_format": json.loads(response_format)}
-    return ChatOpenAI(
+    llm = ChatOpenAI(
         model=model,
         base_url=base_url,
         api_key=api_key or "not-needed",
@@ -81,6 +82,8 @@ def _chat_model(
         stream_usage=True,
         **extra,
     )
+    llm.async_client = DirectCompletions(llm.root_async_client)
+    return llm
 
 
 def server_tools(ctx: Context) -> list[BaseTool]:
