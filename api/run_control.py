@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from fastapi import Request
 from psycopg import AsyncConnection
 from psycopg.types.json import Jsonb
 
@@ -16,6 +17,7 @@ from api.errors import InvalidRequest, NotFound, not_found
 from api.ids import now
 from api.events import RunPreempted
 from api.mapper import Event, RunEventMapper
+from api.settings import Settings
 from api.streaming import Subscription
 from ingestion import ChunkingStrategy
 from tools.functions import function_names
@@ -23,6 +25,21 @@ from tools.functions import function_names
 log = logging.getLogger(__name__)
 
 SET_RESUME = "UPDATE runs SET config = config || %s WHERE id = %s"
+
+# Statuses the SDK's poll helpers keep polling through.
+POLLED_WHILE = ("queued", "in_progress", "cancelling")
+
+
+def poll_hold(request: Request, settings: Settings) -> float:
+    """Seconds a GET of an active run may wait for it to settle: only for the SDK's poll helpers,
+    and no longer than the interval the caller asked the helper to poll at."""
+    if request.headers.get("x-stainless-poll-helper") != "true" or settings.poll_hold_ms <= 0:
+        return 0.0
+    hold = settings.poll_hold_ms
+    custom = request.headers.get("x-stainless-custom-poll-interval", "")
+    if custom.isdigit():
+        hold = min(hold, int(custom))
+    return hold / 1000
 
 
 async def lock_thread(conn: AsyncConnection, thread_id: str, tenant: str) -> dict:

@@ -46,6 +46,15 @@ class Settings(BaseSettings):
     poll_after_ms: int = Field(
         default=25, description="Value of the `openai-poll-after-ms` header the SDK's poll helpers wait for."
     )
+    poll_hold_ms: int = Field(
+        default=2000,
+        ge=0,
+        le=60_000,
+        description=(
+            "How long the SDK's poll helpers' GET of an active run may wait for it to complete or need action "
+            "before answering (0: answer at once)."
+        ),
+    )
     executor: bool = Field(
         default=True,
         description="Run the run executor inside `assistgraph serve`. Turn off when separate `assistgraph worker` processes execute runs.",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any, Literal
 
 from psycopg import AsyncConnection, sql
@@ -43,6 +44,8 @@ SELECT_ACTIVE_RUN = "SELECT id FROM runs WHERE thread_id = %s AND status = ANY(%
 # late write (a finishing executor racing a cancel or an expiry) changes nothing.
 TRANSITION_RUN = "UPDATE runs SET status = %s, obj = %s WHERE id = %s AND status = ANY(%s) RETURNING id"
 SELECT_RUN_ROW = "SELECT obj, status, config, tenant_id FROM runs WHERE id = %s"
+# Polling reads a run as the JSON text the API returns: no decoding and re-encoding per poll.
+SELECT_RUN_JSON = "SELECT obj::text AS json, status FROM runs WHERE id = %s AND thread_id = %s AND tenant_id = %s"
 SELECT_OVERDUE_RUNS = """
     SELECT id FROM runs
     WHERE status IN ('queued', 'in_progress', 'requires_action', 'cancelling') AND expires_at <= %s
@@ -77,7 +80,9 @@ ALLOWED_FROM: dict[str, tuple[str, ...]] = {
 }
 
 
+@lru_cache(maxsize=None)
 def _q(template: str, table: Table) -> sql.Composed:
+    # A handful of (template, table) pairs, composed once instead of on every request.
     return sql.SQL(template).format(table=sql.Identifier(table))
 
 
@@ -156,6 +161,12 @@ async def transition_run(conn: AsyncConnection, obj: dict) -> bool:
         TRANSITION_RUN, (obj["status"], Jsonb(obj), obj["id"], list(ALLOWED_FROM[obj["status"]]))
     )
     return cur.rowcount > 0
+
+
+async def run_json(conn: AsyncConnection, run_id: str, thread_id: str, tenant: str) -> tuple[str, str] | None:
+    """(the run's JSON text, its status)."""
+    row = await (await conn.execute(SELECT_RUN_JSON, (run_id, thread_id, tenant))).fetchone()
+    return (row["json"], row["status"]) if row else None
 
 
 async def run_row(conn: AsyncConnection, run_id: str) -> dict | None:

@@ -38,6 +38,18 @@ class Subscription:
     def close(self) -> None:
         self.hub._unsubscribe(self)
 
+    async def wait_for(self, names: set[str], timeout: float) -> bool:
+        """Whether one of these events (or the key's revocation) arrived within `timeout` seconds."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while (left := deadline - asyncio.get_running_loop().time()) > 0:
+            try:
+                name, _ = await asyncio.wait_for(self.queue.get(), left)
+            except asyncio.TimeoutError:
+                return False
+            if name in names or name == REVOKED:
+                return True
+        return False
+
 
 class EventHub:
     def __init__(self, database_url: str):

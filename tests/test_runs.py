@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import time
 
+import httpx
 import openai
 import pytest
 
@@ -961,3 +962,48 @@ def test_unknown_assistant_and_thread(client, model_name):
         client.beta.threads.runs.steps.list("run_doesnotexist", thread_id=thread.id)
     with pytest.raises(openai.NotFoundError):
         client.beta.threads.create_and_run(assistant_id="asst_doesnotexist")
+
+
+def test_poll_helper_gets_are_answered_when_the_run_settles(server, scripted, model_name):
+    """The SDK's poll helpers say so in a header; their GET of an active run waits (up to
+    ASSISTGRAPH_POLL_HOLD_MS) for completion or requires_action instead of answering every 25 ms."""
+    gets: list[float] = []
+
+    def count(request):
+        if request.method == "GET" and "/runs/" in request.url.path:
+            gets.append(time.monotonic())
+
+    http = httpx.Client(event_hooks={"request": [count]})
+    client = openai.OpenAI(
+        base_url=server.url, api_key="sk-client", _strict_response_validation=True, max_retries=0, http_client=http
+    )
+    scripted.script(
+        model_name,
+        [{"content": "slow answer", "delay": 1.0}, {"tool_calls": [{"name": "f", "arguments": {}}], "delay": 1.0}],
+    )
+    assistant = client.beta.assistants.create(
+        model=model_name, tools=[{"type": "function", "function": {"name": "f", "parameters": {"type": "object", "properties": {}}}}]
+    )
+    thread = client.beta.threads.create(messages=[{"role": "user", "content": "hi"}])
+
+    started = time.monotonic()
+    run = client.beta.threads.runs.create_and_poll(thread_id=thread.id, assistant_id=assistant.id)
+    assert run.status == "completed"
+    assert len(gets) <= 2  # polling every 25 ms would have taken ~40
+    assert time.monotonic() - started < 1.8
+
+    gets.clear()
+    run = client.beta.threads.runs.create_and_poll(thread_id=thread.id, assistant_id=assistant.id)
+    assert run.status == "requires_action" and len(gets) <= 2
+
+    # Any other GET answers at once, whatever the run's state.
+    scripted.script(model_name, [{"content": "later", "delay": 1.5}])
+    client.beta.threads.runs.cancel(run.id, thread_id=thread.id)
+    run = client.beta.threads.runs.create(thread_id=thread.id, assistant_id=assistant.id)
+    t0 = time.monotonic()
+    assert client.beta.threads.runs.retrieve(run.id, thread_id=thread.id).status in ("queued", "in_progress")
+    assert time.monotonic() - t0 < 0.5
+    # A custom poll interval bounds the wait.
+    gets.clear()
+    run = client.beta.threads.runs.poll(run.id, thread_id=thread.id, poll_interval_ms=100)
+    assert run.status == "completed" and len(gets) >= 5

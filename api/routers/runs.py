@@ -1,12 +1,21 @@
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request, Response
 
 from api import objects, schemas, store, tool_resources
 from api.deps import App, Services, Include, PageParams, RunId, StepId, ThreadId
 from api.errors import not_found
-from api.streaming import run_events, sse_response
-from api.run_control import add_messages, announce, cancel_run, create_run, launch, submit_tool_outputs
+from api.streaming import STREAM_END_EVENTS, run_events, sse_response
+from api.run_control import (
+    POLLED_WHILE,
+    add_messages,
+    announce,
+    cancel_run,
+    create_run,
+    launch,
+    poll_hold,
+    submit_tool_outputs,
+)
 
 router = APIRouter(tags=["runs"])
 
@@ -72,9 +81,29 @@ async def _run(conn, thread_id: str, run_id: str, tenant: str, *, for_update: bo
 
 
 @router.get("/threads/{thread_id}/runs/{run_id}")
-async def retrieve_run(thread_id: ThreadId, run_id: RunId, app: App) -> dict:
+async def retrieve_run(thread_id: ThreadId, run_id: RunId, app: App, request: Request) -> Response:
+    # The poll helpers' hot path: the stored JSON goes out as it is.
+    hold = poll_hold(request, app.settings)
+    sub = app.hub.subscribe(run_id, app.caller.key_id) if hold else None  # before reading: no missed event
+    try:
+        found = await _run_json(app, thread_id, run_id)
+        if sub is not None and found[1] in POLLED_WHILE:
+            # The SDK's poll helper (it says so in a header) only stops at requires_action or a
+            # terminal status: answer when the run gets there, instead of after every poll interval.
+            if await sub.wait_for(STREAM_END_EVENTS, hold):
+                found = await _run_json(app, thread_id, run_id)
+    finally:
+        if sub is not None:
+            sub.close()
+    return Response(found[0], media_type="application/json")
+
+
+async def _run_json(app: Services, thread_id: str, run_id: str) -> tuple[str, str]:
     async with app.pool.connection() as conn:
-        return await _run(conn, thread_id, run_id, app.tenant)
+        found = await store.run_json(conn, run_id, thread_id, app.tenant)
+    if found is None:
+        raise not_found("run", run_id)
+    return found
 
 
 @router.post("/threads/{thread_id}/runs/{run_id}")
