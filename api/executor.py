@@ -179,7 +179,7 @@ class RunExecutor:
                     open_messages=await store.open_messages(conn, run_id),
                 )
         if row["status"] == "cancelling":
-            await self._emit_quietly(mapper.cancel(), run_id)
+            await self._emit_quietly(mapper.cancel(row["config"].get("usage")), run_id)
             return
         if row["status"] != "queued":
             return
@@ -188,6 +188,8 @@ class RunExecutor:
         mapper = RunEventMapper(run)
         graph_config = {"configurable": {"thread_id": run_id}}
         pump: EventPump | None = None
+        # Usage of earlier executions (before a requires_action pause) is kept in the run's config.
+        seen = RunTotals(config.get("usage"))
         try:
             await self.sink.emit(mapper.start(), run_id=run_id)
             if "resume" in config:
@@ -204,7 +206,6 @@ class RunExecutor:
             if config.get("key_id"):
                 context = await self._with_key_credentials(context, config["key_id"])
             pump = EventPump(self.sink, run_id)
-            seen = RunTotals()
             # A run's checkpoint is written when it pauses (requires_action) or ends; a run whose
             # tools execute on the server is also checkpointed after each step (in the background),
             # so its state is on record while a slow tool works. A crashed run is not resumed
@@ -225,24 +226,23 @@ class RunExecutor:
                     pump.put(events)
             await pump.flush()
             if mapper.run["status"] == "requires_action":
+                # The next execution (or a cancel or expiry while waiting) starts from this usage.
+                if seen.usage:
+                    async with self.pool.connection() as conn:
+                        await store.merge_run_config(conn, run_id, {"usage": seen.usage})
                 return
-            if "resume" in config:
-                # Usage from before the pause is in the checkpoint, not in this execution's stream.
-                state = await self.graph.aget_state(graph_config)
-                seen = RunTotals(state.values.get("usage"), state.values.get("incomplete"))
             await self.sink.emit(mapper.finish(seen.usage, seen.incomplete), run_id=run_id)
         except RunPreempted:
-            await self._after_preemption(run_id, mapper, pump)
+            await self._after_preemption(run_id, mapper, pump, seen.usage)
         except asyncio.CancelledError:
             # Procrastinate cancels the task when the run is cancelled or expires.
-            await asyncio.shield(self._after_preemption(run_id, mapper, pump))
+            await asyncio.shield(self._after_preemption(run_id, mapper, pump, seen.usage))
             raise
         except Exception as exc:  # the model, the network, a bad tool schema: the run fails, never hangs
             log.warning("run %s failed: %s", run_id, exc)
             code, message = describe_model_error(exc, self.settings)
-            usage = await self._usage(graph_config)
             await self._settle(pump)
-            await self._emit_quietly(mapper.fail(code, message, usage), run_id)
+            await self._emit_quietly(mapper.fail(code, message, seen.usage), run_id)
         finally:
             if pump is not None:
                 await pump.close()
@@ -268,7 +268,7 @@ class RunExecutor:
                 open_steps=await store.open_steps(conn, run_id),
                 open_messages=await store.open_messages(conn, run_id),
             )
-        await self._emit_quietly(mapper.expire(), run_id)
+        await self._emit_quietly(mapper.expire(row["config"].get("usage")), run_id)
 
     async def _wait_until_settled(self, run_id: str, timeout: float) -> bool:
         deadline = asyncio.get_running_loop().time() + timeout
@@ -295,7 +295,9 @@ class RunExecutor:
             except Exception:
                 pass
 
-    async def _after_preemption(self, run_id: str, mapper: RunEventMapper, pump: EventPump | None = None) -> None:
+    async def _after_preemption(
+        self, run_id: str, mapper: RunEventMapper, pump: EventPump | None, usage: dict | None
+    ) -> None:
         """Someone else moved the run on (cancel) or its time ran out (expiry): close it from here,
         where the partial answer is known."""
         await self._settle(pump)
@@ -303,11 +305,10 @@ class RunExecutor:
             row = await store.run_row(conn, run_id)
         if row is None:
             return
-        usage = await self._usage({"configurable": {"thread_id": run_id}})
         if row["status"] == "cancelling":
             await self._emit_quietly(mapper.cancel(usage), run_id)
         elif row["status"] in ACTIVE_RUN_STATUSES and now() >= (row["obj"].get("expires_at") or now() + 1):
-            await self._emit_quietly(mapper.expire(), run_id)
+            await self._emit_quietly(mapper.expire(usage), run_id)
 
     async def _server_tools(self, run: dict, tenant: str, config: dict) -> tuple[list, dict[str, str]]:
         """The tools this run executes on the server, and the tool-call type clients see for each:
@@ -382,13 +383,6 @@ class RunExecutor:
         if revoked:
             raise KeyRevoked("The API key that created this run was revoked.")
         return dataclasses.replace(context, **creds)
-
-    async def _usage(self, graph_config: dict) -> dict | None:
-        try:
-            state = await self.graph.aget_state(graph_config)
-        except Exception:
-            return None
-        return state.values.get("usage") if state else None
 
     async def _emit_quietly(self, events, run_id: str) -> bool:
         try:

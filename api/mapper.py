@@ -140,10 +140,10 @@ class RunEventMapper:
         )
         return events
 
-    def expire(self) -> list[Event]:
+    def expire(self, usage: dict | None = None) -> list[Event]:
         events = self._close_steps("expired")
         events += self._close_message(incomplete_reason="run_expired")
-        events.append(self._run_event("expired", required_action=None))
+        events.append(self._run_event("expired", required_action=None, usage=usage_json(usage) if usage else None))
         return events
 
     # --- graph events -------------------------------------------------------------------------

@@ -7,7 +7,6 @@ import logging
 
 from fastapi import Request
 from psycopg import AsyncConnection
-from psycopg.types.json import Jsonb
 
 from api import actions, files_store, objects, schemas, store, tool_types
 from api import vector_stores as vs
@@ -23,8 +22,6 @@ from ingestion import ChunkingStrategy
 from tools.functions import function_names
 
 log = logging.getLogger(__name__)
-
-SET_RESUME = "UPDATE runs SET config = config || %s WHERE id = %s"
 
 # Statuses the SDK's poll helpers keep polling through.
 POLLED_WHILE = ("queued", "in_progress", "cancelling")
@@ -232,7 +229,7 @@ async def submit_tool_outputs(
             events.append(Event("thread.run.step.completed", step))
         run.update(status="queued", required_action=None)
         events.append(Event("thread.run.queued", run))
-        await conn.execute(SET_RESUME, (Jsonb({"resume": given, "stream": bool(body.stream)}), run_id))
+        await store.merge_run_config(conn, run_id, {"resume": given, "stream": bool(body.stream)})
         sub = await announce(svc, conn, run, events, stream=bool(body.stream))
     await start_run(svc, run)
     return run, sub
@@ -255,8 +252,10 @@ async def cancel_run(svc: Services, thread_id: str, run_id: str) -> dict:
         if job_status in ("doing", "aborting"):
             # The executor holding the run finishes the cancellation (it knows the partial answer).
             return mapper.run
+    async with svc.pool.connection() as conn:
+        row = await store.run_row(conn, run_id)
     try:
-        await svc.sink.emit(mapper.cancel(), run_id=run_id)
+        await svc.sink.emit(mapper.cancel(row["config"].get("usage") if row else None), run_id=run_id)
     except RunPreempted:
         pass  # the executor got there first; the stored run is authoritative
     async with svc.pool.connection() as conn:

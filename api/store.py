@@ -44,6 +44,8 @@ SELECT_ACTIVE_RUN = "SELECT id FROM runs WHERE thread_id = %s AND status = ANY(%
 # late write (a finishing executor racing a cancel or an expiry) changes nothing.
 TRANSITION_RUN = "UPDATE runs SET status = %s, obj = %s WHERE id = %s AND status = ANY(%s) RETURNING id"
 SELECT_RUN_ROW = "SELECT obj, status, config, tenant_id FROM runs WHERE id = %s"
+# The run's internal settings: resume values, usage of its executions so far, ...
+MERGE_RUN_CONFIG = "UPDATE runs SET config = config || %s WHERE id = %s"
 # Polling reads a run as the JSON text the API returns: no decoding and re-encoding per poll.
 SELECT_RUN_JSON = "SELECT obj::text AS json, status FROM runs WHERE id = %s AND thread_id = %s AND tenant_id = %s"
 SELECT_OVERDUE_RUNS = """
@@ -167,6 +169,10 @@ async def run_json(conn: AsyncConnection, run_id: str, thread_id: str, tenant: s
     """(the run's JSON text, its status)."""
     row = await (await conn.execute(SELECT_RUN_JSON, (run_id, thread_id, tenant))).fetchone()
     return (row["json"], row["status"]) if row else None
+
+
+async def merge_run_config(conn: AsyncConnection, run_id: str, values: dict) -> None:
+    await conn.execute(MERGE_RUN_CONFIG, (Jsonb(values), run_id))
 
 
 async def run_row(conn: AsyncConnection, run_id: str) -> dict | None:

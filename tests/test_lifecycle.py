@@ -19,7 +19,10 @@ WEATHER_TOOL = {
 
 def test_unanswered_requires_action_expires(short_expiry_server, scripted, model_name):
     client = sdk(short_expiry_server.url)
-    scripted.script(model_name, [{"tool_calls": [{"name": "get_weather", "arguments": {"city": "Oslo"}}]}])
+    scripted.script(
+        model_name,
+        [{"tool_calls": [{"name": "get_weather", "arguments": {"city": "Oslo"}}], "usage": {"prompt_tokens": 11, "completion_tokens": 5}}],
+    )
     assistant = client.beta.assistants.create(model=model_name, tools=[WEATHER_TOOL])
     thread = client.beta.threads.create(messages=[{"role": "user", "content": "Weather in Oslo?"}])
     run = client.beta.threads.runs.create_and_poll(thread_id=thread.id, assistant_id=assistant.id, poll_interval_ms=50)
@@ -31,6 +34,7 @@ def test_unanswered_requires_action_expires(short_expiry_server, scripted, model
         timeout=15,
     )
     assert expired.required_action is None
+    assert (expired.usage.prompt_tokens, expired.usage.completion_tokens) == (11, 5)
     (step,) = client.beta.threads.runs.steps.list(run.id, thread_id=thread.id).data
     assert step.status == "expired" and step.expired_at is not None
     # Outputs for an expired run are refused, and the thread is free again.

@@ -738,6 +738,8 @@ def test_cancel_while_requires_action(client, scripted, model_name):
         cancelled = wait_status(client, run, "cancelled", timeout=5)
     assert cancelled.status == "cancelled"
     assert cancelled.required_action is None and cancelled.cancelled_at is not None
+    # The model call before the pause counts.
+    assert (cancelled.usage.prompt_tokens, cancelled.usage.completion_tokens) == (30, 20)
     (step,) = all_steps(client, run)
     assert step.type == "tool_calls" and step.status == "cancelled"
     with pytest.raises(openai.BadRequestError):
