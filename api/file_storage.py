@@ -4,16 +4,14 @@ Bytes live at `<data_dir>/files/<tenant>/<file id>`; the `files` row keeps that 
 `data_dir` (`storage_path`), so a moved data directory keeps working. Every process that reads the
 bytes (API, and any worker that ingests files) must see the same `data_dir`.
 
-Uploads are read with a small incremental multipart/form-data parser over `request.stream()`, not
-Starlette's `request.form()` / `UploadFile`:
-- `request.form()` needs `python-multipart`, which is not a dependency of this project;
-- it spools the whole part to a temporary file before the endpoint sees anything, so the 512 MB cap
-  could only be checked after a 512 MB+ upload had been written in full, and the bytes would then
-  be copied a second time to their final place.
-Here the file part is written straight to its final path in 1 MiB batches (each write in a worker
-thread, so the event loop never blocks on disk), its size is counted while it arrives, and an upload
-that crosses the cap is cut off at that point and its partial file removed. At most one batch plus
-one network chunk is ever held in memory.
+Uploads are parsed with python-multipart's streaming `MultipartParser`, fed chunk by chunk from
+`request.stream()`, not with Starlette's `request.form()` / `UploadFile`: that spools the whole part
+to a temporary file before the endpoint sees anything, so the 512 MB cap could only be checked after
+a 512 MB+ upload had been written in full, and the bytes would then be copied a second time to their
+final place. Here the file part is written straight to its final path in 1 MiB batches (each write
+in a worker thread, so the event loop never blocks on disk), its size is counted while it arrives,
+and an upload that crosses the cap is cut off at that point and its partial file removed. At most
+one batch plus one network chunk is ever held in memory.
 """
 
 from __future__ import annotations
@@ -29,6 +27,8 @@ from typing import BinaryIO
 from urllib.parse import unquote
 
 import anyio
+from python_multipart import MultipartParser
+from python_multipart.exceptions import MultipartParseError
 from starlette.requests import ClientDisconnect, Request
 
 from api.errors import InvalidRequest
@@ -38,7 +38,7 @@ MAX_FILE_BYTES = 512 * 1024 * 1024
 # Content-Length alone proves the file is over the cap.
 FORM_OVERHEAD_BYTES = 1024 * 1024
 MAX_FIELD_BYTES = 16 * 1024
-MAX_HEADER_BYTES = 16 * 1024
+MAX_HEADER_BYTES = 16 * 1024  # all of one part's headers
 MAX_PREAMBLE_BYTES = 64 * 1024
 MAX_PARTS = 32
 WRITE_BATCH_BYTES = 1024 * 1024
@@ -177,7 +177,10 @@ _PARAM = re.compile(r';\s*([^\s=;]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^;]*)')
 
 
 def _header_params(value: str) -> tuple[str, dict[str, str]]:
-    """`form-data; name="file"; filename="a.txt"` -> ("form-data", {"name": ..., "filename": ...})."""
+    """`form-data; name="file"; filename="a.txt"` -> ("form-data", {"name": ..., "filename": ...}).
+
+    Not python-multipart's `parse_options_header`: that one drops RFC 5987 `filename*=` (RFC 7578
+    forbids it in forms), but clients still send it, often as the only faithful non-ASCII name."""
     main, _, rest = value.partition(";")
     params: dict[str, str] = {}
     for match in _PARAM.finditer(";" + rest):
@@ -195,104 +198,73 @@ def _header_params(value: str) -> tuple[str, dict[str, str]]:
     return main.strip().lower(), params
 
 
-def _part_headers(block: bytes) -> tuple[str, str | None]:
+def _disposition(raw: bytes | None) -> tuple[str, str | None]:
     """The part's field name and file name (None when the part has no filename parameter)."""
-    lines: list[str] = []
-    for line in block.decode("utf-8", "replace").split("\r\n"):
-        if line[:1] in (" ", "\t") and lines:  # obsolete line folding
-            lines[-1] += " " + line.strip()
-        else:
-            lines.append(line)
-    disposition = None
-    for line in lines:
-        name, sep, value = line.partition(":")
-        if not sep:
-            raise _malformed("a part header has no ':'")
-        if name.strip().lower() == "content-disposition":
-            disposition = value.strip()
-    if disposition is None:
+    if raw is None:
         raise _malformed("a part has no Content-Disposition header")
-    kind, params = _header_params(disposition)
+    kind, params = _header_params(raw.decode("utf-8", "replace").strip())
     if kind != "form-data" or "name" not in params:
         raise _malformed("a part's Content-Disposition is not form-data with a name")
-    filename = params.get("filename*", params.get("filename"))
-    return params["name"], filename
+    return params["name"], params.get("filename*", params.get("filename"))
 
 
-class _Parser:
-    """Incremental multipart/form-data (RFC 7578) parser: feed it chunks, get events back.
+class _Events:
+    """`MultipartParser` callbacks that only record what happened. The callbacks are synchronous, so
+    the awaiting (disk writes, field checks) happens in `receive_upload` between two chunks, on the
+    events recorded while parsing one chunk, which therefore never hold more than that chunk.
 
-    Events: ("part", name, filename), ("data", bytes), ("end",), and ("done",) after the closing
-    delimiter. Only a delimiter's length of bytes is held back between chunks.
+    Events: ("part", raw Content-Disposition or None), ("data", bytes), ("end",).
     """
 
-    def __init__(self, boundary: bytes):
-        self.delimiter = b"\r\n--" + boundary
-        # A leading CRLF lets the first delimiter (at the very start of the body) match like the rest.
-        self.buf = bytearray(b"\r\n")
-        self.state = "preamble"
-        self.parts = 0
+    def __init__(self) -> None:
+        self.pending: list[tuple] = []
+        self.started = False  # the first boundary has been seen
+        self.done = False  # the closing boundary has been seen
+        self._header = bytearray()
+        self._value = bytearray()
+        self._disposition: bytes | None = None
+        self._headers_size = 0
 
-    def feed(self, data: bytes) -> list[tuple]:
-        self.buf += data
-        events: list[tuple] = []
-        delim = self.delimiter
-        keep = len(delim) - 1
-        buf = self.buf
-        while True:
-            if self.state == "preamble":
-                at = buf.find(delim)
-                if at < 0:
-                    if len(buf) > MAX_PREAMBLE_BYTES:
-                        raise _malformed("no boundary found")
-                    return events
-                del buf[: at + len(delim)]
-                self.state = "after_delimiter"
-            elif self.state == "after_delimiter":
-                while buf[:1] in (b" ", b"\t"):  # transport padding
-                    del buf[:1]
-                if len(buf) < 2:
-                    return events
-                if buf[:2] == b"--":
-                    self.state = "done"
-                    events.append(("done",))
-                    return events
-                if buf[:2] != b"\r\n":
-                    raise _malformed("a boundary is not followed by a line break")
-                del buf[:2]
-                self.state = "headers"
-            elif self.state == "headers":
-                if buf[:2] == b"\r\n":
-                    raise _malformed("a part has no headers")
-                at = buf.find(b"\r\n\r\n")
-                if at < 0:
-                    if len(buf) > MAX_HEADER_BYTES:
-                        raise _malformed("part headers are too long")
-                    return events
-                if at > MAX_HEADER_BYTES:
-                    raise _malformed("part headers are too long")
-                self.parts += 1
-                if self.parts > MAX_PARTS:
-                    raise _malformed(f"more than {MAX_PARTS} parts")
-                name, filename = _part_headers(bytes(buf[:at]))
-                del buf[: at + 4]
-                events.append(("part", name, filename))
-                self.state = "body"
-            elif self.state == "body":
-                at = buf.find(delim)
-                if at < 0:
-                    if len(buf) > keep:
-                        events.append(("data", bytes(buf[: len(buf) - keep])))
-                        del buf[: len(buf) - keep]
-                    return events
-                if at:
-                    events.append(("data", bytes(buf[:at])))
-                del buf[: at + len(delim)]
-                events.append(("end",))
-                self.state = "after_delimiter"
-            else:  # done: the epilogue is ignored
-                buf.clear()
-                return events
+    def parser(self, boundary: bytes) -> MultipartParser:
+        return MultipartParser(
+            boundary,
+            {
+                "on_part_begin": self._part_begin,
+                "on_header_field": lambda data, start, end: self._header_bytes(self._header, data[start:end]),
+                "on_header_value": lambda data, start, end: self._header_bytes(self._value, data[start:end]),
+                "on_header_end": self._header_end,
+                "on_headers_finished": lambda: self.pending.append(("part", self._disposition)),
+                "on_part_data": lambda data, start, end: self.pending.append(("data", data[start:end])),
+                "on_part_end": lambda: self.pending.append(("end",)),
+                "on_end": self._end,
+            },
+        )
+
+    def _part_begin(self) -> None:
+        self.started = True
+        self._disposition = None
+        self._headers_size = 0
+
+    def _header_bytes(self, into: bytearray, data: bytes) -> None:
+        # Counted here rather than left to the parser: older python-multipart releases have no limit
+        # on part headers, newer ones only per line.
+        self._headers_size += len(data)
+        if self._headers_size > MAX_HEADER_BYTES:
+            raise _malformed("part headers are too long")
+        into += data
+
+    def _header_end(self) -> None:
+        if self._header.strip().lower() == b"content-disposition":
+            self._disposition = bytes(self._value)
+        self._header.clear()
+        self._value.clear()
+
+    def _end(self) -> None:
+        self.done = True
+
+    def drain(self) -> list[tuple]:
+        events, self.pending = self.pending, []
+        return events
 
 
 def _boundary(request: Request) -> bytes:
@@ -322,15 +294,23 @@ async def receive_upload(
     fields are returned, each passed to `on_field` as soon as it is complete so a bad one stops the
     upload early. On any error the partial file is removed; on success the caller owns it."""
     check_content_length(request)
-    parser = _Parser(_boundary(request))
+    events = _Events()
+    parser = events.parser(_boundary(request))
     upload = Upload()
     sink: _FileSink | None = None
     current: str | None = None  # the field being read; FILE_FIELD means the sink
     value = bytearray()
+    parts = 0
+    preamble = 0
     try:
         try:
             async for chunk in request.stream():
-                for event in parser.feed(chunk):
+                try:
+                    parser.write(chunk)
+                except MultipartParseError as exc:
+                    reason = str(exc).rstrip(".")
+                    raise _malformed(reason[:1].lower() + reason[1:]) from None
+                for event in events.drain():
                     kind = event[0]
                     if kind == "data":
                         if current == FILE_FIELD:
@@ -343,7 +323,10 @@ async def receive_upload(
                                     param=current,
                                 )
                     elif kind == "part":
-                        _, name, filename = event
+                        parts += 1
+                        if parts > MAX_PARTS:
+                            raise _malformed(f"more than {MAX_PARTS} parts")
+                        name, filename = _disposition(event[1])
                         if name == FILE_FIELD:
                             if sink is not None:
                                 raise InvalidRequest("Only one file can be uploaded per request.", param=FILE_FIELD)
@@ -363,13 +346,17 @@ async def receive_upload(
                             on_field(current, text)
                             upload.fields[current] = text
                         current = None
-                    elif kind == "done":
-                        break
-                if parser.state == "done":
-                    break
+                if events.done:
+                    break  # the epilogue is not worth reading
+                if not events.started:
+                    # The parser drops line breaks before the first boundary without keeping them;
+                    # this bounds how long a body of nothing else may keep it busy.
+                    preamble += len(chunk)
+                    if preamble > MAX_PREAMBLE_BYTES:
+                        raise _malformed("no boundary found")
         except ClientDisconnect:
             raise InvalidRequest("The upload was interrupted before the request body was complete.") from None
-        if parser.state != "done":
+        if not events.done:
             raise _malformed("the body ended before the closing boundary")
         if sink is not None:
             await sink.finish()
