@@ -15,14 +15,20 @@ A worker that cannot serve a job (the file's bytes are not under its `data_dir`,
 the store's embedding model, e.g. an endpoint only other workers are configured for) hands it back
 to the queue for another worker, up to `MAX_HOPS` times; then the file fails with a message saying
 what was missing.
+
+A worker that dies mid-job (killed, machine lost) leaves its job `doing` and the file `in_progress`.
+A periodic sweep retries ingestion jobs whose worker stopped heart-beating; a job that lost its
+worker `MAX_STALL_RETRIES` times fails its file instead (the file itself may be what kills them).
 """
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import logging
 
+from procrastinate.worker import Worker
 from psycopg_pool import AsyncConnectionPool
 
 from api import file_storage
@@ -34,6 +40,8 @@ from ingestion import ChunkingStrategy, EmptyFile, IngestionError, embed_chunks,
 log = logging.getLogger(__name__)
 
 MAX_HOPS = 20
+MAX_STALL_RETRIES = 2
+RECOVER_INGESTIONS = "assistgraph.recover_stalled_ingestions"
 
 
 class _HandBack(Exception):
@@ -50,6 +58,12 @@ class IngestionJobs:
         app.task(name=vs.INGEST_FILE, queue=QUEUE, pass_context=False)(self.ingest)
         app.periodic(cron="* * * * *", periodic_id="vector_store_expiry")(
             app.task(name=vs.EXPIRE_STORES, queue=QUEUE, pass_context=False)(self.expire_stores)
+        )
+        self.stall_after = _stalled_worker_timeout(app)
+        # Every 5 s (seconds are cron's 6th field): small next to the stall threshold, so a file
+        # waits little more than that threshold for another worker.
+        app.periodic(cron="* * * * * */5", periodic_id="ingestion_recovery")(
+            app.task(name=RECOVER_INGESTIONS, queue=QUEUE, pass_context=False)(self.recover_stalled)
         )
 
     async def ingest(self, vector_store_id: str, file_id: str, attempt: str, hops: int = 0) -> None:
@@ -119,9 +133,48 @@ class IngestionJobs:
         except Exception:
             log.exception("could not record the failure of %s in %s", job.file_id, job.vector_store_id)
 
+    async def recover_stalled(self, timestamp: int | None = None) -> None:
+        # Only ingestion jobs: a run whose worker is lost is not re-executed (it expires instead).
+        jobs = await self.queue.app.job_manager.get_stalled_jobs(
+            queue=QUEUE, task_name=vs.INGEST_FILE, seconds_since_heartbeat=self.stall_after
+        )
+        for stalled in jobs:
+            kwargs = stalled.task_kwargs
+            try:
+                job = vs.Job(kwargs["vector_store_id"], kwargs["file_id"], kwargs["attempt"])
+                if stalled.attempts >= MAX_STALL_RETRIES:
+                    await self._fail(
+                        job,
+                        {
+                            "code": "server_error",
+                            "message": f"The file could not be processed: the worker ingesting it stopped "
+                            f"(killed or lost) {stalled.attempts + 1} times.",
+                        },
+                    )
+                    log.error("gave up the ingestion of %s into %s: its worker stopped", job.file_id, job.vector_store_id)
+                else:
+                    log.warning("retrying the ingestion of %s into %s: its worker stopped", job.file_id, job.vector_store_id)
+                # Retried even when given up: the file is no longer in progress under this attempt,
+                # so the job ends at once (and is deleted) instead of being found stalled forever.
+                # Two overlapping sweeps may both retry a job; it then runs twice, which the
+                # attempt check makes harmless.
+                await self.queue.app.job_manager.retry_job(stalled)
+            except Exception:
+                log.exception("could not recover the stalled ingestion job %s", stalled.id)
+
     async def expire_stores(self, timestamp: int | None = None) -> None:
         async with self.pool.connection() as conn:
             await vs.sweep_expired(conn)
+
+
+def _stalled_worker_timeout(app) -> float:
+    """Procrastinate's own threshold for declaring a worker dead (30 s unless configured: three
+    missed heartbeats of 10 s), so a slow but live worker keeps its job, and a job is retried no
+    sooner than procrastinate itself would prune that worker."""
+    configured = app.worker_defaults.get("stalled_worker_timeout")
+    if configured is not None:
+        return float(configured)
+    return float(inspect.signature(Worker).parameters["stalled_worker_timeout"].default)
 
 
 def _copy_rows(job: vs.Job, chunks, vectors) -> list[tuple]:
