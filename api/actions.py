@@ -29,6 +29,20 @@ SELECT_ACTION = "SELECT obj FROM actions WHERE id = %s AND tenant_id = %s"
 DELETE_ACTION = "DELETE FROM actions WHERE id = %s AND tenant_id = %s"
 SELECT_ACTION_IDS = "SELECT id FROM actions WHERE id = ANY(%s) AND tenant_id = %s"
 SELECT_RUN_ACTIONS = "SELECT id, document, credentials FROM actions WHERE id = ANY(%s) AND tenant_id = %s"
+# Modifies of one action are serialised: two at once would each write back the object they read,
+# and one change would be lost. `info` gives what a `null` name or description falls back to.
+SELECT_ACTION_FOR_UPDATE = (
+    "SELECT obj, document->'info' AS info FROM actions WHERE id = %s AND tenant_id = %s FOR UPDATE"
+)
+# Only what the request gives changes: a NULL document keeps the stored one, and the stored
+# credentials stay unless `replace_credentials` (`auth` given, NULL when it was `null`).
+UPDATE_ACTION = """
+    UPDATE actions SET
+        obj = %(obj)s,
+        document = COALESCE(%(document)s, document),
+        credentials = CASE WHEN %(replace_credentials)s THEN %(credentials)s ELSE credentials END
+    WHERE id = %(id)s AND tenant_id = %(tenant)s
+"""
 
 
 def _secret(settings: Settings) -> str | None:
@@ -90,6 +104,27 @@ def unseal(settings: Settings, sealed: bytes) -> dict:
     return json.loads(crypto.decrypt(_secret(settings), sealed))
 
 
+def _info_text(info: Any, key: str) -> str | None:
+    value = info.get(key) if isinstance(info, dict) else None
+    return value if isinstance(value, str) else None
+
+
+def _name(name: str | None, info: Any) -> str:
+    return name or _info_text(info, "title") or "action"
+
+
+def _description(description: str | None, info: Any) -> str | None:
+    return description if description is not None else _info_text(info, "description")
+
+
+def _document_fields(doc: dict) -> dict:
+    return {"server_url": oa.server_url(doc), "operations": [op.public() for op in oa.operations(doc)]}
+
+
+def _public_auth(auth: Credentials | None) -> dict:
+    return auth.public() if auth is not None else {"type": "none"}
+
+
 def new_action_object(
     doc: dict,
     *,
@@ -98,19 +133,15 @@ def new_action_object(
     auth: Credentials | None,
     metadata: dict | None,
 ) -> dict:
-    info = doc.get("info") or {}
-    title = info.get("title") if isinstance(info.get("title"), str) else None
-    about = info.get("description") if isinstance(info.get("description"), str) else None
-    ops = oa.operations(doc)
+    info = doc.get("info")
     return {
         "id": new_id("action"),
         "object": "action",
         "created_at": now(),
-        "name": name or title or "action",
-        "description": description if description is not None else about,
-        "server_url": oa.server_url(doc),
-        "operations": [op.public() for op in ops],
-        "auth": auth.public() if auth is not None else {"type": "none"},
+        "name": _name(name, info),
+        "description": _description(description, info),
+        **_document_fields(doc),
+        "auth": _public_auth(auth),
         "metadata": metadata or {},
     }
 
@@ -124,6 +155,54 @@ async def get_action(conn: AsyncConnection, action_id: str, tenant: str) -> dict
     if row is None:
         raise not_found("action", action_id)
     return row["obj"]
+
+
+async def modify_action(
+    conn: AsyncConnection,
+    action_id: str,
+    tenant: str,
+    *,
+    given: set[str],
+    name: str | None = None,
+    description: str | None = None,
+    metadata: dict | None = None,
+    doc: dict | None = None,
+    auth: Credentials | None = None,
+    sealed: bytes | None = None,
+) -> dict:
+    """The action with the fields in `given` changed, stored in one transaction.
+
+    `doc` and `auth`/`sealed` are validated (and sealed) by the caller, so nothing the client gave
+    is refused while the row is locked. `null` means what leaving the field out means on create: the document's title or
+    description, no credentials, no metadata."""
+    async with conn.transaction():
+        row = await (await conn.execute(SELECT_ACTION_FOR_UPDATE, (action_id, tenant))).fetchone()
+        if row is None:
+            raise not_found("action", action_id)
+        obj = dict(row["obj"])
+        info = doc.get("info") if doc is not None else row["info"]
+        if doc is not None:
+            obj.update(_document_fields(doc))
+        if "name" in given:
+            obj["name"] = _name(name, info)
+        if "description" in given:
+            obj["description"] = _description(description, info)
+        if "metadata" in given:
+            obj["metadata"] = metadata or {}
+        if "auth" in given:
+            obj["auth"] = _public_auth(auth)
+        await conn.execute(
+            UPDATE_ACTION,
+            {
+                "obj": Jsonb(obj),
+                "document": Jsonb(doc) if doc is not None else None,
+                "replace_credentials": "auth" in given,
+                "credentials": sealed,
+                "id": action_id,
+                "tenant": tenant,
+            },
+        )
+    return obj
 
 
 async def delete_action(conn: AsyncConnection, action_id: str, tenant: str) -> bool:

@@ -416,6 +416,15 @@ def create(client: openai.OpenAI, **body) -> dict:
     return client.post("/actions", cast_to=object, body=body)
 
 
+def modify(client: openai.OpenAI, action_id: str, **body) -> dict:
+    return client.post(f"/actions/{action_id}", cast_to=object, body=body)
+
+
+def only(doc: dict, *paths: str) -> dict:
+    """`doc` with only the operations under `paths`."""
+    return {**doc, "paths": {path: doc["paths"][path] for path in paths}}
+
+
 def raw_text(client: openai.OpenAI, method: str, path: str, **kw) -> str:
     response = getattr(client, method)(path, cast_to=httpx.Response, **kw)
     return response.text
@@ -480,9 +489,13 @@ def test_unknown_and_malformed_ids(client):
         "param": None,
         "code": None,
     }
-    with pytest.raises(openai.BadRequestError) as exc:
-        client.get("/actions/asst_123", cast_to=object)
-    assert exc.value.param == "action_id"
+    with pytest.raises(openai.NotFoundError) as modified:
+        modify(client, "action_doesnotexist", name="x")
+    assert modified.value.body == exc.value.body
+    for call in (lambda: client.get("/actions/asst_123", cast_to=object), lambda: modify(client, "asst_123", name="x")):
+        with pytest.raises(openai.BadRequestError) as bad:
+            call()
+        assert bad.value.param == "action_id"
 
 
 @pytest.mark.parametrize(
@@ -517,6 +530,66 @@ def test_invalid_credentials_are_400s_on_auth(client, service):
             assert secret not in exc.value.response.text
 
 
+def test_modify_changes_only_the_fields_given(client, service):
+    created = create(
+        client,
+        openapi=service.document(),
+        name="Mine",
+        auth={"type": "bearer", "token": BEARER_TOKEN},
+        metadata={"team": "ops"},
+    )
+    renamed = modify(client, created["id"], name="Renamed")
+    assert renamed == {**created, "name": "Renamed"}
+    described = modify(client, created["id"], description="Weather only, soon.", metadata={"team": "dev"})
+    assert described == {**renamed, "description": "Weather only, soon.", "metadata": {"team": "dev"}}
+
+    # A new document (here as YAML text) brings its server and operations; the rest stays.
+    moved = service.document(server_url=service.url + "/v2")
+    narrowed = modify(client, created["id"], openapi=yaml.safe_dump(only(moved, "/weather/{city}")))
+    assert narrowed["server_url"] == service.url + "/v2"
+    assert [op["name"] for op in narrowed["operations"]] == ["getWeather"]
+    assert narrowed == {**described, "server_url": narrowed["server_url"], "operations": narrowed["operations"]}
+    assert client.get(f"/actions/{created['id']}", cast_to=object) == narrowed
+
+    # `null` means what leaving the field out means on create.
+    reset = modify(client, created["id"], name=None, description=None, metadata=None)
+    assert reset["name"] == "Test service" and reset["description"] == "Weather and orders for tests."
+    assert reset["metadata"] == {} and reset["auth"] == {"type": "bearer"}
+    assert modify(client, created["id"]) == reset == client.get(f"/actions/{created['id']}", cast_to=object)
+
+
+@pytest.mark.asyncio
+async def test_refused_modifications_change_nothing(client, service, database_url):
+    action = create(client, openapi=service.document(), auth={"type": "bearer", "token": BEARER_TOKEN})
+    refused = [
+        ({"openapi": {"swagger": "2.0", "paths": {}}, "name": "changed"}, "openapi"),
+        ({"openapi": "{not json", "auth": None}, "openapi"),
+        ({"openapi": {**BASE, "servers": [{"url": "/relative"}], "paths": OK_PATHS}}, "openapi"),
+        ({"openapi": None}, "openapi"),
+        ({"auth": {"type": "bearer"}, "openapi": only(service.document(), "/keyed")}, "auth.token"),
+        ({"auth": {"type": "oauth", "token": API_KEY}, "name": "changed"}, "auth.type"),
+        ({"auth": {"type": "api_key", "header": "Host", "value": API_KEY}}, "auth.header"),
+        ({"name": "", "auth": None}, "name"),
+        ({"metadata": {"k" * 65: "v"}}, "metadata"),
+        ({"tools": [], "name": "changed"}, "tools"),
+    ]
+    for body, param in refused:
+        with pytest.raises(openai.BadRequestError) as exc:
+            modify(client, action["id"], **body)
+        assert exc.value.param == param, exc.value.body
+        if param == "openapi":
+            assert exc.value.body["message"].startswith("Invalid value for 'openapi': "), exc.value.body
+        for secret in SECRETS:
+            assert secret not in exc.value.response.text
+    assert client.get(f"/actions/{action['id']}", cast_to=object) == action
+    # The stored document and credentials too: the same tools, still authorised.
+    settings = Settings(secret_key=SECRET_KEY, actions_allowed_hosts=["127.0.0.1"], action_timeout=5)
+    async with await psycopg.AsyncConnection.connect(database_url, row_factory=dict_row) as conn:
+        tools = {t.name: t for t in await actions.tools_for_run(conn, "default", [action["id"]], settings, None)}
+    assert sorted(tools) == sorted(op["name"] for op in action["operations"])
+    assert (await tools["getProfile"].ainvoke({})).startswith("HTTP 200 OK")
+
+
 def test_secrets_never_appear_in_responses_or_logs(client, server, service):
     created = [
         create(client, openapi=service.document(), auth={"type": "bearer", "token": BEARER_TOKEN}),
@@ -527,6 +600,8 @@ def test_secrets_never_appear_in_responses_or_logs(client, server, service):
             auth={"type": "basic", "username": BASIC_USER, "password": BASIC_PASSWORD},
         ),
     ]
+    created[0] = modify(client, created[0]["id"], auth={"type": "bearer", "token": BEARER_TOKEN}, name="again")
+    created[1] = modify(client, created[1]["id"], openapi=service.document(), auth=None)
     texts = [json.dumps(created), raw_text(client, "get", "/actions", options={"params": {"limit": 100}})]
     texts += [raw_text(client, "get", f"/actions/{a['id']}") for a in created]
     texts += [raw_text(client, "delete", f"/actions/{a['id']}") for a in created]
@@ -570,9 +645,11 @@ def test_actions_belong_to_their_tenant(auth_server, service):
         theirs.get(f"/actions/{mine['id']}", cast_to=object)
     with pytest.raises(openai.NotFoundError):
         theirs.delete(f"/actions/{mine['id']}", cast_to=object)
+    with pytest.raises(openai.NotFoundError):
+        modify(theirs, mine["id"], name="taken over", openapi=service.document())
     listed = theirs.get("/actions", cast_to=object, options={"params": {"limit": 100}})
     assert mine["id"] not in [a["id"] for a in listed["data"]]
-    assert as_key(auth_server, first).get(f"/actions/{mine['id']}", cast_to=object)["id"] == mine["id"]
+    assert as_key(auth_server, first).get(f"/actions/{mine['id']}", cast_to=object) == mine
 
 
 # --- actions in runs ---------------------------------------------------------------------------
@@ -702,3 +779,41 @@ def test_actions_in_tools_and_run_credentials_are_checked(client, model_name, se
     client.delete(f"/actions/{action['id']}", cast_to=object)
     run = client.beta.threads.runs.create_and_poll(thread_id=thread.id, assistant_id=assistant.id, poll_interval_ms=20)
     assert run.status == "completed", run.last_error
+
+
+def test_a_modified_action_is_used_by_the_next_run(client, server, scripted, model_name, service):
+    """Runs build an action's tools from what is stored when they start: a new document and new
+    credentials reach assistants that already enable the action, and so does their removal."""
+    action = create(client, openapi=only(service.document(), "/weather/{city}"))
+    assistant = client.beta.assistants.create(model=model_name, tools=[{"type": "action", "id": action["id"]}])
+    thread = client.beta.threads.create(messages=[{"role": "user", "content": "Call the keyed endpoint."}])
+
+    def run_calling_keyed() -> str:
+        scripted.script(model_name, [{"tool_calls": [{"name": "keyed", "arguments": {}}]}, {"content": "Done."}])
+        run = client.beta.threads.runs.create_and_poll(
+            thread_id=thread.id, assistant_id=assistant.id, poll_interval_ms=20
+        )
+        assert run.status == "completed", run.last_error
+        offered = {t["function"]["name"] for t in scripted.requests(model_name)[-2]["body"]["tools"]}
+        assert "keyed" in offered and "getProfile" in offered
+        step = client.beta.threads.runs.steps.list(thread_id=thread.id, run_id=run.id, order="asc").data[0]
+        texts.extend(run_texts(client, thread.id, run.id))
+        return step.step_details.tool_calls[0].function.output
+
+    texts: list[str] = []
+    modified = modify(
+        client,
+        action["id"],
+        openapi=service.document(),
+        auth={"type": "api_key", "header": "X-Api-Key", "value": API_KEY},
+    )
+    assert "keyed" in [op["name"] for op in modified["operations"]]
+    assert run_calling_keyed().startswith("HTTP 200 OK")
+    assert service.requests_to("/keyed")[-1]["headers"]["x-api-key"] == API_KEY
+
+    removed = modify(client, action["id"], auth=None)
+    assert removed == {**modified, "auth": {"type": "none"}}
+    assert run_calling_keyed().startswith("Error: HTTP 401")
+    assert "x-api-key" not in service.requests_to("/keyed")[-1]["headers"]
+    for text in texts + [json.dumps([modified, removed]), server.log()]:
+        assert API_KEY not in text

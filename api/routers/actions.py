@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from api import actions, objects, store
 from api.deps import App, PageParams, _id_checker
@@ -24,6 +24,22 @@ class CreateAction(WithMetadata):
     description: str | None = Field(default=None, max_length=2048)
     # Checked by actions.validate_credentials, whose errors name `auth.<field>` without the union's tag.
     auth: dict[str, Any] | None = None
+
+
+class ModifyAction(CreateAction):
+    """Only the fields given change; `auth: null` removes the stored credentials."""
+
+    openapi: dict[str, Any] | str | None = Field(  # type: ignore[assignment]
+        default=None, description="A new OpenAPI 3 document; operations and server follow it."
+    )
+
+    @field_validator("openapi")
+    @classmethod
+    def _document_given(cls, value: Any) -> Any:
+        # Runs only when the field is given: an action always has a document.
+        if value is None:
+            raise ValueError("expected an OpenAPI 3 document, not null")
+        return value
 
 
 @router.post("")
@@ -52,6 +68,28 @@ async def list_actions(app: App, page: PageParams) -> dict:
 async def retrieve_action(action_id: ActionId, app: App) -> dict:
     async with app.pool.connection() as conn:
         return await actions.get_action(conn, action_id, app.tenant)
+
+
+@router.post("/{action_id}")
+async def modify_action(action_id: ActionId, body: ModifyAction, app: App) -> dict:
+    given = body.model_fields_set
+    # Everything that can be refused is checked before the row is locked.
+    doc = actions.parse(body.openapi) if "openapi" in given else None
+    auth = actions.validate_credentials(body.auth)
+    sealed = actions.seal(app.settings, auth)
+    async with app.pool.connection() as conn:
+        return await actions.modify_action(
+            conn,
+            action_id,
+            app.tenant,
+            given=given,
+            name=body.name,
+            description=body.description,
+            metadata=body.metadata,
+            doc=doc,
+            auth=auth,
+            sealed=sealed,
+        )
 
 
 @router.delete("/{action_id}")
