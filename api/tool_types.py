@@ -67,10 +67,9 @@ async def render(conn: AsyncConnection, registry: ToolRegistry, tenant: str, too
 
 
 def _action_entry(action: dict) -> dict:
-    operations = ", ".join(op["name"] for op in action.get("operations") or [])
-    description = f"OpenAPI action '{action.get('name') or action['id']}'"
-    if operations:
-        description += f"; the model calls its operations as tools: {operations}"
+    # Only the id: the action's name and operations can change (POST /v1/actions/{id}) after
+    # assistants enable it, and runs build its tools from the document as it is then.
+    description = f"OpenAPI action {action['id']}: its operations are offered to the model as tools (GET /v1/actions/{action['id']})."
     return {
         "type": "function",
         "function": {"name": action["id"], "description": description, "parameters": NO_PARAMETERS, "strict": False},
