@@ -1,6 +1,6 @@
 """OpenAPI actions at rest: the registered document, its public object and its credentials
 (Fernet-encrypted under ASSISTGRAPH_SECRET_KEY, never part of any response), and the tools a run
-builds from them (tools/openapi_actions.py does the HTTP).
+builds from them (tools/openapi_actions does the HTTP).
 """
 
 from __future__ import annotations
