@@ -25,8 +25,6 @@ log = logging.getLogger(__name__)
 Credentials = oa.Credentials
 
 INSERT_ACTION = "INSERT INTO actions (id, tenant_id, document, credentials, obj) VALUES (%s, %s, %s, %s, %s)"
-SELECT_ACTION = "SELECT obj FROM actions WHERE id = %s AND tenant_id = %s"
-DELETE_ACTION = "DELETE FROM actions WHERE id = %s AND tenant_id = %s"
 SELECT_ACTION_IDS = "SELECT id FROM actions WHERE id = ANY(%s) AND tenant_id = %s"
 SELECT_RUN_ACTIONS = "SELECT id, document, credentials FROM actions WHERE id = ANY(%s) AND tenant_id = %s"
 # Modifies of one action are serialised: two at once would each write back the object they read,
@@ -150,13 +148,6 @@ async def insert_action(conn: AsyncConnection, obj: dict, tenant: str, doc: dict
     await conn.execute(INSERT_ACTION, (obj["id"], tenant, Jsonb(doc), sealed, Jsonb(obj)))
 
 
-async def get_action(conn: AsyncConnection, action_id: str, tenant: str) -> dict:
-    row = await (await conn.execute(SELECT_ACTION, (action_id, tenant))).fetchone()
-    if row is None:
-        raise not_found("action", action_id)
-    return row["obj"]
-
-
 async def modify_action(
     conn: AsyncConnection,
     action_id: str,
@@ -203,11 +194,6 @@ async def modify_action(
             },
         )
     return obj
-
-
-async def delete_action(conn: AsyncConnection, action_id: str, tenant: str) -> bool:
-    cur = await conn.execute(DELETE_ACTION, (action_id, tenant))
-    return cur.rowcount > 0
 
 
 async def missing_actions(conn: AsyncConnection, tenant: str, ids: list[str]) -> list[str]:

@@ -6,6 +6,8 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
 
+from tools.registry import RESERVED_TYPES
+
 NAME_PATTERN = r"^[a-zA-Z0-9_-]{1,64}$"
 
 
@@ -82,14 +84,11 @@ class ActionTool(Body):
     id: str = Field(pattern=r"^action_[A-Za-z0-9]+$")
 
 
-OWN_TOOL_TYPES = ("function", "code_interpreter", "file_search", "action")
-
-
 def _tool_kind(value: Any) -> str | None:
     kind = value.get("type") if isinstance(value, dict) else getattr(value, "type", None)
     if not isinstance(kind, str):
         return None
-    return kind if kind in OWN_TOOL_TYPES else "builtin"
+    return kind if kind in RESERVED_TYPES else "builtin"
 
 
 def _unwrap_builtin(value: Any) -> Any:

@@ -11,7 +11,8 @@ from psycopg.types.json import Jsonb
 from api.objects import ACTIVE_RUN_STATUSES
 
 Table = Literal[
-    "assistants", "threads", "messages", "runs", "run_steps", "api_keys", "files", "vector_stores", "vector_store_files"
+    "assistants", "threads", "messages", "runs", "run_steps", "api_keys", "files", "vector_stores", "vector_store_files",
+    "actions",
 ]
 
 # Every lookup a client can reach is scoped by tenant: another tenant's ids simply do not exist.

@@ -14,11 +14,10 @@ from typing import Any
 from psycopg import AsyncConnection
 
 from api import actions
-from api.errors import InvalidRequest, NotFound
+from api.errors import InvalidRequest
 from api.settings import Settings
-from tools.registry import ToolRegistry
+from tools.registry import RESERVED_TYPES, ToolRegistry
 
-OWN_TYPES = ("function", "code_interpreter", "file_search", "action")
 NO_PARAMETERS = {"type": "object", "properties": {}}
 
 
@@ -40,21 +39,20 @@ def discover(settings: Settings) -> ToolRegistry:
 
 
 def available(registry: ToolRegistry) -> list[str]:
-    return [*OWN_TYPES, *registry.names()]
+    return [*RESERVED_TYPES, *registry.names()]
 
 
 async def render(conn: AsyncConnection, registry: ToolRegistry, tenant: str, tools: list[dict]) -> list[dict]:
     """Checks the tools a request names and returns them as stored (built-ins as marked functions)."""
     out = []
+    missing = await actions.missing_actions(conn, tenant, [t["id"] for t in tools if t["type"] == "action"])
     for i, tool in enumerate(tools):
         kind = tool["type"]
         if kind == "action":
-            try:
-                action = await actions.get_action(conn, tool["id"], tenant)
-            except NotFound:
-                raise InvalidRequest(f"No action with id '{tool['id']}'.", param=f"tools[{i}].id") from None
-            out.append(_action_entry(action))
-        elif kind in OWN_TYPES:
+            if tool["id"] in missing:
+                raise InvalidRequest(f"No action with id '{tool['id']}'.", param=f"tools[{i}].id")
+            out.append(_action_entry(tool["id"]))
+        elif kind in RESERVED_TYPES:
             out.append(tool)
         elif (installed := registry.get(kind)) is not None:
             out.append({"type": "function", "function": {**installed.function(), "strict": False}, "builtin": {"type": kind}})
@@ -66,14 +64,14 @@ async def render(conn: AsyncConnection, registry: ToolRegistry, tenant: str, too
     return out
 
 
-def _action_entry(action: dict) -> dict:
+def _action_entry(action_id: str) -> dict:
     # Only the id: the action's name and operations can change (POST /v1/actions/{id}) after
     # assistants enable it, and runs build its tools from the document as it is then.
-    description = f"OpenAPI action {action['id']}: its operations are offered to the model as tools (GET /v1/actions/{action['id']})."
+    description = f"OpenAPI action {action_id}: its operations are offered to the model as tools (GET /v1/actions/{action_id})."
     return {
         "type": "function",
-        "function": {"name": action["id"], "description": description, "parameters": NO_PARAMETERS, "strict": False},
-        "builtin": {"type": "action", "id": action["id"]},
+        "function": {"name": action_id, "description": description, "parameters": NO_PARAMETERS, "strict": False},
+        "builtin": {"type": "action", "id": action_id},
     }
 
 

@@ -59,7 +59,7 @@ async def create_action(body: CreateAction, app: App) -> dict:
 async def list_actions(app: App, page: PageParams) -> dict:
     async with app.pool.connection() as conn:
         items, more = await store.list_page(
-            conn, "actions", tenant=app.tenant, filters={}, **vars(page)  # type: ignore[arg-type]
+            conn, "actions", tenant=app.tenant, filters={}, **vars(page)
         )
     return objects.page(items, more)
 
@@ -67,7 +67,10 @@ async def list_actions(app: App, page: PageParams) -> dict:
 @router.get("/{action_id}")
 async def retrieve_action(action_id: ActionId, app: App) -> dict:
     async with app.pool.connection() as conn:
-        return await actions.get_action(conn, action_id, app.tenant)
+        action = await store.get(conn, "actions", action_id, app.tenant)
+    if action is None:
+        raise not_found("action", action_id)
+    return action
 
 
 @router.post("/{action_id}")
@@ -95,6 +98,6 @@ async def modify_action(action_id: ActionId, body: ModifyAction, app: App) -> di
 @router.delete("/{action_id}")
 async def delete_action(action_id: ActionId, app: App) -> dict:
     async with app.pool.connection() as conn:
-        if not await actions.delete_action(conn, action_id, app.tenant):
+        if not await store.delete(conn, "actions", action_id, app.tenant):
             raise not_found("action", action_id)
     return objects.deleted(action_id, "action")
