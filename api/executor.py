@@ -325,18 +325,16 @@ class RunExecutor:
                 )
             tools.append(installed.tool)
         if action_ids:
-            taken = {tool.name for tool in tools} | function_names(run["tools"])
+            # Installed tools' names are unique and never `file_search` (the registry sees to it);
+            # action operations get a suffix where they would clash with any other tool.
+            taken = {tool.name for tool in tools} | function_names(run["tools"]) | {"file_search"}
             async with self.pool.connection() as conn:
                 tools += await actions.tools_for_run(
                     conn, tenant, action_ids, self.settings, self._run_credentials(config), taken_names=taken
                 )
-        unique: dict[str, Any] = {}
-        for tool in tools:
-            unique.setdefault(tool.name, tool)  # two tools of one name: the model can only call the first
-        tools = list(unique.values())
-        kinds = {name: "function" for name in unique}
+        kinds = {tool.name: "function" for tool in tools}
         file_search = await self._file_search(run)
-        if file_search is not None and file_search.name not in kinds:
+        if file_search is not None:
             tools.append(file_search)
             kinds[file_search.name] = "file_search"
         return tools, kinds
