@@ -253,6 +253,28 @@ def aclient(server: Server) -> openai.AsyncOpenAI:
     )
 
 
+def assert_error(
+    resp: httpx.Response,
+    status: int,
+    *,
+    param: str | None = None,
+    message: str | None = None,
+    type_: str = "invalid_request_error",
+) -> dict:
+    """The response is an OpenAI error body with that status, type and param (and message, if given)."""
+    assert resp.status_code == status, resp.text
+    body = resp.json()
+    assert set(body) == {"error"}, body
+    error = body["error"]
+    assert set(error) == {"message", "type", "param", "code"}, error
+    assert isinstance(error["message"], str) and error["message"], error
+    assert error["type"] == type_, error
+    assert error["param"] == param, error
+    if message is not None:
+        assert error["message"] == message, error
+    return error
+
+
 def wait_for(predicate, timeout: float = 20, interval: float = 0.05):
     deadline = time.time() + timeout
     while time.time() < deadline:

@@ -12,6 +12,7 @@ import httpx
 import openai
 import pytest
 
+from tests.conftest import assert_error as openai_error
 from tests.conftest import sdk
 
 FUNCTION_TOOL = {
@@ -46,19 +47,11 @@ def http(server) -> httpx.Client:
 
 
 def assert_error(resp: httpx.Response, status: int, *, param: str | None = None, message: str | None = None) -> dict:
-    """The response is an OpenAI error body (never FastAPI's 422 `detail` shape) with that status."""
+    """An OpenAI error body (never FastAPI's 422 `detail` shape) without a code, on a response that
+    still carries the poll header."""
     assert resp.status_code != 422
-    assert resp.status_code == status, resp.text
-    body = resp.json()
-    assert set(body) == {"error"}, body
-    error = body["error"]
-    assert set(error) == {"message", "type", "param", "code"}, error
-    assert isinstance(error["message"], str) and error["message"]
-    assert error["type"] == "invalid_request_error"
-    assert error["param"] == param
+    error = openai_error(resp, status, param=param, message=message)
     assert error["code"] is None
-    if message is not None:
-        assert error["message"] == message
     assert "openai-poll-after-ms" in resp.headers
     return error
 

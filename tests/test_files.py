@@ -17,6 +17,8 @@ import openai
 import psycopg
 import pytest
 
+from tests.conftest import assert_error
+
 MAX_FILE_BYTES = 512 * 1024 * 1024
 
 
@@ -34,20 +36,6 @@ def files_dir(workdir: Path) -> Path:
 
 def stored_files(files_dir: Path) -> set[str]:
     return {p.name for p in files_dir.iterdir()} if files_dir.exists() else set()
-
-
-def assert_error(resp: httpx.Response, status: int, *, param: str | None = None, message: str | None = None) -> dict:
-    assert resp.status_code == status, resp.text
-    body = resp.json()
-    assert set(body) == {"error"}, body
-    error = body["error"]
-    assert set(error) == {"message", "type", "param", "code"}, error
-    assert error["type"] == "invalid_request_error"
-    assert error["param"] == param, error
-    assert isinstance(error["message"], str) and error["message"]
-    if message is not None:
-        assert error["message"] == message
-    return error
 
 
 def upload(http: httpx.Client, fields: dict[str, str], files: dict | None = None) -> httpx.Response:

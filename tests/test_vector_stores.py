@@ -26,7 +26,7 @@ import psycopg
 import pytest
 
 from api import vector_stores
-from tests.conftest import _extra_server, _own_database, server_env, start_process, stop_process
+from tests.conftest import _extra_server, _own_database, assert_error, server_env, start_process, stop_process
 from tests.test_tenancy import as_key, new_key
 
 WORDLLAMA = "wordllama/l2_supercat-256"
@@ -114,18 +114,6 @@ def upload(client: openai.OpenAI, name: str, data: bytes):
 def http(server) -> httpx.Client:
     with httpx.Client(base_url=server.url, headers={"Authorization": "Bearer sk-client"}, timeout=30) as c:
         yield c
-
-
-def assert_error(resp: httpx.Response, status: int, *, param: str | None = None, message: str | None = None) -> dict:
-    assert resp.status_code == status, resp.text
-    body = resp.json()
-    assert set(body) == {"error"}, body
-    error = body["error"]
-    assert set(error) == {"message", "type", "param", "code"}, error
-    assert error["param"] == param, error
-    if message is not None:
-        assert error["message"] == message, error
-    return error
 
 
 def counts(obj) -> dict:
