@@ -15,8 +15,8 @@ from psycopg.types.json import Jsonb
 from pydantic import ValidationError
 
 from api import crypto
-from api.errors import InvalidRequest, not_found
-from api.ids import new_id, now
+from api.contract.errors import InvalidRequest, not_found
+from api.contract.ids import new_id, now
 from api.settings import Settings
 from tools import openapi_actions as oa
 

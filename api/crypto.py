@@ -8,7 +8,7 @@ import secrets
 
 from cryptography.fernet import Fernet, InvalidToken
 
-from api.errors import ServerError
+from api.contract.errors import ServerError
 
 
 def _fernet(secret: str) -> Fernet:

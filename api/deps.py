@@ -10,7 +10,7 @@ from fastapi import Depends, Path, Query, Request
 from psycopg_pool import AsyncConnectionPool
 
 from api.auth import DEFAULT_CALLER, Caller, authenticate, bearer
-from api.errors import InvalidRequest
+from api.contract.errors import InvalidRequest
 from api.events import EventSink
 from api.queue import RunQueue
 from api.settings import Settings

@@ -1,4 +1,5 @@
-"""Domain errors and the one place they become OpenAI error bodies."""
+"""The one place domain errors (and FastAPI's own validation and routing errors) become OpenAI
+error bodies."""
 
 from __future__ import annotations
 
@@ -9,40 +10,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from api.contract.errors import APIError, error_body
+
 log = logging.getLogger(__name__)
-
-
-class APIError(Exception):
-    status_code = 400
-    error_type = "invalid_request_error"
-
-    def __init__(self, message: str, *, param: str | None = None, code: str | None = None):
-        super().__init__(message)
-        self.message = message
-        self.param = param
-        self.code = code
-
-
-class InvalidRequest(APIError):
-    pass
-
-
-class NotFound(APIError):
-    status_code = 404
-
-
-class ServerError(APIError):
-    status_code = 500
-    error_type = "server_error"
-
-
-def not_found(kind: str, object_id: str) -> NotFound:
-    return NotFound(f"No {kind} found with id '{object_id}'.")
-
-
-def error_body(message: str, type_: str, param: str | None = None, code: str | None = None) -> dict:
-    return {"error": {"message": message, "type": type_, "param": param, "code": code}}
-
 
 _SOURCES = ("body", "query", "path", "header")
 

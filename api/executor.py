@@ -19,11 +19,11 @@ from psycopg_pool import AsyncConnectionPool
 
 from api import actions, history, retrieval, store, tool_types
 from api.auth import model_credentials
+from api.contract.ids import now
+from api.contract.objects import ACTIVE_RUN_STATUSES
 from api.events import EventPump, EventSink, RunPreempted, prune_payloads
-from api.ids import now
 from api.ingest_jobs import IngestionJobs
 from api.mapper import RunEventMapper
-from api.objects import ACTIVE_RUN_STATUSES
 from api.queue import ADVANCE_RUN, EXPIRE_RUNS, PRUNE_EVENTS, QUEUE, RunQueue
 from api.settings import Settings
 from graph.context import Context

@@ -31,7 +31,7 @@ from python_multipart import MultipartParser
 from python_multipart.exceptions import MultipartParseError
 from starlette.requests import ClientDisconnect, Request
 
-from api.errors import InvalidRequest
+from api.contract.errors import InvalidRequest
 
 MAX_FILE_BYTES = 512 * 1024 * 1024
 # Room a body may take beyond the file itself (boundaries, part headers, the small fields) before a

@@ -7,18 +7,20 @@ model API key (encrypted at rest, never returned) and an allow-list of models.
 from __future__ import annotations
 
 import secrets
+
 from fastapi import APIRouter, Depends, Request
 from psycopg import AsyncConnection
 from psycopg.types.json import Jsonb
 from pydantic import Field
 
-from api import crypto, objects, store
+from api import crypto, store
 from api.auth import SELECT_KEY, Forbidden, Unauthorized, bearer, redact
+from api.contract import objects
+from api.contract.errors import NotFound
+from api.contract.ids import now
+from api.contract.schemas import Body
 from api.deps import PageParams, Server
-from api.errors import NotFound
 from api.events import publish_revocation
-from api.ids import now
-from api.schemas import Body
 
 INSERT_KEY = "INSERT INTO api_keys (id, tenant_id, key_hash, model_api_key, obj) VALUES (%s, %s, %s, %s, %s)"
 REVOKE_KEY = """

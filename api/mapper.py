@@ -14,9 +14,9 @@ from typing import Any, Callable
 
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 
-from api import objects
-from api.ids import new_id as default_new_id
-from api.ids import now as default_now
+from api.contract import objects
+from api.contract.ids import new_id as default_new_id
+from api.contract.ids import now as default_now
 from graph.nodes import normalize_call_id
 
 MODEL_NODE = "model"

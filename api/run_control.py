@@ -8,12 +8,13 @@ import logging
 from fastapi import Request
 from psycopg import AsyncConnection
 
-from api import actions, files_store, objects, schemas, store, tool_types
+from api import actions, files_store, store, tool_types
 from api import vector_stores as vs
-from api.deps import Services
 from api.auth import Caller
-from api.errors import InvalidRequest, NotFound, not_found
-from api.ids import now
+from api.contract import objects, schemas
+from api.contract.errors import InvalidRequest, NotFound, not_found
+from api.contract.ids import now
+from api.deps import Services
 from api.events import RunPreempted
 from api.mapper import Event, RunEventMapper
 from api.settings import Settings

@@ -8,7 +8,7 @@ from typing import Any, Literal
 from psycopg import AsyncConnection, sql
 from psycopg.types.json import Jsonb
 
-from api.objects import ACTIVE_RUN_STATUSES
+from api.contract.objects import ACTIVE_RUN_STATUSES
 
 Table = Literal[
     "assistants", "threads", "messages", "runs", "run_steps", "api_keys", "files", "vector_stores", "vector_store_files",

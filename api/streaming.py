@@ -19,8 +19,8 @@ from psycopg_pool import AsyncConnectionPool
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from api import store
+from api.contract.objects import TERMINAL_RUN_STATUSES, present_step
 from api.events import CHANNEL, REVOKED, decode_notification, load_payload
-from api.objects import TERMINAL_RUN_STATUSES, present_step
 
 log = logging.getLogger(__name__)
 

@@ -7,10 +7,11 @@ import asyncio
 
 from psycopg import AsyncConnection
 
-from api import files_store, schemas
+from api import files_store
 from api import vector_stores as vs
+from api.contract import schemas
+from api.contract.errors import InvalidRequest, NotFound
 from api.deps import Services
-from api.errors import InvalidRequest, NotFound
 
 # Stores made for a thread expire 7 days after their last use, as on OpenAI.
 THREAD_STORE_DAYS = 7

@@ -14,7 +14,7 @@ from typing import Any
 from psycopg import AsyncConnection
 
 from api import actions
-from api.errors import InvalidRequest
+from api.contract.errors import InvalidRequest
 from api.settings import Settings
 from tools.registry import RESERVED_TYPES, ToolRegistry
 

@@ -28,11 +28,16 @@ from psycopg import AsyncConnection, sql
 from psycopg.types.json import Jsonb
 
 from api import store
-from api.errors import InvalidRequest, NotFound
-from api.ids import new_id, now
+from api.contract.errors import InvalidRequest, NotFound
+from api.contract.ids import new_id, now
 from api.queue import QUEUE, RunQueue
 from api.settings import Settings
-from ingestion import ChunkingStrategy, EmbeddingModel, InvalidChunkingStrategy, embeddings_from_settings
+from ingestion import (
+    ChunkingStrategy,
+    EmbeddingModel,
+    InvalidChunkingStrategy,
+    embeddings_from_settings,
+)
 from ingestion.embeddings import MINILM_MODEL, OPENAI_DIMENSIONS, WORDLLAMA_MODEL
 
 log = logging.getLogger(__name__)

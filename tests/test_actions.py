@@ -16,9 +16,16 @@ import yaml
 from psycopg.rows import dict_row
 
 from api import actions
-from api.errors import InvalidRequest
+from api.contract.errors import InvalidRequest
 from api.settings import Settings
-from tests.action_service import API_KEY, BASIC_PASSWORD, BASIC_USER, BEARER_TOKEN, BIG_SIZE, start_in_thread
+from tests.action_service import (
+    API_KEY,
+    BASIC_PASSWORD,
+    BASIC_USER,
+    BEARER_TOKEN,
+    BIG_SIZE,
+    start_in_thread,
+)
 from tests.conftest import SECRET_KEY
 from tests.test_tenancy import as_key, new_key
 from tools.openapi_actions import (

@@ -8,10 +8,11 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends
 from pydantic import Field, field_validator
 
-from api import actions, objects, store
+from api import actions, store
+from api.contract import objects
+from api.contract.errors import not_found
+from api.contract.schemas import WithMetadata
 from api.deps import App, PageParams, _id_checker
-from api.errors import not_found
-from api.schemas import WithMetadata
 
 router = APIRouter(prefix="/actions", tags=["actions"])
 

@@ -2,10 +2,10 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
 
-from api import objects, schemas, store, tool_resources
-from api.deps import App, Services, Include, PageParams, RunId, StepId, ThreadId
-from api.errors import not_found
-from api.streaming import STREAM_END_EVENTS, run_events, sse_response
+from api import store, tool_resources
+from api.contract import objects, schemas
+from api.contract.errors import not_found
+from api.deps import App, Include, PageParams, RunId, Services, StepId, ThreadId
 from api.run_control import (
     POLLED_WHILE,
     add_messages,
@@ -16,6 +16,7 @@ from api.run_control import (
     poll_hold,
     submit_tool_outputs,
 )
+from api.streaming import STREAM_END_EVENTS, run_events, sse_response
 
 router = APIRouter(tags=["runs"])
 

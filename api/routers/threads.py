@@ -2,10 +2,11 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Query
 
-from api import objects, schemas, store, tool_resources
+from api import store, tool_resources
 from api import vector_stores as vs
+from api.contract import objects, schemas
+from api.contract.errors import not_found
 from api.deps import App, MessageId, PageParams, ThreadId
-from api.errors import not_found
 from api.run_control import add_messages, ensure_unlocked_for_messages, lock_thread
 
 router = APIRouter(prefix="/threads", tags=["threads"])

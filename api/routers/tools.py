@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from api import objects
+from api.contract import objects
 from api.deps import App
 
 router = APIRouter(prefix="/tools", tags=["tools"])

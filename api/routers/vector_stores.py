@@ -11,13 +11,22 @@ import asyncio
 from typing import Annotated, Any, Literal, Union
 
 from fastapi import APIRouter, Depends, Path, Query
-from pydantic import Field, StrictBool, StrictFloat, StrictInt, StrictStr, field_validator, model_validator
+from pydantic import (
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    field_validator,
+    model_validator,
+)
 
-from api import objects, retrieval, store
+from api import retrieval, store
 from api import vector_stores as vs
+from api.contract import objects
+from api.contract.errors import InvalidRequest, NotFound, ServerError
+from api.contract.schemas import Body, WithMetadata
 from api.deps import App, PageParams, _id_checker
-from api.errors import InvalidRequest, NotFound, ServerError
-from api.schemas import Body, WithMetadata
 
 router = APIRouter(prefix="/vector_stores", tags=["vector_stores"])
 

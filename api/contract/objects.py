@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from api import schemas
-from api.ids import new_id, now
+from api.contract import schemas
+from api.contract.ids import new_id, now
 
 ACTIVE_RUN_STATUSES = ("queued", "in_progress", "requires_action", "cancelling")
 TERMINAL_RUN_STATUSES = ("completed", "incomplete", "failed", "cancelled", "expired")
