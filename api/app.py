@@ -9,15 +9,15 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from api.database import migrate, open_pool
+from api import keys, tool_types
 from api.deps import Services
 from api.errors import install_error_handlers
 from api.events import EventSink
 from api.executor import RunExecutor, setup_checkpointer
-from api.queue import RunQueue
-from api import keys, tool_types
 from api.routers import actions, assistants, files, runs, threads, tools, vector_stores
 from api.settings import Settings, get_settings
+from api.storage.database import migrate, open_pool
+from api.storage.queue import RunQueue
 from api.streaming import EventHub
 
 log = logging.getLogger(__name__)

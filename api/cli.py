@@ -11,8 +11,8 @@ import sys
 
 import uvicorn
 
-from api.database import embedded_postgres
 from api.settings import get_settings
+from api.storage.database import embedded_postgres
 
 
 def _exit_on_sigterm() -> None:

@@ -12,8 +12,8 @@ from psycopg_pool import AsyncConnectionPool
 from api.auth import DEFAULT_CALLER, Caller, authenticate, bearer
 from api.contract.errors import InvalidRequest
 from api.events import EventSink
-from api.queue import RunQueue
 from api.settings import Settings
+from api.storage.queue import RunQueue
 from api.streaming import EventHub
 from tools.registry import ToolRegistry
 

@@ -17,8 +17,8 @@ from psycopg import AsyncConnection
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
-from api import store
 from api.mapper import Event
+from api.storage import store
 
 NOTIFY = "SELECT pg_notify(%s, %s)"
 INSERT_PAYLOAD = "INSERT INTO run_event_payloads (run_id, payload) VALUES (%s, %s) RETURNING id"

@@ -17,15 +17,16 @@ from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
 from langgraph.types import Command
 from psycopg_pool import AsyncConnectionPool
 
-from api import actions, history, retrieval, store, tool_types
+from api import actions, history, retrieval, tool_types
 from api.auth import model_credentials
 from api.contract.ids import now
 from api.contract.objects import ACTIVE_RUN_STATUSES
 from api.events import EventPump, EventSink, RunPreempted, prune_payloads
 from api.ingest_jobs import IngestionJobs
 from api.mapper import RunEventMapper
-from api.queue import ADVANCE_RUN, EXPIRE_RUNS, PRUNE_EVENTS, QUEUE, RunQueue
 from api.settings import Settings
+from api.storage import store
+from api.storage.queue import ADVANCE_RUN, EXPIRE_RUNS, PRUNE_EVENTS, QUEUE, RunQueue
 from graph.context import Context
 from graph.graph import builder
 from graph.state import add_usage

@@ -33,9 +33,15 @@ from psycopg_pool import AsyncConnectionPool
 
 from api import file_storage
 from api import vector_stores as vs
-from api.queue import QUEUE, RunQueue
 from api.settings import Settings
-from ingestion import ChunkingStrategy, EmptyFile, IngestionError, embed_chunks, ingest_file
+from api.storage.queue import QUEUE, RunQueue
+from ingestion import (
+    ChunkingStrategy,
+    EmptyFile,
+    IngestionError,
+    embed_chunks,
+    ingest_file,
+)
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from psycopg import AsyncConnection
 from psycopg.types.json import Jsonb
 from pydantic import Field
 
-from api import crypto, store
+from api import crypto
 from api.auth import SELECT_KEY, Forbidden, Unauthorized, bearer, redact
 from api.contract import objects
 from api.contract.errors import NotFound
@@ -21,6 +21,7 @@ from api.contract.ids import now
 from api.contract.schemas import Body
 from api.deps import PageParams, Server
 from api.events import publish_revocation
+from api.storage import store
 
 INSERT_KEY = "INSERT INTO api_keys (id, tenant_id, key_hash, model_api_key, obj) VALUES (%s, %s, %s, %s, %s)"
 REVOKE_KEY = """

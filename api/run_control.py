@@ -8,7 +8,7 @@ import logging
 from fastapi import Request
 from psycopg import AsyncConnection
 
-from api import actions, files_store, store, tool_types
+from api import actions, files_store, tool_types
 from api import vector_stores as vs
 from api.auth import Caller
 from api.contract import objects, schemas
@@ -18,6 +18,7 @@ from api.deps import Services
 from api.events import RunPreempted
 from api.mapper import Event, RunEventMapper
 from api.settings import Settings
+from api.storage import store
 from api.streaming import Subscription
 from ingestion import ChunkingStrategy
 from tools.functions import function_names

@@ -18,9 +18,9 @@ import psycopg
 from psycopg_pool import AsyncConnectionPool
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
-from api import store
 from api.contract.objects import TERMINAL_RUN_STATUSES, present_step
 from api.events import CHANNEL, REVOKED, decode_notification, load_payload
+from api.storage import store
 
 log = logging.getLogger(__name__)
 

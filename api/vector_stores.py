@@ -27,11 +27,11 @@ from typing import Any
 from psycopg import AsyncConnection, sql
 from psycopg.types.json import Jsonb
 
-from api import store
 from api.contract.errors import InvalidRequest, NotFound
 from api.contract.ids import new_id, now
-from api.queue import QUEUE, RunQueue
 from api.settings import Settings
+from api.storage import store
+from api.storage.queue import QUEUE, RunQueue
 from ingestion import (
     ChunkingStrategy,
     EmbeddingModel,

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
 
-from api import store, tool_resources
+from api import tool_resources
 from api.contract import objects, schemas
 from api.contract.errors import not_found
 from api.deps import App, Include, PageParams, RunId, Services, StepId, ThreadId
@@ -16,6 +16,7 @@ from api.run_control import (
     poll_hold,
     submit_tool_outputs,
 )
+from api.storage import store
 from api.streaming import STREAM_END_EVENTS, run_events, sse_response
 
 router = APIRouter(tags=["runs"])

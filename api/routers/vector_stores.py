@@ -21,12 +21,13 @@ from pydantic import (
     model_validator,
 )
 
-from api import retrieval, store
+from api import retrieval
 from api import vector_stores as vs
 from api.contract import objects
 from api.contract.errors import InvalidRequest, NotFound, ServerError
 from api.contract.schemas import Body, WithMetadata
 from api.deps import App, PageParams, _id_checker
+from api.storage import store
 
 router = APIRouter(prefix="/vector_stores", tags=["vector_stores"])
 

@@ -9,8 +9,8 @@ from procrastinate.schema import SchemaManager
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
-from api.migrations import MIGRATIONS
 from api.settings import Settings
+from api.storage.migrations import MIGRATIONS
 
 log = logging.getLogger(__name__)
 
