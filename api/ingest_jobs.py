@@ -35,13 +35,7 @@ from api import file_storage
 from api import vector_stores as vs
 from api.settings import Settings
 from api.storage.queue import QUEUE, RunQueue
-from ingestion import (
-    ChunkingStrategy,
-    EmptyFile,
-    IngestionError,
-    embed_chunks,
-    ingest_file,
-)
+from ingestion import ChunkingStrategy, EmptyFile, IngestionError, embed_chunks, ingest_file
 
 log = logging.getLogger(__name__)
 

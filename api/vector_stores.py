@@ -32,12 +32,7 @@ from api.contract.ids import new_id, now
 from api.settings import Settings
 from api.storage import store
 from api.storage.queue import QUEUE, RunQueue
-from ingestion import (
-    ChunkingStrategy,
-    EmbeddingModel,
-    InvalidChunkingStrategy,
-    embeddings_from_settings,
-)
+from ingestion import ChunkingStrategy, EmbeddingModel, InvalidChunkingStrategy, embeddings_from_settings
 from ingestion.embeddings import MINILM_MODEL, OPENAI_DIMENSIONS, WORDLLAMA_MODEL
 
 log = logging.getLogger(__name__)

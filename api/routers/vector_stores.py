@@ -11,15 +11,7 @@ import asyncio
 from typing import Annotated, Any, Literal, Union
 
 from fastapi import APIRouter, Depends, Path, Query
-from pydantic import (
-    Field,
-    StrictBool,
-    StrictFloat,
-    StrictInt,
-    StrictStr,
-    field_validator,
-    model_validator,
-)
+from pydantic import Field, StrictBool, StrictFloat, StrictInt, StrictStr, field_validator, model_validator
 
 from api import retrieval
 from api import vector_stores as vs
