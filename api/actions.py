@@ -14,9 +14,9 @@ from psycopg import AsyncConnection
 from psycopg.types.json import Jsonb
 from pydantic import ValidationError
 
-from api import crypto
 from api.contract.errors import InvalidRequest, not_found
 from api.contract.ids import new_id, now
+from api.security import crypto
 from api.settings import Settings
 from tools import openapi_actions as oa
 

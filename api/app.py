@@ -9,12 +9,12 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from api import keys, tool_types
+from api import tool_types
 from api.deps import Services
 from api.errors import install_error_handlers
 from api.events import EventSink
 from api.executor import RunExecutor, setup_checkpointer
-from api.routers import actions, assistants, files, runs, threads, tools, vector_stores
+from api.routers import actions, assistants, files, keys, runs, threads, tools, vector_stores
 from api.settings import Settings, get_settings
 from api.storage.database import migrate, open_pool
 from api.storage.queue import RunQueue

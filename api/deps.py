@@ -9,9 +9,9 @@ from typing import Annotated, Literal
 from fastapi import Depends, Path, Query, Request
 from psycopg_pool import AsyncConnectionPool
 
-from api.auth import DEFAULT_CALLER, Caller, authenticate, bearer
 from api.contract.errors import InvalidRequest
 from api.events import EventSink
+from api.security.auth import DEFAULT_CALLER, Caller, authenticate, bearer
 from api.settings import Settings
 from api.storage.queue import RunQueue
 from api.streaming import EventHub

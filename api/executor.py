@@ -18,12 +18,12 @@ from langgraph.types import Command
 from psycopg_pool import AsyncConnectionPool
 
 from api import actions, history, retrieval, tool_types
-from api.auth import model_credentials
 from api.contract.ids import now
 from api.contract.objects import ACTIVE_RUN_STATUSES
 from api.events import EventPump, EventSink, RunPreempted, prune_payloads
 from api.ingest_jobs import IngestionJobs
 from api.mapper import RunEventMapper
+from api.security.auth import model_credentials
 from api.settings import Settings
 from api.storage import store
 from api.storage.queue import ADVANCE_RUN, EXPIRE_RUNS, PRUNE_EVENTS, QUEUE, RunQueue

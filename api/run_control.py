@@ -10,13 +10,13 @@ from psycopg import AsyncConnection
 
 from api import actions, files_store, tool_types
 from api import vector_stores as vs
-from api.auth import Caller
 from api.contract import objects, schemas
 from api.contract.errors import InvalidRequest, NotFound, not_found
 from api.contract.ids import now
 from api.deps import Services
 from api.events import RunPreempted
 from api.mapper import Event, RunEventMapper
+from api.security.auth import Caller
 from api.settings import Settings
 from api.storage import store
 from api.streaming import Subscription

@@ -1,37 +1,20 @@
-"""The admin API that manages API keys.
-
-Keys are shown once at creation and stored as a digest. A key may carry its own model endpoint,
-model API key (encrypted at rest, never returned) and an allow-list of models.
-"""
+"""The admin API that manages API keys (/v1/admin/keys), behind the admin key."""
 
 from __future__ import annotations
 
 import secrets
 
 from fastapi import APIRouter, Depends, Request
-from psycopg import AsyncConnection
-from psycopg.types.json import Jsonb
 from pydantic import Field
 
-from api import crypto
-from api.auth import SELECT_KEY, Forbidden, Unauthorized, bearer, redact
 from api.contract import objects
 from api.contract.errors import NotFound
-from api.contract.ids import now
 from api.contract.schemas import Body
 from api.deps import PageParams, Server
 from api.events import publish_revocation
+from api.security import keys
+from api.security.auth import Forbidden, Unauthorized, bearer
 from api.storage import store
-
-INSERT_KEY = "INSERT INTO api_keys (id, tenant_id, key_hash, model_api_key, obj) VALUES (%s, %s, %s, %s, %s)"
-REVOKE_KEY = """
-    UPDATE api_keys SET revoked_at = COALESCE(revoked_at, %s),
-        obj = jsonb_set(obj, '{revoked_at}', to_jsonb(COALESCE(revoked_at, %s)))
-    WHERE id = %s RETURNING obj
-"""
-
-
-# --- admin API ---------------------------------------------------------------------------------
 
 
 class CreateKey(Body):
@@ -58,26 +41,9 @@ router = APIRouter(prefix="/admin/keys", tags=["admin"], dependencies=[Depends(_
 
 @router.post("")
 async def create_key(body: CreateKey, svc: Server) -> dict:
-    key = crypto.new_api_key()
-    key_id = "key_" + secrets.token_hex(12)
-    tenant = body.project_id or "proj_" + secrets.token_hex(12)
-    obj = {
-        "id": key_id,
-        "object": "api_key",
-        "created_at": now(),
-        "name": body.name,
-        "project_id": tenant,
-        "redacted_value": redact(key),
-        "model_base_url": body.model_base_url,
-        "has_model_api_key": body.model_api_key is not None,
-        "allowed_models": body.allowed_models,
-        "revoked_at": None,
-    }
     secret = svc.settings.secret_key.get_secret_value() if svc.settings.secret_key else None
-    sealed = crypto.encrypt(secret, body.model_api_key) if body.model_api_key is not None else None
     async with svc.pool.connection() as conn:
-        await conn.execute(INSERT_KEY, (key_id, tenant, crypto.key_hash(key), sealed, Jsonb(obj)))
-    return {**obj, "value": key}
+        return await keys.create(conn, secret, **body.model_dump())
 
 
 @router.get("")
@@ -90,19 +56,18 @@ async def list_keys(svc: Server, page: PageParams) -> dict:
 @router.get("/{key_id}")
 async def retrieve_key(key_id: str, svc: Server) -> dict:
     async with svc.pool.connection() as conn:
-        row = await (await conn.execute(SELECT_KEY, (key_id,))).fetchone()
-    if row is None:
+        obj = await keys.get(conn, key_id)
+    if obj is None:
         raise NotFound(f"No API key found with id '{key_id}'.")
-    return row["obj"]
+    return obj
 
 
 @router.delete("/{key_id}")
 async def revoke_key(key_id: str, svc: Server) -> dict:
-    revoked_at = now()
     async with svc.pool.connection() as conn, conn.transaction():
-        row = await (await conn.execute(REVOKE_KEY, (revoked_at, revoked_at, key_id))).fetchone()
-        if row is None:
+        obj = await keys.revoke(conn, key_id)
+        if obj is None:
             raise NotFound(f"No API key found with id '{key_id}'.")
         # Streams opened with this key end at their next event (see streaming.EventHub).
         await publish_revocation(conn, key_id)
-    return row["obj"]
+    return obj

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from fastapi import Request
 from psycopg import AsyncConnection
 
-from api import crypto
 from api.contract.errors import APIError
+from api.security import crypto
 
 SELECT_KEY_BY_HASH = "SELECT id, tenant_id, revoked_at, obj FROM api_keys WHERE key_hash = %s"
 SELECT_KEY = "SELECT id, tenant_id, revoked_at, model_api_key, obj FROM api_keys WHERE id = %s"
