@@ -8,13 +8,14 @@ import logging
 from fastapi import Request
 from psycopg import AsyncConnection
 
-from api import actions, files_store, tool_types
-from api import vector_stores as vs
+from api import actions, tool_types
 from api.contract import objects, schemas
 from api.contract.errors import InvalidRequest, NotFound, not_found
 from api.contract.ids import now
 from api.deps import Services
 from api.events import RunPreempted
+from api.files import files_store
+from api.files import vector_stores as vs
 from api.mapper import Event, RunEventMapper
 from api.security.auth import Caller
 from api.settings import Settings

@@ -207,7 +207,7 @@ def load_synthetic(db_url: str, vector_store_id: str, file_id: str, n: int, dim:
 
 
 def explain_semantic(db_url: str, vector_store_id: str, dim: int) -> list[str]:
-    from api.retrieval import SEMANTIC
+    from api.files.retrieval import SEMANTIC
 
     v = np.random.default_rng(5).standard_normal(dim)
     v /= np.linalg.norm(v)

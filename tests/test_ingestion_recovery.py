@@ -19,8 +19,8 @@ from http.server import ThreadingHTTPServer
 import psycopg
 import pytest
 
-from api import vector_stores
-from api.ingest_jobs import MAX_STALL_RETRIES
+from api.files import vector_stores
+from api.files.ingest_jobs import MAX_STALL_RETRIES
 from tests.conftest import _extra_server, _own_database, sdk, server_env, start_process, stop_process, wait_for
 from tests.test_vector_stores import _EmbeddingsHandler, upload
 

@@ -25,7 +25,7 @@ import openai
 import psycopg
 import pytest
 
-from api import vector_stores
+from api.files import vector_stores
 from tests.conftest import _extra_server, _own_database, assert_error, server_env, start_process, stop_process
 from tests.test_tenancy import as_key, new_key
 

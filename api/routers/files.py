@@ -13,11 +13,11 @@ from urllib.parse import quote
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import StreamingResponse
 
-from api import file_storage, files_store
 from api.contract import objects
 from api.contract.errors import InvalidRequest, NotFound
 from api.contract.ids import new_id, now
 from api.deps import App, _id_checker
+from api.files import file_storage, files_store
 from api.storage import store
 
 log = logging.getLogger(__name__)

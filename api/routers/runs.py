@@ -2,10 +2,10 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
 
-from api import tool_resources
 from api.contract import objects, schemas
 from api.contract.errors import not_found
 from api.deps import App, Include, PageParams, RunId, Services, StepId, ThreadId
+from api.files import tool_resources
 from api.run_control import (
     POLLED_WHILE,
     add_messages,

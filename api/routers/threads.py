@@ -2,11 +2,11 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Query
 
-from api import tool_resources
-from api import vector_stores as vs
 from api.contract import objects, schemas
 from api.contract.errors import not_found
 from api.deps import App, MessageId, PageParams, ThreadId
+from api.files import tool_resources
+from api.files import vector_stores as vs
 from api.run_control import add_messages, ensure_unlocked_for_messages, lock_thread
 from api.storage import store
 

@@ -1,8 +1,8 @@
 """Vector stores, their files and file batches, and search (`/vector_stores`).
 
 Attaching a file only records it (`in_progress`) and queues its ingestion; the job queue's workers
-parse, chunk and embed it (api/ingest_jobs.py). Counts, statuses and usage are computed from the
-rows on every read (api/vector_stores.py); search is api/retrieval.py.
+parse, chunk and embed it (api/files/ingest_jobs.py). Counts, statuses and usage are computed from the
+rows on every read (api/files/vector_stores.py); search is api/files/retrieval.py.
 """
 
 from __future__ import annotations
@@ -13,12 +13,12 @@ from typing import Annotated, Any, Literal, Union
 from fastapi import APIRouter, Depends, Path, Query
 from pydantic import Field, StrictBool, StrictFloat, StrictInt, StrictStr, field_validator, model_validator
 
-from api import retrieval
-from api import vector_stores as vs
 from api.contract import objects
 from api.contract.errors import InvalidRequest, NotFound, ServerError
 from api.contract.schemas import Body, WithMetadata
 from api.deps import App, PageParams, _id_checker
+from api.files import retrieval
+from api.files import vector_stores as vs
 from api.storage import store
 
 router = APIRouter(prefix="/vector_stores", tags=["vector_stores"])

@@ -1,6 +1,6 @@
 """Vector stores, their files and file batches: persistence, rendering, embedding models, ingestion
-enqueueing. The HTTP layer is `api/routers/vector_stores.py`; the ingestion job `api/ingest_jobs.py`;
-search `api/retrieval.py`.
+enqueueing. The HTTP layer is `api/routers/vector_stores.py`; the ingestion job `api/files/ingest_jobs.py`;
+search `api/files/retrieval.py`.
 
 What is stored and what is computed:
 - `file_counts`, `status` (in_progress while any file is) and `usage_bytes` of a store, and the
@@ -132,7 +132,7 @@ CANCEL_BATCH_FILES = """
     WHERE batch_id = %s AND status = 'in_progress'
 """
 
-# --- the ingestion job's side (api/ingest_jobs.py) ---
+# --- the ingestion job's side (api/files/ingest_jobs.py) ---
 SELECT_JOB = """
     SELECT f.status, f.attempt, f.obj, fl.storage_path, fl.obj->>'filename' AS filename,
            vs.embedding_model, vs.embedding_dimension

@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 from psycopg import AsyncConnection, sql
 from psycopg.types.json import Jsonb
 
-from api import vector_stores as vs
+from api.files import vector_stores as vs
 from api.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)

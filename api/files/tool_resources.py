@@ -4,22 +4,30 @@ tenant, and the `file_search.vector_stores` helper creates the store it describe
 from __future__ import annotations
 
 import asyncio
+from typing import Protocol
 
 from psycopg import AsyncConnection
 
-from api import files_store
-from api import vector_stores as vs
 from api.contract import schemas
 from api.contract.errors import InvalidRequest, NotFound
-from api.deps import Services
+from api.files import files_store
+from api.files import vector_stores as vs
+from api.settings import Settings
 
 # Stores made for a thread expire 7 days after their last use, as on OpenAI.
 THREAD_STORE_DAYS = 7
 
 
+class Scope(Protocol):
+    """The caller's tenant and the server's settings (a request's services)."""
+
+    tenant: str
+    settings: Settings
+
+
 async def resolve(
     conn: AsyncConnection,
-    svc: Services,
+    svc: Scope,
     resources: schemas.ToolResources | None,
     jobs: list[vs.Job],
     *,
@@ -53,7 +61,7 @@ async def resolve(
 
 
 async def _create_store(
-    conn: AsyncConnection, svc: Services, helper: schemas.VectorStoreHelper, jobs: list[vs.Job], *, for_thread: bool
+    conn: AsyncConnection, svc: Scope, helper: schemas.VectorStoreHelper, jobs: list[vs.Job], *, for_thread: bool
 ) -> str:
     strategy = vs.chunking_strategy_of(helper.chunking_strategy, "tool_resources.file_search.vector_stores[0].chunking_strategy")
     model = await asyncio.to_thread(vs.configured_model, svc.settings)

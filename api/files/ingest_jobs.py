@@ -31,8 +31,8 @@ import logging
 from procrastinate.worker import Worker
 from psycopg_pool import AsyncConnectionPool
 
-from api import file_storage
-from api import vector_stores as vs
+from api.files import file_storage
+from api.files import vector_stores as vs
 from api.settings import Settings
 from api.storage.queue import QUEUE, RunQueue
 from ingestion import ChunkingStrategy, EmptyFile, IngestionError, embed_chunks, ingest_file
