@@ -9,7 +9,6 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from api import tool_types
 from api.deps import Services
 from api.errors import install_error_handlers
 from api.events import EventSink
@@ -19,6 +18,7 @@ from api.settings import Settings, get_settings
 from api.storage.database import migrate, open_pool
 from api.storage.queue import RunQueue
 from api.streaming import EventHub
+from api.tooling import tool_types
 
 log = logging.getLogger(__name__)
 

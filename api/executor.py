@@ -17,7 +17,7 @@ from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
 from langgraph.types import Command
 from psycopg_pool import AsyncConnectionPool
 
-from api import actions, history, tool_types
+from api import history
 from api.contract.ids import now
 from api.contract.objects import ACTIVE_RUN_STATUSES
 from api.events import EventPump, EventSink, RunPreempted, prune_payloads
@@ -28,6 +28,7 @@ from api.security.auth import model_credentials
 from api.settings import Settings
 from api.storage import store
 from api.storage.queue import ADVANCE_RUN, EXPIRE_RUNS, PRUNE_EVENTS, QUEUE, RunQueue
+from api.tooling import actions, tool_types
 from graph.context import Context
 from graph.graph import builder
 from graph.state import add_usage

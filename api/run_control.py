@@ -8,7 +8,6 @@ import logging
 from fastapi import Request
 from psycopg import AsyncConnection
 
-from api import actions, tool_types
 from api.contract import objects, schemas
 from api.contract.errors import InvalidRequest, NotFound, not_found
 from api.contract.ids import now
@@ -21,6 +20,7 @@ from api.security.auth import Caller
 from api.settings import Settings
 from api.storage import store
 from api.streaming import Subscription
+from api.tooling import actions, tool_types
 from ingestion import ChunkingStrategy
 from tools.functions import function_names
 

@@ -15,9 +15,9 @@ import pytest
 import yaml
 from psycopg.rows import dict_row
 
-from api import actions
 from api.contract.errors import InvalidRequest
 from api.settings import Settings
+from api.tooling import actions
 from tests.action_service import (
     API_KEY,
     BASIC_PASSWORD,

@@ -8,12 +8,12 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends
 from pydantic import Field, field_validator
 
-from api import actions
 from api.contract import objects
 from api.contract.errors import not_found
 from api.contract.schemas import WithMetadata
 from api.deps import App, PageParams, _id_checker
 from api.storage import store
+from api.tooling import actions
 
 router = APIRouter(prefix="/actions", tags=["actions"])
 

@@ -2,13 +2,13 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from api import tool_types
 from api.contract import objects, schemas
 from api.contract.errors import not_found
 from api.deps import App, AssistantId, PageParams
 from api.files import tool_resources
 from api.files import vector_stores as vs
 from api.storage import store
+from api.tooling import tool_types
 
 router = APIRouter(prefix="/assistants", tags=["assistants"])
 

@@ -13,9 +13,9 @@ from typing import Any
 
 from psycopg import AsyncConnection
 
-from api import actions
 from api.contract.errors import InvalidRequest
 from api.settings import Settings
+from api.tooling import actions
 from tools.registry import RESERVED_TYPES, ToolRegistry
 
 NO_PARAMETERS = {"type": "object", "properties": {}}
