@@ -9,16 +9,10 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from api.deps import Services
 from api.errors import install_error_handlers
-from api.events import EventSink
-from api.executor import RunExecutor, setup_checkpointer
 from api.routers import actions, assistants, files, keys, runs, threads, tools, vector_stores
+from api.runs.runtime import runtime
 from api.settings import Settings, get_settings
-from api.storage.database import migrate, open_pool
-from api.storage.queue import RunQueue
-from api.streaming import EventHub
-from api.tooling import tool_types
 
 log = logging.getLogger(__name__)
 
@@ -40,29 +34,6 @@ class PollAfterHeader:
             await send(message)
 
         return await self.app(scope, receive, send_with_header)
-
-
-@asynccontextmanager
-async def runtime(settings: Settings, database_url: str, *, with_executor: bool):
-    """Pool, schema, queue and (optionally) the in-process executor: shared by `serve` and `worker`."""
-    pool = await open_pool(database_url, settings.db_pool_size)
-    try:
-        await migrate(pool)
-        await setup_checkpointer(pool)
-        queue = RunQueue(database_url)
-        await queue.open()
-        hub = EventHub(database_url)
-        await hub.start()
-        registry = await asyncio.to_thread(tool_types.discover, settings)
-        services = Services(settings=settings, pool=pool, queue=queue, sink=EventSink(pool), hub=hub, tools=registry)
-        executor = RunExecutor(pool, queue, settings, registry) if with_executor else None
-        try:
-            yield services, executor
-        finally:
-            await hub.stop()
-            await queue.close()
-    finally:
-        await pool.close()
 
 
 def create_app(database_url: str, settings: Settings | None = None) -> FastAPI:

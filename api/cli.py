@@ -39,7 +39,7 @@ def _serve(args: argparse.Namespace) -> None:
 
 
 async def _work(url: str) -> None:
-    from api.app import runtime
+    from api.runs.runtime import runtime
 
     settings = get_settings()
     async with runtime(settings, url, with_executor=True) as (_, executor):

@@ -7,31 +7,10 @@ from dataclasses import dataclass
 from typing import Annotated, Literal
 
 from fastapi import Depends, Path, Query, Request
-from psycopg_pool import AsyncConnectionPool
 
 from api.contract.errors import InvalidRequest
-from api.events import EventSink
-from api.security.auth import DEFAULT_CALLER, Caller, authenticate, bearer
-from api.settings import Settings
-from api.storage.queue import RunQueue
-from api.streaming import EventHub
-from tools.registry import ToolRegistry
-
-
-@dataclass
-class Services:
-    settings: Settings
-    pool: AsyncConnectionPool
-    queue: RunQueue
-    sink: EventSink
-    hub: EventHub
-    tools: ToolRegistry = dataclasses.field(default_factory=ToolRegistry)
-    caller: Caller = DEFAULT_CALLER
-
-    @property
-    def tenant(self) -> str:
-        return self.caller.tenant
-
+from api.runs.runtime import Services
+from api.security.auth import authenticate, bearer
 
 # Dependencies are `async def` even when they never await: FastAPI runs plain `def` dependencies in
 # its thread pool, a thread hop (and GIL hand-off) per dependency per request.

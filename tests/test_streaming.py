@@ -33,7 +33,7 @@ from openai.types.beta.threads import Run
 from openai.types.beta.threads.runs import RunStep
 from typing_extensions import override
 
-from api.events import decode_notification
+from api.runs.events import decode_notification
 from tests.conftest import sdk, wait_for
 
 BETA = {"OpenAI-Beta": "assistants=v2"}

@@ -4,20 +4,29 @@ from fastapi import APIRouter, Request, Response
 
 from api.contract import objects, schemas
 from api.contract.errors import not_found
-from api.deps import App, Include, PageParams, RunId, Services, StepId, ThreadId
+from api.deps import App, Include, PageParams, RunId, StepId, ThreadId
 from api.files import tool_resources
-from api.run_control import (
-    POLLED_WHILE,
-    add_messages,
-    announce,
-    cancel_run,
-    create_run,
-    launch,
-    poll_hold,
-    submit_tool_outputs,
-)
+from api.runs.control import add_messages, announce, cancel_run, create_run, launch, submit_tool_outputs
+from api.runs.runtime import Services
+from api.runs.streaming import STREAM_END_EVENTS, run_events, sse_response
+from api.settings import Settings
 from api.storage import store
-from api.streaming import STREAM_END_EVENTS, run_events, sse_response
+
+# Statuses the SDK's poll helpers keep polling through.
+POLLED_WHILE = ("queued", "in_progress", "cancelling")
+
+
+def poll_hold(request: Request, settings: Settings) -> float:
+    """Seconds a GET of an active run may wait for it to settle: only for the SDK's poll helpers,
+    and no longer than the interval the caller asked the helper to poll at."""
+    if request.headers.get("x-stainless-poll-helper") != "true" or settings.poll_hold_ms <= 0:
+        return 0.0
+    hold = settings.poll_hold_ms
+    custom = request.headers.get("x-stainless-custom-poll-interval", "")
+    if custom.isdigit():
+        hold = min(hold, int(custom))
+    return hold / 1000
+
 
 router = APIRouter(tags=["runs"])
 

@@ -7,7 +7,7 @@ from api.contract.errors import not_found
 from api.deps import App, MessageId, PageParams, ThreadId
 from api.files import tool_resources
 from api.files import vector_stores as vs
-from api.run_control import add_messages, ensure_unlocked_for_messages, lock_thread
+from api.runs.control import add_messages, ensure_unlocked_for_messages, lock_thread
 from api.storage import store
 
 router = APIRouter(prefix="/threads", tags=["threads"])

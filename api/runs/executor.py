@@ -17,13 +17,13 @@ from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
 from langgraph.types import Command
 from psycopg_pool import AsyncConnectionPool
 
-from api import history
 from api.contract.ids import now
 from api.contract.objects import ACTIVE_RUN_STATUSES
-from api.events import EventPump, EventSink, RunPreempted, prune_payloads
 from api.files import retrieval
 from api.files.ingest_jobs import IngestionJobs
-from api.mapper import RunEventMapper
+from api.runs import history
+from api.runs.events import EventPump, EventSink, RunPreempted, prune_payloads
+from api.runs.mapper import RunEventMapper
 from api.security.auth import model_credentials
 from api.settings import Settings
 from api.storage import store

@@ -17,7 +17,7 @@ from psycopg import AsyncConnection
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
-from api.mapper import Event
+from api.runs.mapper import Event
 from api.storage import store
 
 NOTIFY = "SELECT pg_notify(%s, %s)"

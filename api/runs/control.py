@@ -5,42 +5,24 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from fastapi import Request
 from psycopg import AsyncConnection
 
 from api.contract import objects, schemas
 from api.contract.errors import InvalidRequest, NotFound, not_found
 from api.contract.ids import now
-from api.deps import Services
-from api.events import RunPreempted
 from api.files import files_store
 from api.files import vector_stores as vs
-from api.mapper import Event, RunEventMapper
+from api.runs.events import RunPreempted
+from api.runs.mapper import Event, RunEventMapper
+from api.runs.runtime import Services
+from api.runs.streaming import Subscription
 from api.security.auth import Caller
-from api.settings import Settings
 from api.storage import store
-from api.streaming import Subscription
 from api.tooling import actions, tool_types
 from ingestion import ChunkingStrategy
 from tools.functions import function_names
 
 log = logging.getLogger(__name__)
-
-# Statuses the SDK's poll helpers keep polling through.
-POLLED_WHILE = ("queued", "in_progress", "cancelling")
-
-
-def poll_hold(request: Request, settings: Settings) -> float:
-    """Seconds a GET of an active run may wait for it to settle: only for the SDK's poll helpers,
-    and no longer than the interval the caller asked the helper to poll at."""
-    if request.headers.get("x-stainless-poll-helper") != "true" or settings.poll_hold_ms <= 0:
-        return 0.0
-    hold = settings.poll_hold_ms
-    custom = request.headers.get("x-stainless-custom-poll-interval", "")
-    if custom.isdigit():
-        hold = min(hold, int(custom))
-    return hold / 1000
-
 
 async def lock_thread(conn: AsyncConnection, thread_id: str, tenant: str) -> dict:
     """Locks the thread row for the transaction: serialises 'is a run active?' decisions."""

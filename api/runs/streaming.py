@@ -19,7 +19,7 @@ from psycopg_pool import AsyncConnectionPool
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from api.contract.objects import TERMINAL_RUN_STATUSES, present_step
-from api.events import CHANNEL, REVOKED, decode_notification, load_payload
+from api.runs.events import CHANNEL, REVOKED, decode_notification, load_payload
 from api.storage import store
 
 log = logging.getLogger(__name__)

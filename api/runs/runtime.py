@@ -1,0 +1,60 @@
+"""What a process runs on: the pool, migrated schema, checkpointer, job queue, event hub, tool
+registry and (optionally) the executor, shared by `assistgraph serve` and `assistgraph worker`; and
+`Services`, the bundle a request handler reaches them through."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from psycopg_pool import AsyncConnectionPool
+
+from api.runs.events import EventSink
+from api.runs.executor import RunExecutor, setup_checkpointer
+from api.runs.streaming import EventHub
+from api.security.auth import DEFAULT_CALLER, Caller
+from api.settings import Settings
+from api.storage.database import migrate, open_pool
+from api.storage.queue import RunQueue
+from api.tooling import tool_types
+from tools.registry import ToolRegistry
+
+
+@dataclass
+class Services:
+    settings: Settings
+    pool: AsyncConnectionPool
+    queue: RunQueue
+    sink: EventSink
+    hub: EventHub
+    tools: ToolRegistry = dataclasses.field(default_factory=ToolRegistry)
+    caller: Caller = DEFAULT_CALLER
+
+    @property
+    def tenant(self) -> str:
+        return self.caller.tenant
+
+
+@asynccontextmanager
+async def runtime(settings: Settings, database_url: str, *, with_executor: bool):
+    """Pool, schema, queue and (optionally) the in-process executor: shared by `serve` and `worker`."""
+    pool = await open_pool(database_url, settings.db_pool_size)
+    try:
+        await migrate(pool)
+        await setup_checkpointer(pool)
+        queue = RunQueue(database_url)
+        await queue.open()
+        hub = EventHub(database_url)
+        await hub.start()
+        registry = await asyncio.to_thread(tool_types.discover, settings)
+        services = Services(settings=settings, pool=pool, queue=queue, sink=EventSink(pool), hub=hub, tools=registry)
+        executor = RunExecutor(pool, queue, settings, registry) if with_executor else None
+        try:
+            yield services, executor
+        finally:
+            await hub.stop()
+            await queue.close()
+    finally:
+        await pool.close()
