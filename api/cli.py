@@ -22,7 +22,7 @@ def _exit_on_sigterm() -> None:
 
 
 def _serve(args: argparse.Namespace) -> None:
-    from api.app import create_app
+    from api.http.app import create_app
 
     settings = get_settings()
     workers = args.workers or settings.workers
@@ -35,7 +35,7 @@ def _serve(args: argparse.Namespace) -> None:
         # Worker processes import the app themselves; they find the database (embedded or not)
         # through the settings' DATABASE_URL, which this process owns for them.
         os.environ["ASSISTGRAPH_DATABASE_URL"] = url
-        uvicorn.run("api.app:app_from_settings", factory=True, workers=workers, **common)
+        uvicorn.run("api.http.app:app_from_settings", factory=True, workers=workers, **common)
 
 
 async def _work(url: str) -> None:

@@ -1,5 +1,5 @@
 """Vector stores, their files and file batches: persistence, rendering, embedding models, ingestion
-enqueueing. The HTTP layer is `api/routers/vector_stores.py`; the ingestion job `api/files/ingest_jobs.py`;
+enqueueing. The HTTP layer is `api/http/routers/vector_stores.py`; the ingestion job `api/files/ingest_jobs.py`;
 search `api/files/retrieval.py`.
 
 What is stored and what is computed:

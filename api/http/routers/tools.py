@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from api.contract import objects
-from api.deps import App
+from api.http.deps import App
 
 router = APIRouter(prefix="/tools", tags=["tools"])
 

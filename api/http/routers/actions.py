@@ -11,7 +11,7 @@ from pydantic import Field, field_validator
 from api.contract import objects
 from api.contract.errors import not_found
 from api.contract.schemas import WithMetadata
-from api.deps import App, PageParams, _id_checker
+from api.http.deps import App, PageParams, _id_checker
 from api.storage import store
 from api.tooling import actions
 

@@ -4,9 +4,9 @@ from fastapi import APIRouter, Query
 
 from api.contract import objects, schemas
 from api.contract.errors import not_found
-from api.deps import App, MessageId, PageParams, ThreadId
 from api.files import tool_resources
 from api.files import vector_stores as vs
+from api.http.deps import App, MessageId, PageParams, ThreadId
 from api.runs.control import add_messages, ensure_unlocked_for_messages, lock_thread
 from api.storage import store
 

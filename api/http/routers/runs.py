@@ -4,8 +4,8 @@ from fastapi import APIRouter, Request, Response
 
 from api.contract import objects, schemas
 from api.contract.errors import not_found
-from api.deps import App, Include, PageParams, RunId, StepId, ThreadId
 from api.files import tool_resources
+from api.http.deps import App, Include, PageParams, RunId, StepId, ThreadId
 from api.runs.control import add_messages, announce, cancel_run, create_run, launch, submit_tool_outputs
 from api.runs.runtime import Services
 from api.runs.streaming import STREAM_END_EVENTS, run_events, sse_response

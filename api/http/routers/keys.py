@@ -10,7 +10,7 @@ from pydantic import Field
 from api.contract import objects
 from api.contract.errors import NotFound
 from api.contract.schemas import Body
-from api.deps import PageParams, Server
+from api.http.deps import PageParams, Server
 from api.runs.events import publish_revocation
 from api.security import keys
 from api.security.auth import Forbidden, Unauthorized, bearer

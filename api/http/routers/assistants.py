@@ -4,9 +4,9 @@ from fastapi import APIRouter
 
 from api.contract import objects, schemas
 from api.contract.errors import not_found
-from api.deps import App, AssistantId, PageParams
 from api.files import tool_resources
 from api.files import vector_stores as vs
+from api.http.deps import App, AssistantId, PageParams
 from api.storage import store
 from api.tooling import tool_types
 

@@ -16,9 +16,9 @@ from pydantic import Field, StrictBool, StrictFloat, StrictInt, StrictStr, field
 from api.contract import objects
 from api.contract.errors import InvalidRequest, NotFound, ServerError
 from api.contract.schemas import Body, WithMetadata
-from api.deps import App, PageParams, _id_checker
 from api.files import retrieval
 from api.files import vector_stores as vs
+from api.http.deps import App, PageParams, _id_checker
 from api.storage import store
 
 router = APIRouter(prefix="/vector_stores", tags=["vector_stores"])

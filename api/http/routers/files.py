@@ -16,8 +16,8 @@ from fastapi.responses import StreamingResponse
 from api.contract import objects
 from api.contract.errors import InvalidRequest, NotFound
 from api.contract.ids import new_id, now
-from api.deps import App, _id_checker
 from api.files import file_storage, files_store
+from api.http.deps import App, _id_checker
 from api.storage import store
 
 log = logging.getLogger(__name__)

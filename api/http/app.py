@@ -9,8 +9,8 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from api.errors import install_error_handlers
-from api.routers import actions, assistants, files, keys, runs, threads, tools, vector_stores
+from api.http.errors import install_error_handlers
+from api.http.routers import actions, assistants, files, keys, runs, threads, tools, vector_stores
 from api.runs.runtime import runtime
 from api.settings import Settings, get_settings
 

@@ -1,0 +1,58 @@
+"""The layout is the architecture: each folder of api/ is one concern and depends only on folders
+below it (and on graph/, tools/, ingestion/, settings). ingestion/ imports neither api/ nor graph/;
+graph/ knows nothing of api/."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# Lowest first; a folder may import from its own level and the levels before it.
+API_LAYERS = [("contract",), ("storage",), ("security",), ("files", "tooling"), ("runs",), ("http",)]
+LEVEL = {name: i for i, names in enumerate(API_LAYERS) for name in names}
+
+
+def _imports(path: Path) -> list[str]:
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.append(node.module)
+            found += [f"{node.module}.{alias.name}" for alias in node.names]
+        elif isinstance(node, ast.Import):
+            found += [alias.name for alias in node.names]
+    return found
+
+
+def _concern(module: str) -> str | None:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 and parts[0] == "api" and parts[1] in LEVEL else None
+
+
+def test_api_folders_depend_downward_only():
+    upward = []
+    for path in sorted((ROOT / "api").rglob("*.py")):
+        own = _concern(".".join(path.relative_to(ROOT).with_suffix("").parts))
+        if own is None:
+            continue  # settings.py, cli.py and the package itself sit above every concern
+        for module in _imports(path):
+            other = _concern(module)
+            if other is not None and other != own and LEVEL[other] >= LEVEL[own]:
+                upward.append(f"{path.relative_to(ROOT)} imports {module}")
+    assert upward == []
+
+
+def test_api_top_level_is_small_and_every_folder_is_a_known_concern():
+    entries = sorted(p.name for p in (ROOT / "api").iterdir() if p.name != "__pycache__")
+    folders = {name for name in entries if (ROOT / "api" / name).is_dir()}
+    assert folders == set(LEVEL)
+    assert set(entries) - folders == {"__init__.py", "cli.py", "settings.py"}
+
+
+def test_graph_and_ingestion_stay_independent_of_the_api():
+    offenders = []
+    for folder, forbidden in (("graph", ("api",)), ("ingestion", ("api", "graph")), ("tools", ("api",))):
+        for path in (ROOT / folder).rglob("*.py"):
+            offenders += [f"{path.relative_to(ROOT)} imports {m}" for m in _imports(path) if m.split(".")[0] in forbidden]
+    assert offenders == []
