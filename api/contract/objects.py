@@ -45,7 +45,7 @@ def assistant(body: schemas.CreateAssistant) -> dict:
         "model": body.model,
         "instructions": body.instructions,
         "tools": tools_json(body.tools),
-        # Filled in by api.tool_resources.resolve, which checks what it references.
+        # Filled in by api.files.tool_resources.resolve, which checks what it references.
         "tool_resources": {},
         "metadata": body.metadata or {},
         "temperature": 1.0 if body.temperature is None else body.temperature,
@@ -81,7 +81,7 @@ def thread(metadata: dict | None) -> dict:
         "id": new_id("thread"),
         "object": "thread",
         "created_at": now(),
-        "tool_resources": {},  # filled in by api.tool_resources.resolve
+        "tool_resources": {},  # filled in by api.files.tool_resources.resolve
         "metadata": metadata or {},
     }
 

@@ -1,6 +1,6 @@
 """The Files API: upload (multipart/form-data), list, retrieve, delete, download.
 
-Bytes live on disk (see `api.file_storage`), the File object in the `files` table (`api.files_store`).
+Bytes live on disk (see `api.files.file_storage`), the File object in the `files` table (`api.files.files_store`).
 Files carry no `OpenAI-Beta` header and have their own pagination (limit up to 10 000, no `before`).
 """
 
