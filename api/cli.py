@@ -43,17 +43,23 @@ async def _work(url: str) -> None:
 
     settings = get_settings()
     async with runtime(settings, url, with_executor=True) as (_, executor):
-        await executor.run_worker()
+        worker = asyncio.create_task(executor.run_worker())
+        # SIGTERM (or Ctrl-C) stops the worker gracefully: its runs get ASSISTGRAPH_SHUTDOWN_GRACE to
+        # finish, then go back to the queue for another executor.
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, worker.cancel)
+        try:
+            await worker
+        except asyncio.CancelledError:
+            pass
 
 
 def _worker(args: argparse.Namespace) -> None:
     settings = get_settings()
     _exit_on_sigterm()
     with embedded_postgres(settings) as url:
-        try:
-            asyncio.run(_work(url))
-        except KeyboardInterrupt:
-            pass
+        asyncio.run(_work(url))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -38,7 +38,22 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("OPENAI_API_KEY", "ASSISTGRAPH_OPENAI_API_KEY"),
         description="Key sent to the model endpoint.",
     )
-    model_timeout: float = Field(default=600.0, description="Seconds one model call may take.")
+    model_timeout: float = Field(
+        default=600.0, gt=0, description="Seconds one model call may take in all (retries included)."
+    )
+    model_chunk_timeout: float = Field(
+        default=120.0,
+        ge=0,
+        description=(
+            "Seconds a streamed model response may stay silent between chunks before the call fails "
+            "(0: no limit but model_timeout). Slow local models may need more."
+        ),
+    )
+    max_model_calls: int = Field(
+        default=25,
+        ge=1,
+        description="Model calls one run may make; a run that needs more fails with a last_error saying so.",
+    )
     model_max_retries: int = Field(default=1, description="Retries of a failed model call before the run fails.")
     run_expires_after: int = Field(
         default=600, description="Seconds after creation a run that has not finished becomes `expired`."
@@ -68,6 +83,24 @@ class Settings(BaseSettings):
     )
     executor_poll_interval: float = Field(
         default=1.0, description="Seconds between the executor's checks for scheduled jobs (expiry)."
+    )
+    worker_stall_timeout: float = Field(
+        default=30.0,
+        ge=1,
+        description=(
+            "Seconds without a heartbeat after which an executor process counts as dead and its runs (and "
+            "ingestion jobs) are resumed by another; executors beat every third of it."
+        ),
+    )
+    shutdown_grace: float = Field(
+        default=30.0,
+        ge=0,
+        description="Seconds a stopping executor (SIGTERM) lets its runs finish before handing the rest back to the queue.",
+    )
+    event_retention: int = Field(
+        default=3600,
+        ge=60,
+        description="Seconds a run's events are kept for streams that re-attach (Last-Event-ID).",
     )
     tool_timeout: float = Field(
         default=60.0, description="Seconds a server-side tool call (file_search, ...) may take before it fails."

@@ -39,7 +39,10 @@ class Context:
     )
     tool_choice: str | dict[str, Any] | None = field(
         default=None,
-        metadata={"description": "`none`, `auto`, `required` or a named function (OpenAI's tool_choice)."},
+        metadata={
+            "description": "`none`, `auto`, `required` or a named tool (OpenAI's tool_choice). A forcing choice "
+            "(`required` or a named tool) applies to the run's first model call only, then `auto`, as on OpenAI."
+        },
     )
     parallel_tool_calls: bool = field(
         default=True, metadata={"description": "Whether the model may call several tools in one turn."}
@@ -69,5 +72,21 @@ class Context:
     api_key: str | None = field(
         default=None, metadata={"description": "Key for the model endpoint; never stored in checkpoints."}
     )
-    timeout: float = field(default=600.0, metadata={"description": "Seconds one model call may take."})
+    timeout: float = field(
+        default=600.0, metadata={"description": "Seconds one model call may take in all, retries included."}
+    )
+    chunk_timeout: float | None = field(
+        default=120.0,
+        metadata={
+            "description": "Seconds a streamed model response may stay silent between chunks before the call "
+            "fails (langchain-openai's stream_chunk_timeout); None or 0 waits as long as `timeout` allows."
+        },
+    )
+    max_model_calls: int = field(
+        default=25,
+        metadata={
+            "description": "Model calls one run may make (over all its executions); the next one fails the run "
+            "instead of letting a model that calls tools forever loop until the run expires."
+        },
+    )
     max_retries: int = field(default=1, metadata={"description": "Retries of a failed model call."})

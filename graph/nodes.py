@@ -11,12 +11,13 @@ from typing import Any
 from langchain_core.messages import AIMessage, AnyMessage, SystemMessage, ToolMessage
 from langchain_core.messages.utils import count_tokens_approximately, trim_messages
 from langchain_core.tools import BaseTool
-from langchain_openai import ChatOpenAI
+from langchain_openai import ChatOpenAI, StreamChunkTimeoutError
 from langgraph.graph import END
 from langgraph.runtime import Runtime
 from langgraph.types import interrupt
 
 from graph.context import Context
+from graph.errors import ModelCallLimitReached, ModelCallTimedOut, ModelStalled
 from graph.model_client import DirectCompletions
 from graph.state import State
 from tools.registry import default_registry
@@ -41,6 +42,7 @@ def chat_model(ctx: Context, max_tokens: int | None) -> ChatOpenAI:
         ctx.top_p,
         max_tokens,
         ctx.timeout,
+        ctx.chunk_timeout or None,
         ctx.max_retries,
         ctx.reasoning_effort,
         json.dumps(ctx.response_format, sort_keys=True) if ctx.response_format else None,
@@ -56,6 +58,7 @@ def _chat_model(
     top_p: float | None,
     max_tokens: int | None,
     timeout: float,
+    chunk_timeout: float | None,
     max_retries: int,
     reasoning_effort: str | None,
     response_format: str | None,
@@ -77,6 +80,8 @@ def _chat_model(
         top_p=top_p,
         max_tokens=max_tokens,
         timeout=timeout,
+        # Given explicitly (None: off), so langchain's own environment variable never decides it.
+        stream_chunk_timeout=chunk_timeout,
         max_retries=max_retries,
         streaming=True,
         stream_usage=True,
@@ -100,13 +105,21 @@ def server_tools(ctx: Context) -> list[BaseTool]:
     return tools
 
 
-def _bind(model: ChatOpenAI, ctx: Context):
+def _forces_a_tool(tool_choice: Any) -> bool:
+    return tool_choice == "required" or isinstance(tool_choice, dict)
+
+
+def _bind(model: ChatOpenAI, ctx: Context, *, first_call: bool):
     own = server_tools(ctx)
     offered = [*ctx.tools, *own]
     if not offered:
         return model
     kwargs: dict[str, Any] = {}
     tool_choice = ctx.tool_choice
+    if not first_call and _forces_a_tool(tool_choice):
+        # As on OpenAI: a forced tool is forced once. Forcing it again after its result came back
+        # would make the model call it forever.
+        tool_choice = None
     if isinstance(tool_choice, dict):
         # {"type": "function", "function": {"name"}} or a built-in tool by type ({"type": "file_search"}).
         tool_choice = tool_choice.get("function", {}).get("name") or tool_choice.get("type")
@@ -116,6 +129,11 @@ def _bind(model: ChatOpenAI, ctx: Context):
     if not ctx.parallel_tool_calls:
         kwargs["parallel_tool_calls"] = False
     return model.bind_tools(offered, tool_choice=tool_choice, **kwargs)
+
+
+def model_calls(state: State) -> int:
+    """Model calls the run has made so far (each left one AI message among the run's own)."""
+    return sum(isinstance(m, AIMessage) for m in state.get("messages") or [])
 
 
 def _prompt(state: State, ctx: Context) -> tuple[list[AnyMessage] | None, int]:
@@ -156,8 +174,20 @@ async def call_model(state: State, runtime: Runtime[Context]) -> dict:
     prompt, _ = _prompt(state, ctx)
     if prompt is None:
         return {"incomplete": "max_prompt_tokens"}
+    calls_so_far = model_calls(state)
+    if calls_so_far >= ctx.max_model_calls:
+        raise ModelCallLimitReached(calls_so_far)
 
-    response: AIMessage = await _bind(chat_model(ctx, max_tokens), ctx).ainvoke(prompt)
+    model = _bind(chat_model(ctx, max_tokens), ctx, first_call=calls_so_far == 0)
+    try:
+        async with asyncio.timeout(ctx.timeout) as deadline:
+            response: AIMessage = await model.ainvoke(prompt)
+    except StreamChunkTimeoutError as exc:
+        raise ModelStalled(exc.timeout_s, exc.chunks_received) from exc
+    except TimeoutError:
+        if deadline.expired():
+            raise ModelCallTimedOut(ctx.timeout) from None
+        raise
 
     calls = [
         {**call, "id": normalize_call_id(call.get("id"), response.id, i)}
@@ -208,13 +238,36 @@ async def _run_tool(tool: BaseTool, call: dict, timeout: float) -> ToolMessage:
     return ToolMessage(content=str(result), tool_call_id=call["id"], name=call["name"])
 
 
+def _no_such_tool(call: dict, available: list[str]) -> ToolMessage:
+    # Small models invent tool names; the model reads this and can correct itself, and the run goes
+    # on instead of waiting for a client that never declared the function.
+    offer = f"Available tools: {', '.join(available)}." if available else "This run has no tools."
+    return ToolMessage(
+        content=f"Error: there is no tool named '{call['name']}'. {offer}",
+        tool_call_id=call["id"], name=call["name"], status="error",
+    )
+
+
+def _client_function_names(ctx: Context) -> set[str]:
+    return {t["function"]["name"] for t in ctx.tools}
+
+
 async def run_server_tools(state: State, runtime: Runtime[Context]) -> dict:
-    """Executes the calls of tools that live on the server, concurrently, each under a timeout."""
+    """Executes the calls of tools that live on the server, concurrently, each under a timeout, and
+    answers calls of tools the run does not have with an error the model sees."""
     ctx = runtime.context or Context()
     tools = {tool.name: tool for tool in server_tools(ctx)}
-    calls = [c for c in _unanswered_calls(state) if c["name"] in tools]
-    results = await asyncio.gather(*(_run_tool(tools[c["name"]], c, ctx.tool_timeout) for c in calls))
-    return {"messages": list(results)}
+    client = _client_function_names(ctx)
+    available = sorted(client | set(tools))
+
+    async def answer(call: dict) -> ToolMessage:
+        tool = tools.get(call["name"])
+        if tool is None:
+            return _no_such_tool(call, available)
+        return await _run_tool(tool, call, ctx.tool_timeout)
+
+    calls = [c for c in _unanswered_calls(state) if c["name"] not in client]
+    return {"messages": list(await asyncio.gather(*(answer(c) for c in calls)))}
 
 
 async def await_client_tools(state: State) -> dict:
@@ -235,8 +288,9 @@ def route_after_model(state: State, runtime: Runtime[Context]) -> str:
     pending = _unanswered_calls(state)
     if not pending:
         return END
-    server = {tool.name for tool in server_tools(runtime.context or Context())}
-    if any(c["name"] in server for c in pending):
+    # Only the client's own functions pause the run; server tools and invented names are answered here.
+    client = _client_function_names(runtime.context or Context())
+    if any(c["name"] not in client for c in pending):
         return "server_tools"
     return "client_tools"
 

@@ -52,6 +52,19 @@ keys are all optional:
                        uvicorn logs "ASGI callable returned without completing
                        response." for each such abort.
 ``echo``               true: content is ``"echo: " + <last user message text>``.
+``repeat``             true: the turn is not used up; every later request gets it
+                       too (a model that calls a tool on every turn, forever).
+``stall_after``        streaming only: after that many chunks, send nothing for
+``stall``              seconds (a slow or stuck local model), then go on.
+``gate``               streaming only: after ``gate_after`` chunks (default 0),
+                       wait until the test calls ``release(gate)`` (or the client
+                       goes away); ``wait_for_gate(gate)`` returns once a request
+                       is waiting there. Lets a test act at an exact point of a
+                       response (kill a process mid-stream, say).
+
+Like many local servers, the model never honours ``max_tokens``: it answers in
+full whatever the request asks (script ``finish_reason: "length"`` to mimic one
+that does).
 """
 
 from __future__ import annotations
@@ -81,6 +94,11 @@ TURN_KEYS = frozenset(
         "error",
         "stream_error_after",
         "echo",
+        "repeat",
+        "stall_after",
+        "stall",
+        "gate",
+        "gate_after",
     }
 )
 DEFAULT_MODELS = ("scripted-model", "scripted-model-mini")
@@ -137,6 +155,8 @@ class ScriptedModel:
         self._lock = threading.Lock()
         self._turns: dict[str, deque[dict]] = {}
         self._requests: list[dict] = []
+        self._gates_reached: dict[str, threading.Event] = {}
+        self._gates_open: dict[str, threading.Event] = {}
 
     # -- state ------------------------------------------------------------
 
@@ -154,11 +174,29 @@ class ScriptedModel:
             self._turns.clear()
             self._requests.clear()
 
+    def _gate(self, name: str) -> tuple[threading.Event, threading.Event]:
+        with self._lock:
+            return (
+                self._gates_reached.setdefault(name, threading.Event()),
+                self._gates_open.setdefault(name, threading.Event()),
+            )
+
+    def wait_for_gate(self, name: str, timeout: float = 30) -> None:
+        """Block until a response is held at this gate."""
+        if not self._gate(name)[0].wait(timeout):
+            raise TimeoutError(f"no response reached gate {name!r} within {timeout} s")
+
+    def release(self, name: str) -> None:
+        """Let responses held at this gate (and later ones) go on."""
+        self._gate(name)[1].set()
+
     def _record_and_pop(self, record: dict) -> dict:
         with self._lock:
             self._requests.append(record)
             queue = self._turns.get(record["model"])
-            return queue.popleft() if queue else {}
+            if not queue:
+                return {}
+            return dict(queue[0]) if queue[0].get("repeat") else queue.popleft()
 
     # -- ASGI -------------------------------------------------------------
 
@@ -257,7 +295,8 @@ class ScriptedModel:
         reply = _Reply(model, content, tool_calls, finish_reason, usage)
         if body.get("stream"):
             include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-            await _stream(conn, reply, turn, include_usage)
+            gate = self._gate(turn["gate"]) if turn.get("gate") else None
+            await _stream(conn, reply, turn, include_usage, gate)
         else:
             await conn.json(200, reply.completion())
 
@@ -330,10 +369,24 @@ class _Reply:
         return b"data: " + _dumps(payload) + b"\n\n"
 
 
-async def _stream(conn: _Connection, reply: _Reply, turn: dict, include_usage: bool) -> None:
+async def _hold(conn: _Connection, gate: tuple[threading.Event, threading.Event]) -> bool:
+    """Wait at a gate until it opens; False if the client went away meanwhile."""
+    reached, opened = gate
+    reached.set()
+    while not opened.is_set():
+        if not await conn.sleep(0.02):
+            return False
+    return True
+
+
+async def _stream(
+    conn: _Connection, reply: _Reply, turn: dict, include_usage: bool, gate: tuple | None = None
+) -> None:
     size = max(1, int(turn.get("chunk_size") or 4))
     chunk_delay = float(turn.get("chunk_delay") or 0)
     error_after = turn.get("stream_error_after")
+    stall_after, stall = turn.get("stall_after"), float(turn.get("stall") or 0)
+    gate_after = int(turn.get("gate_after") or 0)
 
     deltas: list[tuple[dict, bool]] = []  # (delta, is_content)
     if reply.content or not reply.tool_calls:
@@ -357,9 +410,15 @@ async def _stream(conn: _Connection, reply: _Reply, turn: dict, include_usage: b
             return  # Returning mid-body makes uvicorn drop the connection.
         if i and chunk_delay and not await conn.sleep(chunk_delay):
             return
+        if i == stall_after and stall and not await conn.sleep(stall):
+            return
+        if gate is not None and i == gate_after and not await _hold(conn, gate):
+            return
         await conn.body_part(reply.chunk(delta, include_usage=include_usage))
         sent_content += is_content
     if error_after is not None:
+        return
+    if gate is not None and gate_after >= len(deltas) and not await _hold(conn, gate):
         return
     if chunk_delay and not await conn.sleep(chunk_delay):
         return

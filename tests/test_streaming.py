@@ -228,6 +228,7 @@ def assert_tool_call_deltas(calls) -> None:
 class Block:
     event: str | None
     data_lines: list[str] = field(default_factory=list)
+    id: str | None = None
 
     @property
     def data(self) -> str:
@@ -280,14 +281,20 @@ def parse_sse(lines) -> list[Block | Comment]:
             block.event = value
         elif key == "data":
             block.data_lines.append(value)
+        elif key == "id":
+            block.id = value
         else:
-            assert key in ("id", "retry"), f"unexpected SSE field {line!r}"
+            assert key == "retry", f"unexpected SSE field {line!r}"
     assert block is None, "stream ended inside an event block"
     return items
 
 
-def raw_stream(url: str, path: str, body: dict, *, stop_after=None, timeout: float = 30) -> RawStream:
-    with httpx.stream("POST", url + path, json={**body, "stream": True}, headers=BETA, timeout=timeout) as r:
+def raw_stream(
+    url: str, path: str, body: dict | None, *, stop_after=None, timeout: float = 30, headers: dict | None = None
+) -> RawStream:
+    """POST a streaming request (GET when `body` is None) and read its SSE, until `stop_after(lines)`."""
+    method, payload = ("GET", None) if body is None else ("POST", {**body, "stream": True})
+    with httpx.stream(method, url + path, json=payload, headers={**BETA, **(headers or {})}, timeout=timeout) as r:
         if r.status_code != 200:
             r.read()
             return RawStream(r.status_code, r.headers, [])
@@ -1251,7 +1258,7 @@ def test_immediate_submit_while_executor_finishes(client, server, scripted, mode
             run = client.beta.threads.runs.create(thread_id=thread.id, assistant_id=assistant.id)
             step_id = calls = None
             for note in listen.notifies(timeout=10):
-                run_id, name, data = decode_notification(note.payload)
+                run_id, _, name, data = decode_notification(note.payload)
                 if run_id != run.id:
                     continue
                 if name == "thread.run.step.created":

@@ -24,11 +24,9 @@ worker `MAX_STALL_RETRIES` times fails its file instead (the file itself may be 
 from __future__ import annotations
 
 import asyncio
-import inspect
 import json
 import logging
 
-from procrastinate.worker import Worker
 from psycopg_pool import AsyncConnectionPool
 
 from api.files import file_storage
@@ -59,7 +57,7 @@ class IngestionJobs:
         app.periodic(cron="* * * * *", periodic_id="vector_store_expiry")(
             app.task(name=vs.EXPIRE_STORES, queue=QUEUE, pass_context=False)(self.expire_stores)
         )
-        self.stall_after = _stalled_worker_timeout(app)
+        self.stall_after = settings.worker_stall_timeout
         # Every 5 s (seconds are cron's 6th field): small next to the stall threshold, so a file
         # waits little more than that threshold for another worker.
         app.periodic(cron="* * * * * */5", periodic_id="ingestion_recovery")(
@@ -165,16 +163,6 @@ class IngestionJobs:
     async def expire_stores(self, timestamp: int | None = None) -> None:
         async with self.pool.connection() as conn:
             await vs.sweep_expired(conn)
-
-
-def _stalled_worker_timeout(app) -> float:
-    """Procrastinate's own threshold for declaring a worker dead (30 s unless configured: three
-    missed heartbeats of 10 s), so a slow but live worker keeps its job, and a job is retried no
-    sooner than procrastinate itself would prune that worker."""
-    configured = app.worker_defaults.get("stalled_worker_timeout")
-    if configured is not None:
-        return float(configured)
-    return float(inspect.signature(Worker).parameters["stalled_worker_timeout"].default)
 
 
 def _copy_rows(job: vs.Job, chunks, vectors) -> list[tuple]:

@@ -12,7 +12,6 @@ from api.contract.errors import InvalidRequest, NotFound, not_found
 from api.contract.ids import now
 from api.files import files_store
 from api.files import vector_stores as vs
-from api.runs.events import RunPreempted
 from api.runs.mapper import Event, RunEventMapper
 from api.runs.runtime import Services
 from api.runs.streaming import Subscription
@@ -119,7 +118,8 @@ async def create_run(
     jobs: list[vs.Job],
 ) -> tuple[dict, list[Event]]:
     """Inside the caller's transaction: validate, lock the thread, insert the run. Returns the run
-    and its opening events; the caller commits, then calls `start_run`."""
+    and its opening events; the caller announces them (which defers its execution), commits, then
+    calls `launch`."""
     assistant = await store.get(conn, "assistants", body.assistant_id, svc.tenant)
     if assistant is None:
         raise not_found("assistant", body.assistant_id)
@@ -147,40 +147,33 @@ async def create_run(
 
 async def announce(
     svc: Services, conn: AsyncConnection, run: dict, events: list[Event], *, stream: bool
-) -> Subscription | None:
-    """Record a run's opening events in the transaction that creates or resumes it. A stream
-    subscribes first: the NOTIFYs are delivered at commit, so it sees every event."""
+) -> tuple[Subscription | None, int]:
+    """Record a run's opening events in the transaction that creates or resumes it, and defer its
+    execution in that same transaction. A stream subscribes first: the NOTIFYs are delivered at
+    commit, so it sees every event. Returns the subscription and the number of the event before
+    the first of these (where the stream starts)."""
     sub = svc.hub.subscribe(run["id"], svc.caller.key_id) if stream else None
     try:
-        await svc.sink.emit(events, run_id=run["id"], conn=conn)
+        last = await svc.sink.emit(events, run_id=run["id"], conn=conn)
+        await svc.queue.enqueue_run(run["id"], conn)
     except BaseException:
         if sub:
             sub.close()
         raise
-    return sub
+    published = sum(1 for e in events if e.publish)
+    return sub, (last or 0) - published
 
 
-async def launch(svc: Services, run: dict, jobs: list[vs.Job]) -> None:
-    """After commit: files attached on the way go to ingestion first, then the run to the executors."""
+async def launch(svc: Services, jobs: list[vs.Job]) -> None:
+    """After commit: files attached on the way go to ingestion (the run waits for them)."""
     await vs.enqueue(svc.queue, svc.pool, jobs)
-    await start_run(svc, run)
-
-
-async def start_run(svc: Services, run: dict) -> None:
-    """After the run row is committed: hand it to the executors."""
-    try:
-        await svc.queue.enqueue_run(run["id"])
-    except Exception as exc:
-        log.exception("could not enqueue run %s", run["id"])
-        await svc.sink.emit(
-            RunEventMapper(run).fail("server_error", f"The run could not be queued: {exc}"), run_id=run["id"]
-        )
 
 
 async def submit_tool_outputs(
     svc: Services, thread_id: str, run_id: str, body: schemas.SubmitToolOutputs
-) -> tuple[dict, Subscription | None]:
-    """Resumes a run waiting in requires_action; with `stream`, also returns its subscription."""
+) -> tuple[dict, Subscription | None, int]:
+    """Resumes a run waiting in requires_action; with `stream`, also returns its subscription and
+    the number of the event it starts after."""
     async with svc.pool.connection() as conn, conn.transaction():
         run = await store.get(conn, "runs", run_id, svc.tenant, for_update=True)
         if run is None or run["thread_id"] != thread_id:
@@ -214,10 +207,11 @@ async def submit_tool_outputs(
             events.append(Event("thread.run.step.completed", step))
         run.update(status="queued", required_action=None)
         events.append(Event("thread.run.queued", run))
+        # Kept until the execution that uses them reaches its next pause: an execution lost before
+        # that finds them again.
         await store.merge_run_config(conn, run_id, {"resume": given, "stream": bool(body.stream)})
-        sub = await announce(svc, conn, run, events, stream=bool(body.stream))
-    await start_run(svc, run)
-    return run, sub
+        sub, after = await announce(svc, conn, run, events, stream=bool(body.stream))
+    return run, sub, after
 
 
 async def cancel_run(svc: Services, thread_id: str, run_id: str) -> dict:
@@ -231,18 +225,15 @@ async def cancel_run(svc: Services, thread_id: str, run_id: str) -> dict:
         mapper = RunEventMapper(
             run, open_steps=await store.open_steps(conn, run_id), open_messages=await store.open_messages(conn, run_id)
         )
-        await svc.sink.emit(mapper.cancelling(), run_id=run_id, conn=conn)
-    if previous != "requires_action":
-        job_status = await svc.queue.abort(run_id)
-        if job_status in ("doing", "aborting"):
-            # The executor holding the run finishes the cancellation (it knows the partial answer).
-            return mapper.run
-    async with svc.pool.connection() as conn:
-        row = await store.run_row(conn, run_id)
-    try:
-        await svc.sink.emit(mapper.cancel(row["config"].get("usage") if row else None), run_id=run_id)
-    except RunPreempted:
-        pass  # the executor got there first; the stored run is authoritative
-    async with svc.pool.connection() as conn:
-        return await store.get(conn, "runs", run_id, svc.tenant)
-
+        events = mapper.cancelling()
+        if previous != "in_progress":
+            # No execution holds a queued or waiting run (one that starts later finds it cancelled,
+            # and the row lock orders it after this): it is cancelled here, atomically.
+            row = await store.run_row(conn, run_id)
+            events += mapper.cancel(row["config"].get("usage"))
+        await svc.sink.emit(events, run_id=run_id, conn=conn)
+    if previous == "in_progress":
+        # The executor holding the run finishes the cancellation (it knows the partial answer); if
+        # it is already gone, the recovery sweep settles the run.
+        await svc.queue.abort(run_id)
+    return mapper.run

@@ -1,9 +1,13 @@
-"""The one interface Assistants events go through: persist their effect, then publish them.
+"""The one interface Assistants events go through: persist their effect, number them, keep them,
+publish them.
 
-Publication is a Postgres NOTIFY on one channel, tagged with the run id, sent in the same
-transaction as the writes, so a listener in any process sees events in order and never
-before the state they describe is stored. Payloads too large for NOTIFY (8000 bytes) are
-parked in `run_event_payloads` and announced by reference.
+Each published event gets the next number of its run (`runs.event_seq`, taken in the writing
+transaction, so numbers follow commit order) and is kept in `run_events` for
+`ASSISTGRAPH_EVENT_RETENTION` seconds: a stream that re-attaches from an event id, or that missed a
+notification, reads the rest from there. Publication is a Postgres NOTIFY on one channel, sent in
+the same statement that keeps the events, so a listener in any process sees them in order and never
+before the state they describe is stored. Events too large for NOTIFY (8000 bytes) are announced
+by number and read from `run_events`.
 """
 
 from __future__ import annotations
@@ -14,20 +18,39 @@ from contextlib import asynccontextmanager
 from typing import AsyncIterator, Sequence
 
 from psycopg import AsyncConnection
-from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
 from api.runs.mapper import Event
 from api.storage import store
 
-NOTIFY = "SELECT pg_notify(%s, %s)"
-INSERT_PAYLOAD = "INSERT INTO run_event_payloads (run_id, payload) VALUES (%s, %s) RETURNING id"
-SELECT_PAYLOAD = "SELECT payload FROM run_event_payloads WHERE id = %s"
-DELETE_OLD_PAYLOADS = "DELETE FROM run_event_payloads WHERE created_at < now() - interval '1 hour'"
-
+CHANNEL = "assistgraph_events"
 # NOTIFY's limit is 8000 bytes; leave room for the envelope.
 _MAX_INLINE = 7000
-CHANNEL = "assistgraph_events"
+
+NOTIFY = "SELECT pg_notify(%s, %s)"
+# One statement per batch: number the events, keep them, notify. pg_notify runs after the sort
+# (volatile functions in the target list are evaluated after ORDER BY), so listeners get them in order.
+APPEND_EVENTS = """
+    WITH numbered AS (
+        UPDATE runs SET event_seq = event_seq + %(n)s WHERE id = %(run)s RETURNING event_seq - %(n)s AS base
+    ), kept AS (
+        INSERT INTO run_events (run_id, seq, event, data)
+        SELECT %(run)s, numbered.base + e.ord, e.event, e.data
+        FROM numbered, unnest(%(events)s::text[], %(datas)s::text[]) WITH ORDINALITY AS e(event, data, ord)
+        RETURNING seq, event, data
+    )
+    SELECT seq, pg_notify(%(channel)s, concat_ws(chr(31), %(run)s, seq::text, event,
+        CASE WHEN octet_length(data) > %(inline)s THEN '@' ELSE data END))
+    FROM kept ORDER BY seq
+"""
+SELECT_EVENTS_AFTER = "SELECT seq, event, data FROM run_events WHERE run_id = %s AND seq > %s ORDER BY seq"
+SELECT_EVENT_DATA = "SELECT data FROM run_events WHERE run_id = %s AND seq = %s"
+SELECT_KEPT_DELTAS = """
+    SELECT event, data FROM run_events
+    WHERE run_id = %s AND event IN ('thread.message.delta', 'thread.run.step.delta') ORDER BY seq
+"""
+DELETE_OLD_EVENTS = "DELETE FROM run_events WHERE created_at < now() - make_interval(secs => %s)"
+
 _PERSISTED_SNAPSHOTS = {"created", "completed", "failed", "cancelled", "expired", "incomplete", "snapshot"}
 
 
@@ -47,19 +70,19 @@ class EventSink:
         async with self._pool.connection() as own, own.transaction():
             yield own
 
-    async def emit(self, events: Sequence[Event], *, run_id: str, conn: AsyncConnection | None = None) -> None:
+    async def emit(self, events: Sequence[Event], *, run_id: str, conn: AsyncConnection | None = None) -> int | None:
+        """Store and publish; the number of the last event published (None when none was)."""
         if not events:
-            return
+            return None
         if conn is None and not any(_persists(e) for e in events):
             # Deltas only: one statement, no transaction.
             async with self._pool.connection() as own:
-                await _publish_many(own, run_id, events)
-            return
+                return await _append(own, run_id, events)
         async with self._tx(conn) as tx:
             for event in events:
                 if _persists(event):
                     await _persist(tx, event)
-            await _publish_many(tx, run_id, events)
+            return await _append(tx, run_id, events)
 
 
 def _persists(event: Event) -> bool:
@@ -71,27 +94,30 @@ def _persists(event: Event) -> bool:
     return event.event.startswith("thread.run.")
 
 
-async def _publish_many(conn: AsyncConnection, run_id: str, events: Sequence[Event]) -> None:
-    bodies = [_notification(run_id, e) for e in events if e.publish]
-    if any(b is None for b in bodies):
-        for event in events:
-            if event.publish:
-                await _publish(conn, run_id, event)
-        return
-    query = "SELECT " + ", ".join(["pg_notify(%s, %s)"] * len(bodies))
-    await conn.execute(query, [x for body in bodies for x in (CHANNEL, body)])
+async def _append(conn: AsyncConnection, run_id: str, events: Sequence[Event]) -> int | None:
+    published = [e for e in events if e.publish]
+    if not published:
+        return None
+    cur = await conn.execute(
+        APPEND_EVENTS,
+        {
+            "n": len(published),
+            "run": run_id,
+            "events": [e.event for e in published],
+            "datas": [json.dumps(e.data, separators=(",", ":")) for e in published],
+            "channel": CHANNEL,
+            "inline": _MAX_INLINE,
+        },
+    )
+    rows = await cur.fetchall()
+    return rows[-1]["seq"] if rows else None
 
 
-# Wire format of a notification: "<run id>\x1f<event name>\x1f<data>", where data is the event's
-# JSON, or "@<id>" of a parked payload. Streams relay the JSON as it came, without parsing it.
+# Wire format of a notification: "<run id>\x1f<seq>\x1f<event name>\x1f<data>", where data is the
+# event's JSON, or "@" when it is too large (read it from run_events). Streams relay the JSON as it
+# came, without parsing it.
 _SEP = "\x1f"
 REVOKED = "!revoked"
-
-
-def _notification(run_id: str, event: Event) -> str | None:
-    """The inline NOTIFY payload, or None when it is too large to go inline."""
-    body = f"{run_id}{_SEP}{event.event}{_SEP}{json.dumps(event.data, separators=(',', ':'))}"
-    return body if len(body.encode()) <= _MAX_INLINE else None
 
 
 async def publish_revocation(conn: AsyncConnection, key_id: str) -> None:
@@ -99,11 +125,35 @@ async def publish_revocation(conn: AsyncConnection, key_id: str) -> None:
     await conn.execute(NOTIFY, (CHANNEL, f"{REVOKED}{_SEP}{key_id}"))
 
 
-def decode_notification(payload: str) -> tuple[str, str, str]:
-    """(run id or REVOKED, event name or key id, data JSON or "@<ref>" or "")."""
+def decode_notification(payload: str) -> tuple[str, int, str, str]:
+    """(run id or REVOKED, event number (0 for a revocation), event name or key id, data JSON or "@")."""
     head, _, rest = payload.partition(_SEP)
+    if head == REVOKED:
+        return head, 0, rest, ""
+    seq, _, rest = rest.partition(_SEP)
     name, _, data = rest.partition(_SEP)
-    return head, name, data
+    return head, int(seq), name, data
+
+
+async def events_after(conn: AsyncConnection, run_id: str, after: int) -> list[tuple[int, str, str]]:
+    """The run's kept events numbered above `after`, in order: (seq, event name, data JSON)."""
+    rows = await (await conn.execute(SELECT_EVENTS_AFTER, (run_id, after))).fetchall()
+    return [(row["seq"], row["event"], row["data"]) for row in rows]
+
+
+async def event_data(conn: AsyncConnection, run_id: str, seq: int) -> str | None:
+    row = await (await conn.execute(SELECT_EVENT_DATA, (run_id, seq))).fetchone()
+    return row["data"] if row else None
+
+
+async def kept_deltas(conn: AsyncConnection, run_id: str) -> list[tuple[str, dict]]:
+    """The run's kept delta events, in order: what its clients were sent of objects still open."""
+    rows = await (await conn.execute(SELECT_KEPT_DELTAS, (run_id,))).fetchall()
+    return [(row["event"], json.loads(row["data"])) for row in rows]
+
+
+async def prune_events(conn: AsyncConnection, retention: float) -> None:
+    await conn.execute(DELETE_OLD_EVENTS, (retention,))
 
 
 async def _persist(conn: AsyncConnection, event: Event) -> None:
@@ -125,24 +175,6 @@ async def _persist(conn: AsyncConnection, event: Event) -> None:
     elif name.startswith("thread.message."):
         if kind in _PERSISTED_SNAPSHOTS:
             await store.upsert_message(conn, data)
-
-
-async def _publish(conn: AsyncConnection, run_id: str, event: Event) -> None:
-    body = _notification(run_id, event)
-    if body is None:
-        cur = await conn.execute(INSERT_PAYLOAD, (run_id, Jsonb(event.data)))
-        ref = (await cur.fetchone())["id"]
-        body = f"{run_id}{_SEP}{event.event}{_SEP}@{ref}"
-    await conn.execute(NOTIFY, (CHANNEL, body))
-
-
-async def load_payload(conn: AsyncConnection, ref: int) -> dict | None:
-    row = await (await conn.execute(SELECT_PAYLOAD, (ref,))).fetchone()
-    return row["payload"] if row else None
-
-
-async def prune_payloads(conn: AsyncConnection) -> None:
-    await conn.execute(DELETE_OLD_PAYLOADS)
 
 
 def _coalesce(events: list[Event]) -> list[Event]:
@@ -170,7 +202,7 @@ def _merge_delta(prev: Event, event: Event) -> Event | None:
     if event.event == "thread.run.step.delta":
         (a,) = prev.data["delta"]["step_details"]["tool_calls"]
         (b,) = event.data["delta"]["step_details"]["tool_calls"]
-        if a["index"] != b["index"] or set(b["function"]) != {"arguments"}:
+        if a["index"] != b["index"] or a.get("type") != "function" or set(b.get("function", ())) != {"arguments"}:
             return None
         call = {**a, "function": {**a["function"], "arguments": a["function"]["arguments"] + b["function"]["arguments"]}}
         return Event(prev.event, {**prev.data, "delta": {"step_details": {"type": "tool_calls", "tool_calls": [call]}}})

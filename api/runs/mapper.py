@@ -3,6 +3,11 @@
 It owns the run's snapshot and the step/message that are open, and returns the events to emit
 (full objects for lifecycle events, deltas for tokens). Persisting and publishing them is the
 executor's business.
+
+The steps and message of a model call have ids derived from the run id and the call's number, so
+an execution that takes a run over after a crash re-creates the very objects the lost one had
+opened: given what was stored (`known`) and what clients were already sent (`streamed`), the mapper
+adopts them instead of creating new ones and only sends what clients have not seen.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from typing import Any, Callable
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 
 from api.contract import objects
-from api.contract.ids import new_id as default_new_id
+from api.contract.ids import derived_id
 from api.contract.ids import now as default_now
 from graph.nodes import normalize_call_id
 
@@ -31,6 +36,36 @@ class Event:
     publish: bool = True
     # False when the object is already stored as the event shows it (a run's INSERT at creation).
     persist: bool = True
+
+
+@dataclass
+class Streamed:
+    """What clients already received of a run's open objects before its execution was lost:
+    characters of each message's text, and characters of each tool call's arguments by step and
+    call index (an index present means the call was announced)."""
+
+    text: dict[str, int]
+    arguments: dict[str, dict[int, int]]
+
+    @classmethod
+    def none(cls) -> "Streamed":
+        return cls({}, {})
+
+    @classmethod
+    def from_deltas(cls, deltas: list[tuple[str, dict]]) -> "Streamed":
+        """From the run's kept `thread.message.delta` / `thread.run.step.delta` events, in order."""
+        seen = cls.none()
+        for name, data in deltas:
+            if name == "thread.message.delta":
+                for block in data["delta"].get("content") or []:
+                    value = (block.get("text") or {}).get("value") or ""
+                    seen.text[data["id"]] = seen.text.get(data["id"], 0) + len(value)
+            elif name == "thread.run.step.delta":
+                calls = seen.arguments.setdefault(data["id"], {})
+                for call in data["delta"].get("step_details", {}).get("tool_calls") or []:
+                    args = (call.get("function") or {}).get("arguments") or ""
+                    calls[call["index"]] = calls.get(call["index"], 0) + len(args)
+        return seen
 
 
 def _text_of(content: Any) -> str:
@@ -51,6 +86,17 @@ def usage_json(usage: dict | None) -> dict:
     return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
 
+def turn_usage(message: AIMessage) -> dict:
+    """The usage of the model call that produced `message`, as the graph's state counts it."""
+    meta = message.usage_metadata or {}
+    return {"prompt_tokens": meta.get("input_tokens", 0), "completion_tokens": meta.get("output_tokens", 0)}
+
+
+def _public(obj: dict) -> dict:
+    # store.open_steps()/run_objects() add internal columns ("_pending_usage"): never send or persist them.
+    return {k: v for k, v in copy.deepcopy(obj).items() if not k.startswith("_")}
+
+
 class RunEventMapper:
     def __init__(
         self,
@@ -58,8 +104,10 @@ class RunEventMapper:
         *,
         open_steps: list[dict] | None = None,
         open_messages: list[dict] | None = None,
+        known: list[dict] | None = None,
+        streamed: Streamed | None = None,
+        turn: int = 0,
         server_tools: dict[str, str] | None = None,
-        new_id: Callable[[str], str] = default_new_id,
         clock: Callable[[], int] = default_now,
     ):
         self.run = copy.deepcopy(run)
@@ -68,23 +116,35 @@ class RunEventMapper:
         self._server_tools = server_tools or {}
         # Citation marker text -> file id, from file_search results seen in this execution.
         self._citations: dict[str, str] = {}
-        self._new_id = new_id
         self._now = clock
-        # Steps/messages left open by an earlier execution of this run (a tool_calls step
-        # waiting for outputs): closed on a terminal event.
-        # store.open_steps() adds internal columns ("_pending_usage"): never send or persist them.
+        # Model calls the run has completed so far: the number in the ids of the next call's objects.
+        self._turn = turn
+        # Steps and messages stored by earlier executions, by id: adopted when re-created.
+        self._known = {obj["id"]: obj for obj in [*(open_steps or []), *(open_messages or []), *(known or [])]}
+        self._streamed = streamed or Streamed.none()
+        # Objects left open by an earlier execution (a tool_calls step waiting for outputs, or
+        # whatever a lost execution had open): closed on a terminal event unless adopted first.
         self._stale_steps = [
-            {k: v for k, v in copy.deepcopy(s).items() if not k.startswith("_")} for s in open_steps or []
+            _public(o) for o in self._known.values() if o["object"] == "thread.run.step" and o["status"] == "in_progress"
         ]
-        self._stale_messages = [copy.deepcopy(m) for m in open_messages or []]
+        self._stale_messages = [
+            _public(o) for o in self._known.values() if o["object"] == "thread.message" and o["status"] == "in_progress"
+        ]
         self._message: dict | None = None
         self._message_step: dict | None = None
         self._text: list[str] = []
+        self._length = 0  # characters in self._text
+        self._sent = 0  # characters of the open message clients have received
+        self._final: dict | None = None  # the last model call's answer, closed with the run
         self._tool_step: dict | None = None
-        self._calls: list[dict] = []  # {"id", "name", "arguments"} in order of appearance
+        self._calls: list[dict] = []  # {"id", "name", "arguments", "sent"} in order of appearance
         self._call_pos: dict[Any, int] = {}  # provider's chunk index -> position in the step
         self._chunk_source: str | None = None  # id of the model response being streamed
         self.pending_tool_usage: dict[str, dict] = {}  # tool_calls step id -> usage awaiting outputs
+
+    @property
+    def turn(self) -> int:
+        return self._turn
 
     def use_server_tools(self, kinds: dict[str, str]) -> None:
         self._server_tools = kinds
@@ -105,7 +165,11 @@ class RunEventMapper:
         return [self._run_event("in_progress", started_at=self.run.get("started_at") or self._now())]
 
     def finish(self, usage: dict | None, incomplete: str | None) -> list[Event]:
-        events = self._close_message(incomplete_reason="max_tokens" if incomplete else None)
+        """The run's last events: its answer, its step and its status, stored in one transaction."""
+        final = self._final or {}
+        events = self._close_message(
+            incomplete_reason="max_tokens" if incomplete else None, usage=final.get("usage"), text=final.get("text")
+        )
         events += self._close_steps("completed" if not incomplete else "cancelled")
         common = {"usage": usage_json(usage), "required_action": None, "expires_at": None}
         if incomplete:
@@ -183,17 +247,43 @@ class RunEventMapper:
                 events += self._server_tools_done(update)
         return events
 
+    # --- adopting what an earlier execution stored ----------------------------------------------
+
+    def _ids(self, what: str) -> str:
+        seed = f"{self.run['id']}:{self._turn}:{what}"
+        return derived_id("message" if what == "message" else "step", seed)
+
+    def _adopt(self, object_id: str) -> dict | None:
+        """The stored object with this id, taken over by this execution (no longer stale)."""
+        known = self._known.get(object_id)
+        if known is None:
+            return None
+        self._stale_steps = [s for s in self._stale_steps if s["id"] != object_id]
+        self._stale_messages = [m for m in self._stale_messages if m["id"] != object_id]
+        if known.get("_pending_usage") is not None:
+            self.pending_tool_usage[object_id] = known["_pending_usage"]
+        return _public(known)
+
+    def _was_completed(self, obj: dict) -> bool:
+        known = self._known.get(obj["id"])
+        return known is not None and known["status"] != "in_progress"
+
     # --- message creation -----------------------------------------------------------------------
 
     def _text_delta(self, text: str) -> list[Event]:
         events: list[Event] = []
         if self._message is None:
             events += self._open_message()
-        first = not self._text
+        before = self._length
         self._text.append(text)
-        block: dict[str, Any] = {"index": 0, "type": "text", "text": {"value": text}}
-        if first:
+        self._length += len(text)
+        if self._length <= self._sent:
+            return events  # clients have this part already (sent before the execution was lost)
+        piece = text[max(0, self._sent - before) :]
+        block: dict[str, Any] = {"index": 0, "type": "text", "text": {"value": piece}}
+        if self._sent == 0:
             block["text"]["annotations"] = []
+        self._sent = self._length
         events.append(
             Event(
                 "thread.message.delta",
@@ -203,21 +293,29 @@ class RunEventMapper:
         return events
 
     def _open_message(self) -> list[Event]:
-        message_id = self._new_id("message")
-        step = objects.run_step(
-            self.run,
-            self._new_id("step"),
-            {"type": "message_creation", "message_creation": {"message_id": message_id}},
-        )
-        self._message_step = step
-        self._message = objects.assistant_message(self.run["thread_id"], self.run, message_id)
-        self._text = []
-        return [
-            Event("thread.run.step.created", copy.deepcopy(step)),
-            Event("thread.run.step.in_progress", copy.deepcopy(step)),
-            Event("thread.message.created", copy.deepcopy(self._message)),
-            Event("thread.message.in_progress", copy.deepcopy(self._message)),
-        ]
+        message_id, step_id = self._ids("message"), self._ids("message_step")
+        events: list[Event] = []
+        step = self._adopt(step_id)
+        if step is None:
+            step = objects.run_step(
+                self.run, step_id, {"type": "message_creation", "message_creation": {"message_id": message_id}}
+            )
+            events += [
+                Event("thread.run.step.created", copy.deepcopy(step)),
+                Event("thread.run.step.in_progress", copy.deepcopy(step)),
+            ]
+        message = self._adopt(message_id)
+        if message is None:
+            message = objects.assistant_message(self.run["thread_id"], self.run, message_id)
+            events += [
+                Event("thread.message.created", copy.deepcopy(message)),
+                Event("thread.message.in_progress", copy.deepcopy(message)),
+            ]
+        self._message_step, self._message = step, message
+        self._text, self._length = [], 0
+        stored = "".join(part["text"]["value"] for part in message["content"] if part["type"] == "text")
+        self._sent = max(self._streamed.text.get(message_id, 0), len(stored))
+        return events
 
     def _close_message(self, *, incomplete_reason: str | None, usage: dict | None = None, text: str | None = None) -> list[Event]:
         events: list[Event] = []
@@ -227,10 +325,18 @@ class RunEventMapper:
         self._stale_messages = []
         if self._message is None:
             return events
-        value = text if text is not None else "".join(self._text)
-        message = self._message
-        annotations = self._annotations(value)
-        message["content"] = [{"type": "text", "text": {"value": value, "annotations": annotations}}]
+        if text is None:
+            text = self._final["text"] if self._final else "".join(self._text)
+        self._final = None
+        message, step = self._message, self._message_step
+        self._message = None
+        if incomplete_reason in (None, "max_tokens"):
+            self._message_step = None
+        annotations = self._annotations(text)
+        content = [{"type": "text", "text": {"value": text, "annotations": annotations}}]
+        if self._was_completed(message) and message["content"] == content:
+            return events  # an earlier execution stored this very answer and its step
+        message["content"] = content
         if annotations:
             # Each annotation once, complete, under its index (the SDK sums repeated numbers).
             block = {
@@ -250,13 +356,9 @@ class RunEventMapper:
         else:
             message.update(status="completed", completed_at=self._now())
             events.append(Event("thread.message.completed", copy.deepcopy(message)))
-        step = self._message_step
-        if incomplete_reason in (None, "max_tokens"):
+        if incomplete_reason in (None, "max_tokens") and step["status"] == "in_progress":
             step.update(status="completed", completed_at=self._now(), usage=usage_json(usage) if usage else step["usage"])
             events.append(Event("thread.run.step.completed", copy.deepcopy(step)))
-        self._message = None
-        if incomplete_reason in (None, "max_tokens"):
-            self._message_step = None
         return events
 
     def _annotations(self, value: str) -> list[dict]:
@@ -280,27 +382,46 @@ class RunEventMapper:
 
     # --- tool calls -----------------------------------------------------------------------------
 
+    def _open_tool_step(self) -> list[Event]:
+        step_id = self._ids("tools")
+        self._calls, self._call_pos = [], {}
+        step = self._adopt(step_id)
+        if step is not None:
+            self._tool_step = step
+            return []
+        self._tool_step = objects.run_step(self.run, step_id, {"type": "tool_calls", "tool_calls": []})
+        return [
+            Event("thread.run.step.created", copy.deepcopy(self._tool_step)),
+            Event("thread.run.step.in_progress", copy.deepcopy(self._tool_step)),
+        ]
+
     def _tool_call_delta(self, index: Any, raw_id: str | None, name: str | None, args: str) -> list[Event]:
         events: list[Event] = []
         if self._message is not None:
             events += self._close_message(incomplete_reason=None)
         if self._tool_step is None:
-            step = objects.run_step(self.run, self._new_id("step"), {"type": "tool_calls", "tool_calls": []})
-            self._tool_step = step
-            self._calls, self._call_pos = [], {}
-            events += [
-                Event("thread.run.step.created", copy.deepcopy(step)),
-                Event("thread.run.step.in_progress", copy.deepcopy(step)),
-            ]
+            events += self._open_tool_step()
         if index not in self._call_pos:
             pos = len(self._calls)
             self._call_pos[index] = pos
+            sent = self._streamed.arguments.get(self._tool_step["id"], {}).get(pos)
+            stored = self._tool_step["step_details"]["tool_calls"]
+            if pos < len(stored):  # an adopted step stored with its calls: clients have those
+                sent = max(sent or 0, len(stored[pos].get("function", {}).get("arguments", "")))
             call = {
                 "id": normalize_call_id(raw_id, self._chunk_source, pos),
                 "name": name or "",
                 "arguments": args,
+                # Characters of the arguments clients have; None: the call was never announced.
+                "sent": sent,
             }
             self._calls.append(call)
+        else:
+            call = self._calls[self._call_pos[index]]
+            call["arguments"] += args
+        pos = self._call_pos[index]
+        if call["sent"] is None:
+            call["sent"] = len(call["arguments"])
             if self._kind(call["name"]) == "file_search":
                 body = {"index": pos, "id": call["id"], "type": "file_search", "file_search": {}}
             else:
@@ -308,16 +429,13 @@ class RunEventMapper:
                     "index": pos,
                     "id": call["id"],
                     "type": "function",
-                    "function": {"name": call["name"], "arguments": args, "output": None},
+                    "function": {"name": call["name"], "arguments": call["arguments"], "output": None},
                 }
-        else:
-            pos = self._call_pos[index]
-            self._calls[pos]["arguments"] += args
+            events.append(self._step_delta(body))
+        elif len(call["arguments"]) > call["sent"] and self._kind(call["name"]) != "file_search":
             # file_search queries stay internal, as on OpenAI.
-            if not args or self._kind(self._calls[pos]["name"]) == "file_search":
-                return events
-            body = {"index": pos, "type": "function", "function": {"arguments": args}}
-        events.append(self._step_delta(body))
+            piece, call["sent"] = call["arguments"][call["sent"] :], len(call["arguments"])
+            events.append(self._step_delta({"index": pos, "type": "function", "function": {"arguments": piece}}))
         return events
 
     def _model_turn_done(self, update: dict) -> list[Event]:
@@ -327,8 +445,9 @@ class RunEventMapper:
         response: AIMessage = messages[-1]
         usage = update.get("usage")
         events: list[Event] = []
-        if self._chunk_source != response.id or (not self._text and not self._calls):
-            # Nothing was streamed for this response: replay it as one delta.
+        if self._chunk_source != response.id or (self._message is None and self._tool_step is None):
+            # Nothing was streamed for this response (a provider that does not stream, or an
+            # answer an earlier execution got): replay it as one delta.
             self._chunk_source = response.id
             events += self.on_messages((response, {"langgraph_node": MODEL_NODE}))
         text = _text_of(response.content)
@@ -337,11 +456,9 @@ class RunEventMapper:
         if self._message is not None:
             if response.tool_calls:
                 events += self._close_message(incomplete_reason=None, text=text)
-            elif update.get("incomplete") == "max_completion_tokens":
-                self._message_step["usage"] = usage_json(usage)
-                events += self._close_message(incomplete_reason="max_tokens", text=text)
             else:
-                events += self._close_message(incomplete_reason=None, usage=usage, text=text)
+                # The run's answer: closed by finish(), in the transaction that ends the run.
+                self._final = {"text": text, "usage": usage}
         if self._tool_step is not None:
             # Final ids/arguments come from the graph's normalised message.
             for pos, call in enumerate(response.tool_calls):
@@ -351,6 +468,7 @@ class RunEventMapper:
             del self._calls[len(response.tool_calls):]
             self._tool_step["step_details"]["tool_calls"] = [self._tool_call_json(c) for c in self._calls]
             self.pending_tool_usage[self._tool_step["id"]] = usage_json(usage)
+        self._turn += 1
         return events
 
     def _kind(self, name: str) -> str:
@@ -366,7 +484,8 @@ class RunEventMapper:
         }
 
     def _server_tools_done(self, update: dict) -> list[Event]:
-        """Outputs of server-side tools: fill them in; the step completes unless client calls remain."""
+        """Outputs of server-side tools (and errors for tools the run does not have): fill them in;
+        the step completes unless client calls remain."""
         if self._tool_step is None:
             return []
         results = {m.tool_call_id: m for m in update.get("messages") or []}
@@ -401,8 +520,10 @@ class RunEventMapper:
         step["step_details"]["tool_calls"] = [self._tool_call_json(c) for c in self._calls]
         if any(not c.get("done") for c in self._calls):
             return events  # client calls remain: the step waits for their outputs (requires_action)
-        step.update(status="completed", completed_at=self._now(), usage=self.pending_tool_usage.pop(step["id"], None))
         self._tool_step = None
+        if self._was_completed(step):
+            return []  # an earlier execution completed it; this was a replay
+        step.update(status="completed", completed_at=self._now(), usage=self.pending_tool_usage.pop(step["id"], None))
         return [*events, Event("thread.run.step.completed", copy.deepcopy(step))]
 
     def _step_delta(self, tool_call: dict) -> Event:
@@ -421,7 +542,7 @@ class RunEventMapper:
         calls = [
             {"id": c["id"], "type": "function", "function": {"name": c["name"], "arguments": c["arguments"]}}
             for c in self._calls
-            if c["name"] not in self._server_tools
+            if not c.get("done")
         ]
         step = self._tool_step
         # The step stays open while the client works; it is closed on submit.

@@ -1,9 +1,12 @@
 """Server-sent events: Assistants events travel from whichever process executes the run to the
-process holding the client's socket through Postgres NOTIFY.
+process holding the client's socket through Postgres NOTIFY, and every event is kept (numbered per
+run) so a stream never loses one.
 
 Every API process keeps one LISTEN connection on a single channel and hands each notification to
 the local streams subscribed to that run. Subscribing is a dictionary insert, so a stream is
-registered before its run is created or resumed and never misses the first events.
+registered before its run is created or resumed and never misses the first events. A stream knows
+the number of the last event it sent: a gap (a notification lost while the listener reconnected)
+or a re-attach from an earlier event (`Last-Event-ID`) is filled from `run_events`.
 """
 
 from __future__ import annotations
@@ -19,13 +22,14 @@ from psycopg_pool import AsyncConnectionPool
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from api.contract.objects import TERMINAL_RUN_STATUSES, present_step
-from api.runs.events import CHANNEL, REVOKED, decode_notification, load_payload
+from api.runs.events import CHANNEL, REVOKED, decode_notification, event_data, events_after
 from api.storage import store
 
 log = logging.getLogger(__name__)
 
 # A stream ends (after `done`) on any of these: the run is over or waits for the client.
-STREAM_END_EVENTS = {f"thread.run.{s}" for s in (*TERMINAL_RUN_STATUSES, "requires_action")}
+STREAM_END_STATUSES = (*TERMINAL_RUN_STATUSES, "requires_action")
+STREAM_END_EVENTS = {f"thread.run.{s}" for s in STREAM_END_STATUSES}
 
 
 class Subscription:
@@ -33,7 +37,8 @@ class Subscription:
         self.hub = hub
         self.run_id = run_id
         self.key_id = key_id
-        self.queue: asyncio.Queue[tuple[str, str]] = asyncio.Queue()  # (event name, data JSON | "@ref")
+        # (event number, event name, data JSON | "@"); a revocation is (0, REVOKED, "").
+        self.queue: asyncio.Queue[tuple[int, str, str]] = asyncio.Queue()
 
     def close(self) -> None:
         self.hub._unsubscribe(self)
@@ -43,7 +48,7 @@ class Subscription:
         deadline = asyncio.get_running_loop().time() + timeout
         while (left := deadline - asyncio.get_running_loop().time()) > 0:
             try:
-                name, _ = await asyncio.wait_for(self.queue.get(), left)
+                _, name, _ = await asyncio.wait_for(self.queue.get(), left)
             except asyncio.TimeoutError:
                 return False
             if name in names or name == REVOKED:
@@ -89,21 +94,21 @@ class EventHub:
                         self._dispatch(note.payload)
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # the database restarted: listen again; streams resync on keep-alive
+            except Exception as exc:  # the database restarted: listen again; streams fill the gap from run_events
                 log.warning("event listener lost its connection (%s); reconnecting", exc)
                 await asyncio.sleep(0.5)
 
     def _dispatch(self, payload: str) -> None:
-        head, name, data = decode_notification(payload)
-        if head == REVOKED:
+        run_id, seq, name, data = decode_notification(payload)
+        if run_id == REVOKED:
             # A revoked key's streams end at their next event.
             for subs in tuple(self._subs.values()):
                 for sub in tuple(subs):
                     if sub.key_id == name:
-                        sub.queue.put_nowait((REVOKED, ""))
+                        sub.queue.put_nowait((0, REVOKED, ""))
             return
-        for sub in tuple(self._subs.get(head, ())):
-            sub.queue.put_nowait((name, data))
+        for sub in tuple(self._subs.get(run_id, ())):
+            sub.queue.put_nowait((seq, name, data))
 
 
 def _error_event(message: str) -> ServerSentEvent:
@@ -112,49 +117,109 @@ def _error_event(message: str) -> ServerSentEvent:
     return ServerSentEvent(event="error", data=json.dumps({**error, "error": error}))
 
 
+class _Gone(Exception):
+    """Events the stream owes its client are no longer kept."""
+
+
 async def run_events(
     sub: Subscription,
     pool: AsyncConnectionPool,
     keepalive: float,
     include: list[str] | None = None,
     first: list[tuple[str, dict]] | None = None,
+    *,
+    after: int = 0,
+    replay: bool = False,
 ) -> AsyncIterator[ServerSentEvent]:
-    """The SSE events of one run until it ends or needs the client, then `done`."""
+    """The SSE events of one run numbered above `after`, until the run ends or needs the client,
+    then `done`. Each carries its number as the SSE `id`. With `replay` (a client re-attaching),
+    the kept events come first, and an end event ends the stream only once it is the run's latest."""
+    last = after
+    backlog: list[tuple[int, str, str]] = []
+
+    async def fill(upto: int | None = None) -> None:
+        """Queue the kept events after the last one sent (and before `upto`), all of them or none."""
+        async with pool.connection() as conn:
+            rows = await events_after(conn, sub.run_id, last)
+        if upto is not None:
+            rows = [row for row in rows if row[0] < upto]
+        if rows and rows[0][0] != last + 1 or upto is not None and (rows[-1][0] if rows else last) != upto - 1:
+            raise _Gone()  # pruned meanwhile
+        backlog.extend(rows)
+
+    async def settled() -> dict | None:
+        """The run, when it is over or waits for the client (nothing more will come unasked)."""
+        async with pool.connection() as conn:
+            row = await store.run_row(conn, sub.run_id)
+        return row if row is not None and row["status"] in STREAM_END_STATUSES else None
+
     try:
         for name, data in first or []:
             yield ServerSentEvent(event=name, data=json.dumps(data, separators=(",", ":")))
-        while True:
+        if replay:
             try:
-                message = await asyncio.wait_for(sub.queue.get(), timeout=keepalive)
-            except asyncio.TimeoutError:
-                # Quiet for a while: if the run ended while our listener was reconnecting, say so.
-                async with pool.connection() as conn:
-                    row = await store.run_row(conn, sub.run_id)
-                status = row["status"] if row else None
-                # Events that arrived meanwhile go out first (in order, the run's own last event included).
-                if sub.queue.empty() and (status in TERMINAL_RUN_STATUSES or status == "requires_action"):
-                    yield ServerSentEvent(event=f"thread.run.{status}", data=json.dumps(row["obj"]))
+                await fill()
+            except _Gone:
+                row = await settled()
+                if last > 0 or row is None or row["status"] not in TERMINAL_RUN_STATUSES:
+                    raise
+                # A run whose events were all pruned: its final state is all there is to say.
+                yield ServerSentEvent(event=f"thread.run.{row['status']}", data=json.dumps(row["obj"]))
+                yield ServerSentEvent(event="done", data="[DONE]")
+                return
+            if not backlog and await settled():
+                yield ServerSentEvent(event="done", data="[DONE]")  # asked for events after the last one
+                return
+        while True:
+            if backlog:
+                seq, name, data = backlog.pop(0)
+            else:
+                try:
+                    seq, name, data = await asyncio.wait_for(sub.queue.get(), timeout=keepalive)
+                except asyncio.TimeoutError:
+                    # Quiet for a while: catch up on events whose notification was lost.
+                    await fill()
+                    if not backlog and sub.queue.empty() and await settled():
+                        break
+                    continue
+                if name == REVOKED:
+                    yield _error_event("The API key used for this stream was revoked.")
                     break
-                continue
-            name, data = message
-            if name == REVOKED:
-                yield _error_event("The API key used for this stream was revoked.")
-                break
-            if data.startswith("@"):
+                if seq <= last:
+                    continue  # already sent: read from run_events before its notification arrived
+                if seq > last + 1:
+                    # The notifications in between were lost (the listener reconnected): read them first.
+                    await fill(upto=seq)
+                    backlog.append((seq, name, data))
+                    continue
+            if data == "@":  # too large for a notification
                 async with pool.connection() as conn:
-                    parked = await load_payload(conn, int(data[1:]))
-                if parked is None:
-                    yield _error_event("An event of this run is no longer available.")
-                    break
-                data = json.dumps(parked, separators=(",", ":"))
+                    data = await event_data(conn, sub.run_id, seq)
+                if data is None:
+                    raise _Gone()
             if name.startswith("thread.run.step.") and name != "thread.run.step.delta" and '"file_search"' in data:
                 data = json.dumps(present_step(json.loads(data), include), separators=(",", ":"))
-            yield ServerSentEvent(event=name, data=data)
-            if name in STREAM_END_EVENTS:
+            last = seq
+            yield ServerSentEvent(event=name, data=data, id=str(seq))
+            if name in STREAM_END_EVENTS and not backlog:
                 break
         yield ServerSentEvent(event="done", data="[DONE]")
+    except _Gone:
+        yield _error_event(
+            "Events of this run are no longer kept (ASSISTGRAPH_EVENT_RETENTION); read the run and its steps instead."
+        )
     finally:
         sub.close()
+
+
+class _KeepAlive(ServerSentEvent):
+    """A comment line without the blank line that would end an event. Once it has seen an `id:`,
+    the openai SDK's decoder turns every blank line into an event (it keeps the last id, as the
+    SSE spec says, and dispatches even with no data), then fails to parse that event's empty data;
+    a lone comment line is skipped by every SSE parser and still keeps the connection busy."""
+
+    def encode(self) -> bytes:
+        return b": keep-alive\n"
 
 
 def sse_response(events: AsyncIterator[ServerSentEvent], keepalive: float) -> EventSourceResponse:
@@ -162,7 +227,7 @@ def sse_response(events: AsyncIterator[ServerSentEvent], keepalive: float) -> Ev
     return EventSourceResponse(
         events,
         ping=keepalive,
-        ping_message_factory=lambda: ServerSentEvent(comment="keep-alive"),
+        ping_message_factory=_KeepAlive,
         headers={"Cache-Control": "no-cache"},
         sep="\n",
     )

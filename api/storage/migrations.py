@@ -175,4 +175,23 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX actions_tenant_seq ON actions (tenant_id, seq);
     """,
+    # 7: durable, resumable runs. Every event a run publishes is kept, numbered per run
+    # (`runs.event_seq` hands out the numbers, so they follow commit order), for streams that
+    # re-attach from an event id and streams that missed a notification; large events are read
+    # from here by number, which replaces the parked-payload table. `updated_at` dates each status
+    # change, for the sweep that recovers runs whose execution was lost.
+    """
+    ALTER TABLE runs ADD COLUMN event_seq integer NOT NULL DEFAULT 0;
+    ALTER TABLE runs ADD COLUMN updated_at timestamptz NOT NULL DEFAULT now();
+    CREATE TABLE run_events (
+        run_id text NOT NULL,
+        seq integer NOT NULL,
+        event text NOT NULL,
+        data text NOT NULL,
+        created_at timestamptz NOT NULL DEFAULT now(),
+        PRIMARY KEY (run_id, seq)
+    );
+    CREATE INDEX run_events_created ON run_events (created_at);
+    DROP TABLE run_event_payloads;
+    """,
 ]

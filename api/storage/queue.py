@@ -10,13 +10,15 @@ import logging
 
 import procrastinate
 import psycopg_pool
+from psycopg import AsyncConnection
 from procrastinate.psycopg_connector import PsycopgConnector
 
 log = logging.getLogger(__name__)
 
 ADVANCE_RUN = "assistgraph.advance_run"
 EXPIRE_RUNS = "assistgraph.expire_overdue_runs"
-PRUNE_EVENTS = "assistgraph.prune_event_payloads"
+PRUNE_EVENTS = "assistgraph.prune_run_events"
+RECOVER_RUNS = "assistgraph.recover_runs"
 QUEUE = "runs"
 
 
@@ -48,11 +50,13 @@ class RunQueue:
     async def close(self) -> None:
         await self.app.close_async()
 
-    async def enqueue_run(self, run_id: str) -> int:
-        # queueing_lock: at most one waiting job per run; lock: a run's jobs never overlap
-        # (a resume submitted while the previous job is still finishing waits for it).
+    async def enqueue_run(self, run_id: str, conn: AsyncConnection | None = None) -> int:
+        """Defer the run's execution; with `conn`, inside that connection's transaction, so the run
+        and its job are committed together (a crash can never leave a queued run without a job)."""
+        # lock: a run's jobs never overlap (a resume submitted while the previous job is still
+        # finishing, or a job handed back by a stopping worker, waits for it).
         return await self.app.configure_task(
-            name=ADVANCE_RUN, queue=QUEUE, lock=run_id
+            name=ADVANCE_RUN, queue=QUEUE, lock=run_id, connection=conn
         ).defer_async(run_id=run_id)
 
     async def abort(self, run_id: str) -> str | None:

@@ -43,7 +43,9 @@ UPSERT_MESSAGE = """
 SELECT_ACTIVE_RUN = "SELECT id FROM runs WHERE thread_id = %s AND status = ANY(%s) LIMIT 1"
 # A run's status only moves along the lifecycle: the WHERE clause is the state machine, so a
 # late write (a finishing executor racing a cancel or an expiry) changes nothing.
-TRANSITION_RUN = "UPDATE runs SET status = %s, obj = %s WHERE id = %s AND status = ANY(%s) RETURNING id"
+TRANSITION_RUN = (
+    "UPDATE runs SET status = %s, obj = %s, updated_at = now() WHERE id = %s AND status = ANY(%s) RETURNING id"
+)
 SELECT_RUN_ROW = "SELECT obj, status, config, tenant_id FROM runs WHERE id = %s"
 # The run's internal settings: resume values, usage of its executions so far, ...
 MERGE_RUN_CONFIG = "UPDATE runs SET config = config || %s WHERE id = %s"
@@ -60,6 +62,20 @@ SELECT_THREAD_HISTORY = (
 )
 SELECT_OPEN_STEPS = "SELECT obj, pending_usage FROM run_steps WHERE run_id = %s AND obj->>'status' = 'in_progress' ORDER BY seq"
 SELECT_OPEN_MESSAGES = "SELECT obj FROM messages WHERE run_id = %s AND obj->>'status' = 'in_progress' ORDER BY seq"
+# A run's own steps and messages, whatever their status: what a recovering execution takes over.
+SELECT_RUN_STEPS = "SELECT obj, pending_usage FROM run_steps WHERE run_id = %s ORDER BY seq"
+SELECT_RUN_MESSAGES = "SELECT obj FROM messages WHERE run_id = %s ORDER BY seq"
+# Active runs no job will ever move on (their job was lost between a crash and a hand-back, or
+# ended without settling the run), quiet for a while so a transition in flight is not taken for one.
+SELECT_ORPHANED_RUNS = """
+    SELECT r.id, r.status FROM runs r
+    WHERE r.status IN ('queued', 'in_progress', 'cancelling')
+      AND r.updated_at < now() - make_interval(secs => %s)
+      AND NOT EXISTS (
+          SELECT 1 FROM procrastinate_jobs j WHERE j.lock = r.id AND j.status IN ('todo', 'doing')
+      )
+    LIMIT 100
+"""
 SET_STEP_PENDING_USAGE = "UPDATE run_steps SET pending_usage = %s WHERE id = %s"
 CLEAR_RESUME = "UPDATE runs SET config = config - 'resume' WHERE id = %s"
 SELECT_THREAD_STORES = """
@@ -201,6 +217,19 @@ async def open_steps(conn: AsyncConnection, run_id: str) -> list[dict]:
 async def open_messages(conn: AsyncConnection, run_id: str) -> list[dict]:
     cur = await conn.execute(SELECT_OPEN_MESSAGES, (run_id,))
     return [row["obj"] for row in await cur.fetchall()]
+
+
+async def run_objects(conn: AsyncConnection, run_id: str) -> list[dict]:
+    """Every step and message of the run (steps with their pending usage under `_pending_usage`)."""
+    steps = await (await conn.execute(SELECT_RUN_STEPS, (run_id,))).fetchall()
+    messages = await (await conn.execute(SELECT_RUN_MESSAGES, (run_id,))).fetchall()
+    return [{**row["obj"], "_pending_usage": row["pending_usage"]} for row in steps] + [row["obj"] for row in messages]
+
+
+async def orphaned_runs(conn: AsyncConnection, quiet_for: float) -> list[tuple[str, str]]:
+    """(run id, status) of active runs without a job, unchanged for `quiet_for` seconds."""
+    rows = await (await conn.execute(SELECT_ORPHANED_RUNS, (quiet_for,))).fetchall()
+    return [(row["id"], row["status"]) for row in rows]
 
 
 async def list_page(

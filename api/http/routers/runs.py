@@ -1,9 +1,11 @@
 from __future__ import annotations
 
-from fastapi import APIRouter, Request, Response
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Query, Request, Response
 
 from api.contract import objects, schemas
-from api.contract.errors import not_found
+from api.contract.errors import InvalidRequest, not_found
 from api.files import tool_resources
 from api.http.deps import App, Include, PageParams, RunId, StepId, ThreadId
 from api.runs.control import add_messages, announce, cancel_run, create_run, launch, submit_tool_outputs
@@ -31,9 +33,9 @@ def poll_hold(request: Request, settings: Settings) -> float:
 router = APIRouter(tags=["runs"])
 
 
-def stream(app: Services, sub, include: list[str] | None, first=None):
+def stream(app: Services, sub, include: list[str] | None, after: int, first=None):
     keepalive = app.settings.stream_keepalive
-    return sse_response(run_events(sub, app.pool, keepalive, include=include, first=first), keepalive)
+    return sse_response(run_events(sub, app.pool, keepalive, include=include, first=first, after=after), keepalive)
 
 
 @router.post("/threads/runs")
@@ -48,10 +50,10 @@ async def create_thread_and_run(body: schemas.CreateThreadAndRun, app: App, incl
         await add_messages(conn, thread["id"], spec.messages, app, jobs)
         run, events = await create_run(app, conn, thread["id"], body, jobs=jobs)
         thread = await store.get(conn, "threads", thread["id"], app.tenant)
-        sub = await announce(app, conn, run, events, stream=bool(body.stream))
-    await launch(app, run, jobs)
+        sub, after = await announce(app, conn, run, events, stream=bool(body.stream))
+    await launch(app, jobs)
     if sub:
-        return stream(app, sub, include, first=[("thread.created", thread)])
+        return stream(app, sub, include, after, first=[("thread.created", thread)])
     return run
 
 
@@ -68,10 +70,10 @@ async def create_thread_run(thread_id: ThreadId, body: schemas.CreateRun, app: A
             additional_messages=body.additional_messages,
             jobs=jobs,
         )
-        sub = await announce(app, conn, run, events, stream=bool(body.stream))
-    await launch(app, run, jobs)
+        sub, after = await announce(app, conn, run, events, stream=bool(body.stream))
+    await launch(app, jobs)
     if sub:
-        return stream(app, sub, include)
+        return stream(app, sub, include, after)
     return run
 
 
@@ -134,10 +136,38 @@ async def cancel(thread_id: ThreadId, run_id: RunId, app: App) -> dict:
 
 @router.post("/threads/{thread_id}/runs/{run_id}/submit_tool_outputs")
 async def submit(thread_id: ThreadId, run_id: RunId, body: schemas.SubmitToolOutputs, app: App):
-    run, sub = await submit_tool_outputs(app, thread_id, run_id, body)
+    run, sub, after = await submit_tool_outputs(app, thread_id, run_id, body)
     if sub:
-        return stream(app, sub, None)
+        return stream(app, sub, None, after)
     return run
+
+
+@router.get("/threads/{thread_id}/runs/{run_id}/events")
+async def run_event_stream(
+    thread_id: ThreadId,
+    run_id: RunId,
+    app: App,
+    include: Include = None,
+    after: Annotated[int | None, Query(ge=0, description="Send the events numbered above this one.")] = None,
+    last_event_id: Annotated[str | None, Header(description="The `id` of the last event received.")] = None,
+):
+    """Re-attach to a run's event stream (live or finished): its events after the given one (all of
+    them by default), each with its number as the SSE `id`, until the run ends or needs the client.
+    `Last-Event-ID` (as an EventSource sends it on reconnect) is honoured when `after` is absent."""
+    if after is None and last_event_id is not None:
+        if not last_event_id.strip().isdigit():
+            raise InvalidRequest(f"Invalid Last-Event-ID '{last_event_id}': expected an event number.", param="Last-Event-ID")
+        after = int(last_event_id)
+    sub = app.hub.subscribe(run_id, app.caller.key_id)  # before reading: no missed event
+    try:
+        async with app.pool.connection() as conn:
+            await _run(conn, thread_id, run_id, app.tenant)
+    except BaseException:
+        sub.close()
+        raise
+    keepalive = app.settings.stream_keepalive
+    events = run_events(sub, app.pool, keepalive, include=include, after=after or 0, replay=True)
+    return sse_response(events, keepalive)
 
 
 @router.get("/threads/{thread_id}/runs/{run_id}/steps")

@@ -1,0 +1,140 @@
+"""What one execution of a run is bound to: the graph's per-run `Context` (model, instructions,
+budgets, limits), the tools it executes on the server (installed tools, action operations with
+their credentials, file_search over its vector stores) and the model endpoint of the key that
+created it."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import functools
+
+from psycopg_pool import AsyncConnectionPool
+
+from api.files import retrieval
+from api.runs.failures import KeyRevoked, ToolUnavailable
+from api.security.auth import model_credentials
+from api.settings import Settings
+from api.storage import store
+from api.tooling import actions, tool_types
+from graph.context import Context
+from tools.file_search import FileSearchTool
+from tools.functions import function_names, function_tool_specs
+from tools.registry import ToolRegistry
+
+# As on OpenAI: a run waits this long for files still being processed in the thread's store.
+FILES_WAIT_SECONDS = 60.0
+
+
+def context_for(run: dict, settings: Settings, server_tools: list | None = None) -> Context:
+    tools = function_tool_specs(run["tools"])
+    server_tools = server_tools or []
+    truncation = run.get("truncation_strategy") or {}
+    response_format = run.get("response_format")
+    return Context(
+        model=run["model"],
+        instructions=run.get("instructions") or "",
+        tools=tools,
+        server_tools=server_tools,
+        tool_choice=run.get("tool_choice") if tools or server_tools else None,
+        tool_timeout=settings.tool_timeout,
+        parallel_tool_calls=run.get("parallel_tool_calls", True),
+        temperature=run.get("temperature"),
+        top_p=run.get("top_p"),
+        response_format=None if response_format in (None, "auto") else response_format,
+        reasoning_effort=run.get("reasoning_effort"),
+        last_messages=truncation.get("last_messages") if truncation.get("type") == "last_messages" else None,
+        max_prompt_tokens=run.get("max_prompt_tokens"),
+        max_completion_tokens=run.get("max_completion_tokens"),
+        base_url=settings.openai_base_url,
+        api_key=settings.openai_api_key,
+        timeout=settings.model_timeout,
+        chunk_timeout=settings.model_chunk_timeout or None,
+        max_model_calls=settings.max_model_calls,
+        max_retries=settings.model_max_retries,
+    )
+
+
+class RunBinder:
+    def __init__(self, pool: AsyncConnectionPool, settings: Settings, tools: ToolRegistry):
+        self.pool = pool
+        self.settings = settings
+        self.tools = tools
+
+    async def context(self, run: dict, tenant: str, config: dict) -> tuple[Context, dict[str, str]]:
+        """The run's context, and the tool-call type clients see for each server-side tool."""
+        server_tools, kinds = await self._server_tools(run, tenant, config)
+        context = context_for(run, self.settings, server_tools)
+        if config.get("key_id"):
+            context = await self._with_key_credentials(context, config["key_id"])
+        return context, kinds
+
+    async def _server_tools(self, run: dict, tenant: str, config: dict) -> tuple[list, dict[str, str]]:
+        """Installed tools and action operations show as `function` calls, file_search as itself."""
+        tools: list = []
+        names, action_ids = tool_types.enabled(run["tools"])
+        for name in names:
+            installed = self.tools.get(name)
+            if installed is None:
+                # Running without it would answer as if the tool had found nothing; say what to fix.
+                raise ToolUnavailable(
+                    f"The tool '{name}' is not installed on the server that executed this run "
+                    "(every process executing runs needs the same tool plugins)."
+                )
+            tools.append(installed.tool)
+        if action_ids:
+            # Installed tools' names are unique and never `file_search` (the registry sees to it);
+            # action operations get a suffix where they would clash with any other tool.
+            taken = {tool.name for tool in tools} | function_names(run["tools"]) | {"file_search"}
+            async with self.pool.connection() as conn:
+                tools += await actions.tools_for_run(
+                    conn, tenant, action_ids, self.settings, self._run_credentials(config), taken_names=taken
+                )
+        kinds = {tool.name: "function" for tool in tools}
+        file_search = await self._file_search(run)
+        if file_search is not None:
+            tools.append(file_search)
+            kinds[file_search.name] = "file_search"
+        return tools, kinds
+
+    def _run_credentials(self, config: dict) -> dict[str, dict] | None:
+        """Credentials the client supplied with the run for its actions (sealed in the run's config)."""
+        sealed = config.get("action_credentials")
+        return actions.unseal(self.settings, sealed.encode()) if sealed else None
+
+    async def _file_search(self, run: dict) -> FileSearchTool | None:
+        spec = next((t for t in run["tools"] if t["type"] == "file_search"), None)
+        if spec is None:
+            return None
+        async with self.pool.connection() as conn:
+            thread_stores = await store.thread_vector_store_ids(conn, run["thread_id"])
+        own_stores = ((run.get("tool_resources") or {}).get("file_search") or {}).get("vector_store_ids") or []
+        store_ids = list(dict.fromkeys([*own_stores, *thread_stores]))
+        if not store_ids:
+            return None
+        await self._wait_for_files(thread_stores, timeout=FILES_WAIT_SECONDS)
+        settings = spec.get("file_search") or {}
+        ranking = settings.get("ranking_options") or {}
+        return FileSearchTool(
+            search=functools.partial(retrieval.search, self.pool, store_ids),
+            max_num_results=settings.get("max_num_results") or 20,
+            score_threshold=ranking.get("score_threshold", 0.0),
+            ranker=ranking.get("ranker", "auto"),
+        )
+
+    async def _wait_for_files(self, vector_store_ids: list[str], timeout: float) -> None:
+        deadline = asyncio.get_running_loop().time() + timeout
+        while vector_store_ids and asyncio.get_running_loop().time() < deadline:
+            async with self.pool.connection() as conn:
+                if not await store.files_in_progress(conn, vector_store_ids):
+                    return
+            await asyncio.sleep(0.5)
+
+    async def _with_key_credentials(self, context: Context, key_id: str) -> Context:
+        """Runs created with a key that carries its own model endpoint/key call the model with those."""
+        secret = self.settings.secret_key.get_secret_value() if self.settings.secret_key else None
+        async with self.pool.connection() as conn:
+            creds, revoked = await model_credentials(conn, key_id, secret)
+        if revoked:
+            raise KeyRevoked("The API key that created this run was revoked.")
+        return dataclasses.replace(context, **creds)
