@@ -34,6 +34,10 @@ log = logging.getLogger(__name__)
 
 BASE_PREFIX = "assistgraph-code-"
 OWNER_FILE = "owner.pid"
+SESSION_ID_CHARS = 12
+SOCKET_NAME = "k"
+# sun_path holds 108 bytes with its terminating NUL.
+MAX_SOCKET_PATH = 107
 # Keys whose session ended, remembered so their next session can say so (bounded).
 ENDED_MEMORY = 10_000
 
@@ -41,7 +45,7 @@ ENDED_MEMORY = 10_000
 class LocalSession:
     def __init__(self, store: LocalSessionStore, key: str, slot: int, notice: str | None) -> None:
         self.key = key
-        self.id = secrets.token_hex(8)
+        self.id = secrets.token_hex(SESSION_ID_CHARS // 2)
         self.slot = slot
         self.paths = SessionPaths(store.base / self.id)
         self.identity: Identity | None = identity_for_slot(store.config, slot) if store.jail else None
@@ -66,7 +70,7 @@ class LocalSession:
         store, paths = self._store, self.paths
         km = SandboxedKernelManager(
             transport="ipc",
-            ip=str(paths.sockets / "kernel"),
+            ip=str(paths.sockets / SOCKET_NAME),
             connection_file=str(paths.connection_file),
             context=store.zmq_context,
             kernel_id=self.id,
@@ -80,7 +84,7 @@ class LocalSession:
             provisioner.wrap = lambda argv: jail.command(paths, identity, argv)
             provisioner.jail_connection_file = paths.jail_connection_file
             provisioner.jail_connection_path = f"{SOCKET_DIR}/{paths.jail_connection_file.name}"
-            provisioner.jail_socket_prefix = f"{SOCKET_DIR}/kernel"
+            provisioner.jail_socket_prefix = f"{SOCKET_DIR}/{SOCKET_NAME}"
             provisioner.jail_owner = self._owner
             provisioner.environment = {}
         else:
@@ -227,6 +231,12 @@ class LocalSessionStore:
     @classmethod
     async def open(cls, config: CodeInterpreterConfig) -> SessionStore:
         base = await asyncio.to_thread(_make_base, config.sessions_dir)
+        socket_path = base / ("0" * SESSION_ID_CHARS) / "run" / f"{SOCKET_NAME}-99"
+        if len(os.fsencode(socket_path)) > MAX_SOCKET_PATH:
+            reason = f"the sessions directory {base.parent} is too long a path for unix sockets"
+            log.error("code_interpreter disabled: %s (set a shorter sessions dir)", reason)
+            await asyncio.to_thread(shutil.rmtree, base, True)
+            return UnavailableStore(reason)
         jail = None
         if not config.unsandboxed:
             try:
