@@ -166,6 +166,19 @@ async def test_uninterruptible_code_gets_a_restarted_kernel(store):
     assert (await run(store, "stuck", "1 + 1")).logs == "2"
 
 
+async def test_a_crashed_kernel_is_replaced_and_the_model_told(store):
+    # The kernel is PID 1 of its namespace, where even SIGKILL from inside is ignored: it exits instead.
+    died = await run(store, "crash", "import os\nos._exit(1)")
+    assert died.kernel_died and died.kernel_restarted
+    assert any("died" in note for note in died.notes)
+    assert (await run(store, "crash", "1 + 1")).logs == "2"
+    # Dying between calls: the next call finds out first, restarts, then runs its code.
+    await run(store, "crash", "import os, threading\nthreading.Timer(0.3, os._exit, (1,)).start()")
+    await asyncio.sleep(1.5)
+    later = await run(store, "crash", "1 + 2")
+    assert later.logs == "3" and later.kernel_restarted and not later.kernel_died
+
+
 async def test_idle_session_is_reaped_and_the_next_one_says_so(server_secrets):
     store = await open_session_store(CodeInterpreterConfig(idle_timeout=600))
     try:
@@ -389,15 +402,27 @@ async def test_a_broken_sandbox_disables_the_tool_with_a_readable_error(tmp_path
 
 
 def _jail_processes(marker: str) -> list[int]:
-    found = []
+    """Processes whose command line names `marker` (the jails), and all their descendants (the kernels)."""
+    parents: dict[int, int] = {}
+    roots = []
     for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if marker in (entry / "cmdline").read_bytes().decode(errors="replace"):
-                    found.append(int(entry.name))
-            except OSError:
-                continue
-    return found
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes().decode(errors="replace")
+        except OSError:
+            continue
+        parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+        if marker in cmdline:
+            roots.append(int(entry.name))
+    found, frontier = set(roots), list(roots)
+    while frontier:
+        parent = frontier.pop()
+        children = [pid for pid, ppid in parents.items() if ppid == parent and pid not in found]
+        found.update(children)
+        frontier += children
+    return sorted(found)
 
 
 async def test_shutdown_stops_every_kernel(server_secrets):
@@ -405,7 +430,7 @@ async def test_shutdown_stops_every_kernel(server_secrets):
     for key in ("a", "b"):
         await (await store.session(key)).execute("1")
     marker = str(store.base)
-    assert len(_jail_processes(marker)) >= 2
+    assert len(_jail_processes(marker)) >= 4  # two jails, two kernels
     await store.aclose()
     await asyncio.sleep(0.5)
     assert _jail_processes(marker) == []
@@ -437,7 +462,7 @@ async def test_kernels_die_with_a_killed_server(tmp_path):
         sys.executable, str(script), stdout=asyncio.subprocess.PIPE, env={"PATH": os.environ["PATH"]}
     )
     base = (await asyncio.wait_for(server.stdout.readline(), 60)).decode().strip()
-    assert base and _jail_processes(base)
+    assert base and len(_jail_processes(base)) >= 2
     server.send_signal(signal.SIGKILL)
     await server.wait()
     deadline = time.monotonic() + 10

@@ -144,6 +144,10 @@ class LocalSession:
     async def _execute(self, code: str) -> Execution:
         config = self._config
         data = str(self.paths.data)
+        # A kernel that died between calls (CPU-time limit, a crash) is replaced before the code runs.
+        restarted = not await self._is_alive() and await self._restart()
+        if self.dead:
+            raise CodeInterpreterError("The Python session ended; call the tool again to start a new one.")
         before = await asyncio.to_thread(files.snapshot, data)
         assert self._client is not None
         try:
@@ -160,9 +164,8 @@ class LocalSession:
             # The caller gave up (run cancelled, tool timeout): stop the code instead of letting it run on.
             await self._interrupt()
             raise
-        restarted = False
         if output.ending in ("stuck", "died"):
-            restarted = await self._restart()
+            restarted = await self._restart() or restarted
         after = await asyncio.to_thread(files.snapshot, data)
         changed = files.changed_files(before, after)
         notice, self._notice = self._notice, None
