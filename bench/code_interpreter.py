@@ -26,7 +26,11 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tools.code_interpreter import CodeInterpreterConfig, LocalSessionStore, open_session_store
+from tools.code_interpreter import (
+    CodeInterpreterConfig,
+    LocalSessionStore,
+    open_session_store,
+)
 
 PANDAS_JOB = """
 import numpy as np, pandas as pd

@@ -26,8 +26,7 @@ Snapshot = dict[str, tuple[int, int]]  # relative name -> (size, mtime_ns)
 
 def check_name(name: str) -> str:
     """A relative path under /mnt/data (`report.csv`, `out/chart.png`), normalised; else InvalidFileName."""
-    if name.startswith("/mnt/data/"):
-        name = name[len("/mnt/data/") :]
+    name = name.removeprefix("/mnt/data/")
     parts = name.split("/")
     if (
         not name

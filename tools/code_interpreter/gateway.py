@@ -24,7 +24,7 @@ import logging
 import secrets
 import time
 from collections import OrderedDict
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from queue import Empty
 from typing import Any, Protocol
 from urllib.parse import quote
@@ -37,7 +37,13 @@ from websockets.exceptions import ConnectionClosed
 
 from . import files
 from .config import CodeInterpreterConfig
-from .errors import CodeInterpreterError, FileNotInSession, FileTooLarge, SandboxUnavailable, SessionStartFailed
+from .errors import (
+    CodeInterpreterError,
+    FileNotInSession,
+    FileTooLarge,
+    SandboxUnavailable,
+    SessionStartFailed,
+)
 from .execution import Execution, FileInfo, run_code
 
 log = logging.getLogger(__name__)
@@ -244,7 +250,7 @@ class GatewaySession:
         try:
             await self._store.request("POST", f"/api/kernels/{quote(self.id)}/restart")
             await self.connect()
-        except Exception:  # noqa: BLE001
+        except Exception:
             log.exception("code_interpreter: gateway kernel %s could not restart", self.id)
             return False
         return True
@@ -476,8 +482,8 @@ class GatewaySessionStore:
         except (KeyError, ValueError):
             return True
         if last.tzinfo is None:
-            last = last.replace(tzinfo=timezone.utc)
-        return (datetime.now(timezone.utc) - last).total_seconds() >= self.config.idle_timeout
+            last = last.replace(tzinfo=UTC)
+        return (datetime.now(UTC) - last).total_seconds() >= self.config.idle_timeout
 
     async def _reap_forever(self) -> None:
         interval = min(max(self.config.idle_timeout / 4, 0.5), 60.0)
@@ -485,7 +491,7 @@ class GatewaySessionStore:
             await asyncio.sleep(interval)
             try:
                 await self.reap_idle()
-            except Exception:  # noqa: BLE001
+            except Exception:
                 log.exception("code_interpreter: reaping idle gateway sessions failed")
 
     async def aclose(self) -> None:

@@ -96,11 +96,11 @@ class LocalSession:
             await km.start_kernel()
             await self._connect()
         except Exception as exc:
+            # The reason names host paths: it goes to the log, the model gets the gist.
             reason = await asyncio.to_thread(_last_line, paths.log_file)
+            log.error("code_interpreter: session %s did not start (%s; %s)", self.id, type(exc).__name__, reason)
             await self.stop()
-            raise SessionStartFailed(
-                f"The Python sandbox did not start ({reason or type(exc).__name__}). Try again later."
-            ) from exc
+            raise SessionStartFailed("The Python sandbox did not start. Try again in a moment.") from exc
 
     async def _connect(self) -> None:
         assert self._km is not None
@@ -123,7 +123,7 @@ class LocalSession:
         try:
             await self._km.restart_kernel(now=True)
             await self._connect()
-        except Exception:  # noqa: BLE001 - a kernel that cannot come back ends its session
+        except Exception:  # a kernel that cannot come back ends its session
             log.exception("code_interpreter: session %s could not restart its kernel", self.id)
             self.dead = True
             return False
@@ -208,7 +208,7 @@ class LocalSession:
             try:
                 if self._km.has_kernel:
                     await self._km.shutdown_kernel(now=True)
-            except Exception:  # noqa: BLE001 - the process is gone either way; the directory must go too
+            except Exception:  # the process is gone either way; the directory must go too
                 log.exception("code_interpreter: stopping session %s failed", self.id)
             self._km = None
         await asyncio.to_thread(shutil.rmtree, self.paths.root, True)
@@ -340,7 +340,7 @@ class LocalSessionStore:
             await asyncio.sleep(interval)
             try:
                 await self.reap_idle()
-            except Exception:  # noqa: BLE001 - the reaper must outlive one failed stop
+            except Exception:  # the reaper must outlive one failed stop
                 log.exception("code_interpreter: reaping idle sessions failed")
 
     async def aclose(self) -> None:

@@ -17,8 +17,9 @@ import json
 import os
 import signal
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from jupyter_client.kernelspec import KernelSpec
 from jupyter_client.manager import AsyncKernelManager
@@ -58,7 +59,7 @@ class JailProvisioner(LocalProvisioner):
     jail_connection_path: str | None = None  # the same file as the jail sees it
     jail_socket_prefix: str | None = None
     jail_owner: tuple[int, int] | None = None
-    environment: dict[str, str] = {}
+    environment: dict[str, str] | None = None  # None would inherit ours: always set per launch
     working_dir: str | None = None
     log_path: Path | None = None
 
@@ -79,9 +80,12 @@ class JailProvisioner(LocalProvisioner):
         return kwargs
 
     async def launch_kernel(self, cmd: list[str], **kwargs: Any) -> dict[str, Any]:
+        # Popen on the loop's thread, on purpose: PR_SET_PDEATHSIG ties the child to the forking thread.
+        if self.environment is None:
+            raise RuntimeError("the kernel environment must be set explicitly")
         log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
         try:
-            self.process = subprocess.Popen(  # noqa: S603 - our own argv, no shell
+            self.process = subprocess.Popen(
                 cmd,
                 stdin=subprocess.DEVNULL,
                 stdout=log,

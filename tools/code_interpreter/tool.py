@@ -18,7 +18,8 @@ import asyncio
 import logging
 import mimetypes
 import secrets
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from langchain_core.tools import BaseTool
 from pydantic import BaseModel, ConfigDict, Field
@@ -69,7 +70,7 @@ class CodeInterpreterTool(BaseTool):
             result = await session.execute(code)
         except CodeInterpreterError as exc:
             return _failure(str(exc))
-        except Exception as exc:  # noqa: BLE001 - the model gets a message, the log the details
+        except Exception as exc:  # the model gets a message, the log the details
             log.exception("code_interpreter call failed")
             return _failure(f"The code interpreter failed unexpectedly ({type(exc).__name__}).")
         return await self._present(session, result)
@@ -83,7 +84,7 @@ class CodeInterpreterTool(BaseTool):
         for n, image in enumerate(result.images, start=1):
             try:
                 file_id = await self.save_output(f"image-{token}-{n}.{image.extension}", image.data, image.mime)
-            except Exception:  # noqa: BLE001
+            except Exception:
                 log.exception("code_interpreter: storing an image failed")
                 notes.append("An image could not be stored.")
                 continue
@@ -98,7 +99,7 @@ class CodeInterpreterTool(BaseTool):
             except CodeInterpreterError as exc:
                 notes.append(f"sandbox:{info.path} was not returned: {exc}")
                 continue
-            except Exception:  # noqa: BLE001
+            except Exception:
                 log.exception("code_interpreter: storing %s failed", info.path)
                 notes.append(f"sandbox:{info.path} could not be stored.")
                 continue
