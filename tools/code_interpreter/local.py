@@ -1,0 +1,409 @@
+"""Sessions on this machine: one jailed ipykernel per key, spoken to over ZMQ `ipc` sockets.
+
+Every kernel (and its nsjail) is a child of the server process: `aclose` stops them all, and a
+server killed outright takes them along (PR_SET_PDEATHSIG, see provisioner.py). A session's host
+directory holds its /mnt/data and sockets and goes when the session stops; directories left by a
+server that died are removed by the next one that starts on the machine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+import shutil
+import sys
+import tempfile
+import time
+from collections import OrderedDict
+from pathlib import Path
+
+import zmq.asyncio
+from jupyter_client.asynchronous import AsyncKernelClient
+
+from . import files
+from .config import CodeInterpreterConfig
+from .errors import CodeInterpreterError, SessionStartFailed
+from .execution import Execution, FileInfo, run_code
+from .jail import SOCKET_DIR, Identity, Jail, SessionPaths, identity_for_slot
+from .provisioner import JailProvisioner, SandboxedKernelManager, kernel_spec
+from .store import SessionStore, UnavailableStore
+
+log = logging.getLogger(__name__)
+
+BASE_PREFIX = "assistgraph-code-"
+OWNER_FILE = "owner.pid"
+SESSION_ID_CHARS = 12
+SOCKET_NAME = "k"
+# sun_path holds 108 bytes with its terminating NUL.
+MAX_SOCKET_PATH = 107
+# Keys whose session ended, remembered so their next session can say so (bounded).
+ENDED_MEMORY = 10_000
+
+
+class LocalSession:
+    def __init__(self, store: LocalSessionStore, key: str, slot: int, notice: str | None) -> None:
+        self.key = key
+        self.id = secrets.token_hex(SESSION_ID_CHARS // 2)
+        self.slot = slot
+        self.paths = SessionPaths(store.base / self.id)
+        self.identity: Identity | None = identity_for_slot(store.config, slot) if store.jail else None
+        self.last_used = time.monotonic()
+        self.busy = False
+        self._store = store
+        self._config = store.config
+        self._notice = notice
+        self._lock = asyncio.Lock()
+        self._km: SandboxedKernelManager | None = None
+        self._client: AsyncKernelClient | None = None
+        self.dead = False
+
+    @property
+    def _owner(self) -> tuple[int, int] | None:
+        if self.identity is None or self.identity.user_namespace:
+            return None
+        return self.identity.uid, self.identity.gid
+
+    async def start(self) -> None:
+        await asyncio.to_thread(self.paths.create, self.identity)
+        store, paths = self._store, self.paths
+        km = SandboxedKernelManager(
+            transport="ipc",
+            ip=str(paths.sockets / SOCKET_NAME),
+            connection_file=str(paths.connection_file),
+            context=store.zmq_context,
+            kernel_id=self.id,
+            shutdown_wait_time=1.0,
+        )
+        spec = kernel_spec(store.python)
+        provisioner = JailProvisioner(kernel_id=self.id, kernel_spec=spec, parent=km)
+        provisioner.log_path = paths.log_file
+        if store.jail is not None and self.identity is not None:
+            jail, identity = store.jail, self.identity
+            provisioner.wrap = lambda argv: jail.command(paths, identity, argv)
+            provisioner.jail_connection_file = paths.jail_connection_file
+            provisioner.jail_connection_path = f"{SOCKET_DIR}/{paths.jail_connection_file.name}"
+            provisioner.jail_socket_prefix = f"{SOCKET_DIR}/{SOCKET_NAME}"
+            provisioner.jail_owner = self._owner
+            provisioner.environment = {}
+        else:
+            provisioner.environment = store.unsandboxed_environment
+            provisioner.working_dir = str(paths.data)
+        km.use(spec, provisioner)
+        self._km = km
+        try:
+            await km.start_kernel()
+            await self._connect()
+        except Exception as exc:
+            # The reason names host paths: it goes to the log, the model gets the gist.
+            reason = await asyncio.to_thread(_last_line, paths.log_file)
+            log.error("code_interpreter: session %s did not start (%s; %s)", self.id, type(exc).__name__, reason)
+            await self.stop()
+            raise SessionStartFailed("The Python sandbox did not start. Try again in a moment.") from exc
+
+    async def _connect(self) -> None:
+        assert self._km is not None
+        if self._client is not None:
+            self._client.stop_channels()
+        client = self._km.client(context=self._store.zmq_context)
+        client.start_channels(hb=False)
+        self._client = client
+        await client.wait_for_ready(timeout=self._config.startup_timeout)
+
+    async def _interrupt(self) -> None:
+        if self._km is not None and self._km.has_kernel:
+            await self._km.interrupt_kernel()
+
+    async def _is_alive(self) -> bool:
+        return self._km is not None and await self._km.is_alive()
+
+    async def _restart(self) -> bool:
+        assert self._km is not None
+        try:
+            await self._km.restart_kernel(now=True)
+            await self._connect()
+        except Exception:  # a kernel that cannot come back ends its session
+            log.exception("code_interpreter: session %s could not restart its kernel", self.id)
+            self.dead = True
+            return False
+        return True
+
+    async def execute(self, code: str) -> Execution:
+        async with self._lock:
+            if self.dead or self._client is None:
+                raise CodeInterpreterError("The Python session ended; call the tool again to start a new one.")
+            self.busy = True
+            self.last_used = time.monotonic()
+            try:
+                return await self._execute(code)
+            finally:
+                self.busy = False
+                self.last_used = time.monotonic()
+
+    async def _execute(self, code: str) -> Execution:
+        config = self._config
+        data = str(self.paths.data)
+        # A kernel that died between calls (CPU-time limit, a crash) is replaced before the code runs.
+        restarted = not await self._is_alive() and await self._restart()
+        if self.dead:
+            raise CodeInterpreterError("The Python session ended; call the tool again to start a new one.")
+        before = await asyncio.to_thread(files.snapshot, data)
+        assert self._client is not None
+        try:
+            output = await run_code(
+                self._client,
+                code,
+                timeout=config.execution_timeout,
+                max_chars=config.max_output_chars,
+                max_images=config.max_output_files,
+                interrupt=self._interrupt,
+                is_alive=self._is_alive,
+            )
+        except asyncio.CancelledError:
+            # The caller gave up (run cancelled, tool timeout): stop the code instead of letting it run on.
+            await self._interrupt()
+            raise
+        if output.ending in ("stuck", "died"):
+            restarted = await self._restart() or restarted
+        after = await asyncio.to_thread(files.snapshot, data)
+        changed = files.changed_files(before, after)
+        notice, self._notice = self._notice, None
+        return Execution(
+            logs=output.text,
+            images=output.images,
+            files=changed[: config.max_output_files],
+            error=output.error,
+            timed_out=output.ending in ("timed_out", "stuck"),
+            kernel_restarted=restarted or (output.ending == "died" and self.dead),
+            kernel_died=output.ending == "died",
+            omitted_chars=output.omitted_chars,
+            images_omitted=output.images_omitted,
+            files_omitted=max(len(changed) - config.max_output_files, 0),
+            session_notice=notice,
+            timeout_seconds=config.execution_timeout,
+        )
+
+    async def put_file(self, name: str, data: bytes) -> str:
+        if len(data) > self._config.max_file_bytes:
+            raise files.FileTooLarge(
+                f"{name} is {len(data)} bytes, over the {self._config.max_file_bytes}-byte limit of the sandbox"
+            )
+        self.last_used = time.monotonic()
+        return await asyncio.to_thread(files.write_file, str(self.paths.data), name, data, self._owner)
+
+    async def read_file(self, name: str) -> bytes:
+        return await asyncio.to_thread(files.read_file, str(self.paths.data), name, self._config.max_file_bytes)
+
+    async def list_files(self) -> list[FileInfo]:
+        snapshot = await asyncio.to_thread(files.snapshot, str(self.paths.data))
+        return [FileInfo(name, size) for name, (size, _) in sorted(snapshot.items())]
+
+    async def stop(self) -> None:
+        self.dead = True
+        if self._client is not None:
+            self._client.stop_channels()
+            self._client = None
+        if self._km is not None:
+            try:
+                if self._km.has_kernel:
+                    await self._km.shutdown_kernel(now=True)
+            except Exception:  # the process is gone either way; the directory must go too
+                log.exception("code_interpreter: stopping session %s failed", self.id)
+            self._km = None
+        await asyncio.to_thread(shutil.rmtree, self.paths.root, True)
+
+
+class LocalSessionStore:
+    """Jailed kernels on this machine, one per key, stopped after `idle_timeout` without use."""
+
+    def __init__(self, config: CodeInterpreterConfig, base: Path, jail: Jail | None) -> None:
+        self.config = config
+        self.base = base
+        self.jail = jail
+        self.python = jail.python if jail else sys.executable
+        self.zmq_context = zmq.asyncio.Context()
+        self.unsandboxed_environment = _unsandboxed_environment(config) if jail is None else {}
+        self._sessions: dict[str, LocalSession] = {}
+        self._starting: dict[str, asyncio.Task[LocalSession]] = {}
+        self._ended: OrderedDict[str, str] = OrderedDict()
+        self._free_slots = list(range(config.max_sessions))
+        self._closed = False
+        self._reaper: asyncio.Task[None] | None = None
+
+    @classmethod
+    async def open(cls, config: CodeInterpreterConfig) -> SessionStore:
+        base = await asyncio.to_thread(_make_base, config.sessions_dir)
+        socket_path = base / ("0" * SESSION_ID_CHARS) / "run" / f"{SOCKET_NAME}-99"
+        if len(os.fsencode(socket_path)) > MAX_SOCKET_PATH:
+            reason = f"the sessions directory {base.parent} is too long a path for unix sockets"
+            log.error("code_interpreter disabled: %s (set a shorter sessions dir)", reason)
+            await asyncio.to_thread(shutil.rmtree, base, True)
+            return UnavailableStore(reason)
+        jail = None
+        if not config.unsandboxed:
+            try:
+                jail = Jail.for_config(config)
+                reason = await jail.probe(base)
+            except Exception as exc:  # noqa: BLE001 - any failure to set up the jail means "no sandbox"
+                reason = f"{type(exc).__name__}: {exc}"
+            if reason is not None:
+                log.error("code_interpreter disabled: no working sandbox on this machine (%s)", reason)
+                await asyncio.to_thread(shutil.rmtree, base, True)
+                return UnavailableStore("no working sandbox on this machine")
+        else:
+            log.warning("code_interpreter runs code UNSANDBOXED, as the server's user (unsandboxed setting)")
+        store = cls(config, base, jail)
+        store._reaper = asyncio.create_task(store._reap_forever(), name="code_interpreter reaper")
+        return store
+
+    async def session(self, key: str) -> LocalSession:
+        if self._closed:
+            raise CodeInterpreterError("The code interpreter is shutting down.")
+        session = self._sessions.get(key)
+        if session is not None and not session.dead:
+            session.last_used = time.monotonic()
+            return session
+        task = self._starting.get(key)
+        if task is None:
+            task = asyncio.create_task(self._start(key, replacing=session))
+            self._starting[key] = task
+            task.add_done_callback(lambda _: self._starting.pop(key, None))
+        return await asyncio.shield(task)
+
+    async def _start(self, key: str, replacing: LocalSession | None) -> LocalSession:
+        notice = None
+        if replacing is not None:
+            self._sessions.pop(key, None)
+            self._release(replacing)
+            await replacing.stop()
+            notice = _notice("ended", self.config.idle_timeout)
+        elif key in self._ended:
+            notice = _notice(self._ended.pop(key), self.config.idle_timeout)
+        if not self._free_slots:
+            await self._evict_one()
+        slot = self._free_slots.pop(0)
+        session = LocalSession(self, key, slot, notice)
+        try:
+            await session.start()
+        except BaseException:
+            self._free_slots.append(slot)
+            raise
+        if self._closed:
+            await session.stop()
+            raise CodeInterpreterError("The code interpreter is shutting down.")
+        self._sessions[key] = session
+        log.info("code_interpreter: session %s started (%d running)", session.id, len(self._sessions))
+        return session
+
+    async def _evict_one(self) -> None:
+        idle = [s for s in self._sessions.values() if not s.busy]
+        if not idle:
+            raise CodeInterpreterError(
+                "Too many Python sessions are busy on this server right now; try again in a moment."
+            )
+        victim = min(idle, key=lambda s: s.last_used)
+        await self._end(victim, "evicted")
+
+    def _release(self, session: LocalSession) -> None:
+        if session.slot not in self._free_slots:
+            self._free_slots.append(session.slot)
+            self._free_slots.sort()
+
+    async def _end(self, session: LocalSession, reason: str) -> None:
+        if self._sessions.get(session.key) is session:
+            del self._sessions[session.key]
+        self._ended[session.key] = reason
+        self._ended.move_to_end(session.key)
+        while len(self._ended) > ENDED_MEMORY:
+            self._ended.popitem(last=False)
+        await session.stop()
+        self._release(session)
+        log.info("code_interpreter: session %s stopped (%s)", session.id, reason)
+
+    async def stop(self, key: str) -> None:
+        session = self._sessions.pop(key, None)
+        if session is not None:
+            await session.stop()
+            self._release(session)
+            log.info("code_interpreter: session %s stopped", session.id)
+
+    async def reap_idle(self) -> list[str]:
+        limit = time.monotonic() - self.config.idle_timeout
+        expired = [s for s in self._sessions.values() if not s.busy and s.last_used < limit]
+        await asyncio.gather(*(self._end(s, "idle") for s in expired))
+        return [s.key for s in expired]
+
+    async def _reap_forever(self) -> None:
+        interval = min(max(self.config.idle_timeout / 4, 0.5), 60.0)
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.reap_idle()
+            except Exception:  # the reaper must outlive one failed stop
+                log.exception("code_interpreter: reaping idle sessions failed")
+
+    async def aclose(self) -> None:
+        self._closed = True
+        if self._reaper is not None:
+            self._reaper.cancel()
+        for task in list(self._starting.values()):
+            task.cancel()
+        sessions = list(self._sessions.values())
+        self._sessions.clear()
+        await asyncio.gather(*(s.stop() for s in sessions), return_exceptions=True)
+        self.zmq_context.destroy(linger=0)
+        await asyncio.to_thread(shutil.rmtree, self.base, True)
+        if sessions:
+            log.info("code_interpreter: %d sessions stopped at shutdown", len(sessions))
+
+
+def _notice(reason: str, idle_timeout: float) -> str:
+    why = {
+        "idle": f"it was unused for more than {idle_timeout:g} s",
+        "evicted": "the server needed room for other sessions",
+    }.get(reason, "its kernel could not be recovered")
+    return (
+        f"This is a new Python session: the previous one was stopped because {why}, so its variables, "
+        "imports and files are gone (files attached to the conversation are placed in /mnt/data again)."
+    )
+
+
+def _make_base(parent: Path | None) -> Path:
+    """A private directory for this server's sessions; removes those of servers that are gone."""
+    root = Path(parent) if parent else Path(tempfile.gettempdir())
+    root.mkdir(parents=True, exist_ok=True)
+    for stale in root.glob(f"{BASE_PREFIX}*"):
+        try:
+            pid = int((stale / OWNER_FILE).read_text())
+        except (OSError, ValueError):
+            continue
+        if not _process_exists(pid):
+            shutil.rmtree(stale, ignore_errors=True)
+    base = Path(tempfile.mkdtemp(prefix=BASE_PREFIX, dir=root))
+    (base / OWNER_FILE).write_text(str(os.getpid()))
+    return base
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _last_line(path: Path) -> str:
+    try:
+        lines = path.read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return ""
+    return lines[-1][-300:] if lines else ""
+
+
+def _unsandboxed_environment(config: CodeInterpreterConfig) -> dict[str, str]:
+    # Same clean environment as in a jail: none of the server's variables (keys, database URL).
+    jail = Jail(config=config, nsjail=Path("/nonexistent"), readonly=())
+    return jail.environment()
