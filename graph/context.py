@@ -37,6 +37,13 @@ class Context:
     tool_timeout: float = field(
         default=60.0, metadata={"description": "Seconds a server-side tool may take before its call fails."}
     )
+    tool_timeouts: dict[str, float] = field(
+        default_factory=dict,
+        metadata={
+            "description": "Seconds by tool name, for tools with limits of their own that need longer than "
+            "tool_timeout (code_interpreter: kernel start plus execution)."
+        },
+    )
     tool_choice: str | dict[str, Any] | None = field(
         default=None,
         metadata={

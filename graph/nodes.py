@@ -264,7 +264,7 @@ async def run_server_tools(state: State, runtime: Runtime[Context]) -> dict:
         tool = tools.get(call["name"])
         if tool is None:
             return _no_such_tool(call, available)
-        return await _run_tool(tool, call, ctx.tool_timeout)
+        return await _run_tool(tool, call, ctx.tool_timeouts.get(tool.name, ctx.tool_timeout))
 
     calls = [c for c in _unanswered_calls(state) if c["name"] not in client]
     return {"messages": list(await asyncio.gather(*(answer(c) for c in calls)))}

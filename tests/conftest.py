@@ -83,6 +83,8 @@ def server_env(model_url: str, data_dir: Path, **extra: str) -> dict:
         # Actions in tests call a local service; every process sharing a database needs one secret key.
         ASSISTGRAPH_ACTIONS_ALLOWED_HOSTS="127.0.0.1",
         ASSISTGRAPH_SECRET_KEY=SECRET_KEY,
+        # The code tests' own code is quick; a runaway loop is interrupted after 3 s.
+        ASSISTGRAPH_CODE_INTERPRETER_EXECUTION_TIMEOUT="3",
     )
     env.update(extra)
     return env

@@ -203,6 +203,20 @@ def run(thread_id: str, assistant: dict, body: schemas.RunFields, expires_in: in
     }
 
 
+def file(file_id: str, filename: str, size: int, purpose: str, *, expires_at: int | None = None) -> dict:
+    return {
+        "id": file_id,
+        "object": "file",
+        "bytes": size,
+        "created_at": now(),
+        "expires_at": expires_at,
+        "filename": filename,
+        "purpose": purpose,
+        "status": "processed",
+        "status_details": None,
+    }
+
+
 def deleted(object_id: str, kind: str) -> dict:
     return {"id": object_id, "object": f"{kind}.deleted", "deleted": True}
 

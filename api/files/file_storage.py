@@ -89,6 +89,11 @@ async def open_for_reading(data_dir: Path, stored: str) -> tuple[BinaryIO, int]:
     return await anyio.to_thread.run_sync(_open)
 
 
+async def read_bytes(data_dir: Path, stored: str) -> bytes:
+    """All of a stored file's bytes, read in a worker thread (FileNotFoundError when they are gone)."""
+    return await anyio.to_thread.run_sync(local_path(data_dir, stored).read_bytes)
+
+
 async def iter_chunks(handle: BinaryIO) -> AsyncIterator[bytes]:
     """The file's bytes in chunks, each read in a worker thread; closes the handle at the end."""
     try:

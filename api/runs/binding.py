@@ -17,6 +17,7 @@ from api.security.auth import model_credentials
 from api.settings import Settings
 from api.storage import store
 from api.tooling import actions, tool_types
+from api.tooling.code_sessions import CodeSessions
 from graph.context import Context
 from tools.file_search import FileSearchTool
 from tools.functions import function_names, function_tool_specs
@@ -24,6 +25,9 @@ from tools.registry import ToolRegistry
 
 # As on OpenAI: a run waits this long for files still being processed in the thread's store.
 FILES_WAIT_SECONDS = 60.0
+# Time a code_interpreter call may take beyond the sandbox's own limits: interrupting a kernel that
+# ran out of time, placing input files and storing what the code wrote.
+CODE_SLACK_SECONDS = 30.0
 
 
 def context_for(run: dict, settings: Settings, server_tools: list | None = None) -> Context:
@@ -56,21 +60,31 @@ def context_for(run: dict, settings: Settings, server_tools: list | None = None)
 
 
 class RunBinder:
-    def __init__(self, pool: AsyncConnectionPool, settings: Settings, tools: ToolRegistry):
+    def __init__(
+        self, pool: AsyncConnectionPool, settings: Settings, tools: ToolRegistry, code: CodeSessions | None = None
+    ):
         self.pool = pool
         self.settings = settings
         self.tools = tools
+        self.code = code
 
     async def context(self, run: dict, tenant: str, config: dict) -> tuple[Context, dict[str, str]]:
         """The run's context, and the tool-call type clients see for each server-side tool."""
         server_tools, kinds = await self._server_tools(run, tenant, config)
         context = context_for(run, self.settings, server_tools)
+        if "code_interpreter" in kinds:
+            # The sandbox enforces its own limits (kernel start, execution, interrupt); the call as a
+            # whole also reads the files back.
+            s = self.settings
+            limit = s.code_interpreter_startup_timeout + s.code_interpreter_execution_timeout + CODE_SLACK_SECONDS
+            context = dataclasses.replace(context, tool_timeouts={"code_interpreter": max(limit, s.tool_timeout)})
         if config.get("key_id"):
             context = await self._with_key_credentials(context, config["key_id"])
         return context, kinds
 
     async def _server_tools(self, run: dict, tenant: str, config: dict) -> tuple[list, dict[str, str]]:
-        """Installed tools and action operations show as `function` calls, file_search as itself."""
+        """Installed tools and action operations show as `function` calls, file_search and
+        code_interpreter as themselves."""
         tools: list = []
         names, action_ids = tool_types.enabled(run["tools"])
         for name in names:
@@ -85,7 +99,7 @@ class RunBinder:
         if action_ids:
             # Installed tools' names are unique and never `file_search` (the registry sees to it);
             # action operations get a suffix where they would clash with any other tool.
-            taken = {tool.name for tool in tools} | function_names(run["tools"]) | {"file_search"}
+            taken = {tool.name for tool in tools} | function_names(run["tools"]) | {"file_search", "code_interpreter"}
             async with self.pool.connection() as conn:
                 tools += await actions.tools_for_run(
                     conn, tenant, action_ids, self.settings, self._run_credentials(config), taken_names=taken
@@ -95,6 +109,10 @@ class RunBinder:
         if file_search is not None:
             tools.append(file_search)
             kinds[file_search.name] = "file_search"
+        if self.code is not None and any(t["type"] == "code_interpreter" for t in run["tools"]):
+            code = await self.code.tool_for(run, tenant)
+            tools.append(code)
+            kinds[code.name] = "code_interpreter"
         return tools, kinds
 
     def _run_credentials(self, config: dict) -> dict[str, dict] | None:

@@ -202,9 +202,15 @@ def _merge_delta(prev: Event, event: Event) -> Event | None:
     if event.event == "thread.run.step.delta":
         (a,) = prev.data["delta"]["step_details"]["tool_calls"]
         (b,) = event.data["delta"]["step_details"]["tool_calls"]
-        if a["index"] != b["index"] or a.get("type") != "function" or set(b.get("function", ())) != {"arguments"}:
+        # A function's arguments or the code of a code_interpreter call, written piece by piece.
+        field, text = {"function": ("function", "arguments"), "code_interpreter": ("code_interpreter", "input")}.get(
+            a.get("type"), (None, None)
+        )
+        if a["index"] != b["index"] or field is None or b.get("type") != a["type"] or set(b.get(field, ())) != {text}:
             return None
-        call = {**a, "function": {**a["function"], "arguments": a["function"]["arguments"] + b["function"]["arguments"]}}
+        if text not in a[field]:
+            return None
+        call = {**a, field: {**a[field], text: a[field][text] + b[field][text]}}
         return Event(prev.event, {**prev.data, "delta": {"step_details": {"type": "tool_calls", "tool_calls": [call]}}})
     return None
 

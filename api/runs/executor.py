@@ -28,6 +28,7 @@ from api.runs.recovery import RunRecovery
 from api.settings import Settings
 from api.storage import store
 from api.storage.queue import ADVANCE_RUN, EXPIRE_RUNS, PRUNE_EVENTS, QUEUE, RunQueue
+from api.tooling.code_sessions import CodeSessions
 from graph.graph import builder
 from tools.registry import ToolRegistry
 
@@ -52,12 +53,19 @@ class _Execution:
 
 
 class RunExecutor:
-    def __init__(self, pool: AsyncConnectionPool, queue: RunQueue, settings: Settings, tools: ToolRegistry):
+    def __init__(
+        self,
+        pool: AsyncConnectionPool,
+        queue: RunQueue,
+        settings: Settings,
+        tools: ToolRegistry,
+        code: CodeSessions | None = None,
+    ):
         self.pool = pool
         self.queue = queue
         self.settings = settings
         self.sink = EventSink(pool)
-        self.binder = RunBinder(pool, settings, tools)
+        self.binder = RunBinder(pool, settings, tools, code)
         IngestionJobs(pool, queue, settings)  # vector store file ingestion + store expiry tasks
         self.recovery = RunRecovery(pool, queue, settings, self.sink)
         self.graph = builder.compile(checkpointer=AsyncPostgresSaver(pool), name="assistant")

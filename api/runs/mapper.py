@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
+from langchain_core.utils.json import parse_partial_json
 
 from api.contract import objects
 from api.contract.ids import derived_id
@@ -63,9 +64,25 @@ class Streamed:
             elif name == "thread.run.step.delta":
                 calls = seen.arguments.setdefault(data["id"], {})
                 for call in data["delta"].get("step_details", {}).get("tool_calls") or []:
-                    args = (call.get("function") or {}).get("arguments") or ""
-                    calls[call["index"]] = calls.get(call["index"], 0) + len(args)
+                    calls[call["index"]] = calls.get(call["index"], 0) + len(_streamed_input(call))
         return seen
+
+
+def _streamed_input(call: dict) -> str:
+    """What a tool call delta (or a stored call) shows clients of the model's input: a function's
+    arguments, or a code_interpreter call's code."""
+    if call.get("type") == "code_interpreter":
+        return (call.get("code_interpreter") or {}).get("input") or ""
+    return (call.get("function") or {}).get("arguments") or ""
+
+
+def code_of(arguments: str) -> str:
+    """The `code` argument of a code_interpreter call, as far as its JSON has arrived."""
+    if not arguments.lstrip().startswith("{"):
+        return arguments  # a model that sends the bare source
+    parsed = parse_partial_json(arguments)
+    code = parsed.get("code") if isinstance(parsed, dict) else None
+    return code if isinstance(code, str) else ""
 
 
 def _text_of(content: Any) -> str:
@@ -116,6 +133,10 @@ class RunEventMapper:
         self._server_tools = server_tools or {}
         # Citation marker text -> file id, from file_search results seen in this execution.
         self._citations: dict[str, str] = {}
+        # code_interpreter results seen in this execution: /mnt/data paths -> file ids (for file_path
+        # annotations), and images not yet shown in a message.
+        self._sandbox_files: dict[str, str] = {}
+        self._images: list[str] = []
         self._now = clock
         # Model calls the run has completed so far: the number in the ids of the next call's objects.
         self._turn = turn
@@ -333,21 +354,26 @@ class RunEventMapper:
         if incomplete_reason in (None, "max_tokens"):
             self._message_step = None
         annotations = self._annotations(text)
-        content = [{"type": "text", "text": {"value": text, "annotations": annotations}}]
+        # Images the code drew since the last message follow the text (readers of content[0].text
+        # keep working).
+        images = [{"type": "image_file", "image_file": {"file_id": file_id}} for file_id in self._images]
+        self._images = []
+        content = [{"type": "text", "text": {"value": text, "annotations": annotations}}, *images]
         if self._was_completed(message) and message["content"] == content:
             return events  # an earlier execution stored this very answer and its step
         message["content"] = content
+        blocks: list[dict] = []
         if annotations:
             # Each annotation once, complete, under its index (the SDK sums repeated numbers).
-            block = {
-                "index": 0,
-                "type": "text",
-                "text": {"annotations": [{"index": i, **a} for i, a in enumerate(annotations)]},
-            }
+            blocks.append(
+                {"index": 0, "type": "text", "text": {"annotations": [{"index": i, **a} for i, a in enumerate(annotations)]}}
+            )
+        blocks += [{"index": i, **part} for i, part in enumerate(images, start=1)]
+        if blocks:
             events.append(
                 Event(
                     "thread.message.delta",
-                    {"id": message["id"], "object": "thread.message.delta", "delta": {"content": [block]}},
+                    {"id": message["id"], "object": "thread.message.delta", "delta": {"content": blocks}},
                 )
             )
         if incomplete_reason:
@@ -362,22 +388,21 @@ class RunEventMapper:
         return events
 
     def _annotations(self, value: str) -> list[dict]:
-        """file_citation annotations for the file_search markers the answer quotes."""
+        """file_citation annotations for the file_search markers the answer quotes, and file_path
+        annotations for the `sandbox:/mnt/data/...` links to files the code wrote."""
         found = []
-        for marker, file_id in self._citations.items():
-            start = value.find(marker)
-            while start != -1:
-                found.append((start, marker, file_id))
-                start = value.find(marker, start + len(marker))
+        for kind, targets in (
+            ("file_citation", self._citations),
+            ("file_path", {f"sandbox:{path}": file_id for path, file_id in self._sandbox_files.items()}),
+        ):
+            for marker, file_id in targets.items():
+                start = value.find(marker)
+                while start != -1:
+                    found.append((start, kind, marker, file_id))
+                    start = value.find(marker, start + len(marker))
         return [
-            {
-                "type": "file_citation",
-                "text": marker,
-                "start_index": start,
-                "end_index": start + len(marker),
-                "file_citation": {"file_id": file_id},
-            }
-            for start, marker, file_id in sorted(found)
+            {"type": kind, "text": marker, "start_index": start, "end_index": start + len(marker), kind: {"file_id": file_id}}
+            for start, kind, marker, file_id in sorted(found)
         ]
 
     # --- tool calls -----------------------------------------------------------------------------
@@ -407,7 +432,7 @@ class RunEventMapper:
             sent = self._streamed.arguments.get(self._tool_step["id"], {}).get(pos)
             stored = self._tool_step["step_details"]["tool_calls"]
             if pos < len(stored):  # an adopted step stored with its calls: clients have those
-                sent = max(sent or 0, len(stored[pos].get("function", {}).get("arguments", "")))
+                sent = max(sent or 0, len(_streamed_input(stored[pos])))
             call = {
                 "id": normalize_call_id(raw_id, self._chunk_source, pos),
                 "name": name or "",
@@ -420,22 +445,35 @@ class RunEventMapper:
             call = self._calls[self._call_pos[index]]
             call["arguments"] += args
         pos = self._call_pos[index]
+        kind = self._kind(call["name"])
+        # What clients see of the input: a function's arguments, the code a code_interpreter call
+        # writes (decoded from its JSON as it arrives), nothing of a file_search query (as on OpenAI).
+        shown = code_of(call["arguments"]) if kind == "code_interpreter" else call["arguments"]
         if call["sent"] is None:
-            call["sent"] = len(call["arguments"])
-            if self._kind(call["name"]) == "file_search":
+            call["sent"] = len(shown)
+            if kind == "file_search":
                 body = {"index": pos, "id": call["id"], "type": "file_search", "file_search": {}}
+            elif kind == "code_interpreter":
+                body = {
+                    "index": pos,
+                    "id": call["id"],
+                    "type": "code_interpreter",
+                    "code_interpreter": {"input": shown, "outputs": []},
+                }
             else:
                 body = {
                     "index": pos,
                     "id": call["id"],
                     "type": "function",
-                    "function": {"name": call["name"], "arguments": call["arguments"], "output": None},
+                    "function": {"name": call["name"], "arguments": shown, "output": None},
                 }
             events.append(self._step_delta(body))
-        elif len(call["arguments"]) > call["sent"] and self._kind(call["name"]) != "file_search":
-            # file_search queries stay internal, as on OpenAI.
-            piece, call["sent"] = call["arguments"][call["sent"] :], len(call["arguments"])
-            events.append(self._step_delta({"index": pos, "type": "function", "function": {"arguments": piece}}))
+        elif len(shown) > call["sent"] and kind != "file_search":
+            piece, call["sent"] = shown[call["sent"] :], len(shown)
+            if kind == "code_interpreter":
+                events.append(self._step_delta({"index": pos, "type": "code_interpreter", "code_interpreter": {"input": piece}}))
+            else:
+                events.append(self._step_delta({"index": pos, "type": "function", "function": {"arguments": piece}}))
         return events
 
     def _model_turn_done(self, update: dict) -> list[Event]:
@@ -465,6 +503,7 @@ class RunEventMapper:
                 if pos < len(self._calls):
                     self._calls[pos]["id"] = call["id"]
                     self._calls[pos]["name"] = call["name"]
+                    self._calls[pos]["args"] = call["args"]
             del self._calls[len(response.tool_calls):]
             self._tool_step["step_details"]["tool_calls"] = [self._tool_call_json(c) for c in self._calls]
             self.pending_tool_usage[self._tool_step["id"]] = usage_json(usage)
@@ -475,8 +514,19 @@ class RunEventMapper:
         return self._server_tools.get(name, "function")
 
     def _tool_call_json(self, call: dict) -> dict:
-        if self._kind(call["name"]) == "file_search":
+        kind = self._kind(call["name"])
+        if kind == "file_search":
             return {"id": call["id"], "type": "file_search", "file_search": call.get("file_search", {})}
+        if kind == "code_interpreter":
+            code = (call.get("args") or {}).get("code")
+            return {
+                "id": call["id"],
+                "type": "code_interpreter",
+                "code_interpreter": {
+                    "input": code if isinstance(code, str) else code_of(call["arguments"]),
+                    "outputs": call.get("outputs", []),
+                },
+            }
         return {
             "id": call["id"],
             "type": "function",
@@ -511,6 +561,21 @@ class RunEventMapper:
                         for h in hits
                     ],
                 }
+            elif self._kind(call["name"]) == "code_interpreter":
+                artifact = message.artifact if isinstance(message.artifact, dict) else {}
+                outputs = artifact.get("outputs") or [{"type": "logs", "logs": _text_of(message.content)}]
+                call["outputs"] = outputs
+                self._sandbox_files.update(artifact.get("files") or {})
+                self._images += [o["image"]["file_id"] for o in outputs if o["type"] == "image"]
+                events.append(
+                    self._step_delta(
+                        {
+                            "index": pos,
+                            "type": "code_interpreter",
+                            "code_interpreter": {"outputs": [{"index": i, **o} for i, o in enumerate(outputs)]},
+                        }
+                    )
+                )
             else:
                 call["output"] = _text_of(message.content)
                 # Streams see the output arrive as the step's delta, as they saw the arguments.

@@ -19,6 +19,7 @@ from api.settings import Settings
 from api.storage.database import migrate, open_pool
 from api.storage.queue import RunQueue
 from api.tooling import tool_types
+from api.tooling.code_sessions import CodeSessions
 from tools.registry import ToolRegistry
 
 
@@ -50,10 +51,14 @@ async def runtime(settings: Settings, database_url: str, *, with_executor: bool)
         await hub.start()
         registry = await asyncio.to_thread(tool_types.discover, settings)
         services = Services(settings=settings, pool=pool, queue=queue, sink=EventSink(pool), hub=hub, tools=registry)
-        executor = RunExecutor(pool, queue, settings, registry) if with_executor else None
+        # Only processes that execute runs run code: they keep the code_interpreter sessions.
+        code = await CodeSessions.open(pool, settings) if with_executor else None
+        executor = RunExecutor(pool, queue, settings, registry, code) if with_executor else None
         try:
             yield services, executor
         finally:
+            if code is not None:
+                await code.close()
             await hub.stop()
             await queue.close()
     finally:

@@ -194,4 +194,13 @@ MIGRATIONS: list[str] = [
     CREATE INDEX run_events_created ON run_events (created_at);
     DROP TABLE run_event_payloads;
     """,
+    # 8: code_interpreter kernels kept in a Jupyter Kernel Gateway: which kernel is a thread's,
+    # so a run on any worker finds its thread's session.
+    """
+    CREATE TABLE code_interpreter_kernels (
+        key text PRIMARY KEY,
+        kernel_id text NOT NULL,
+        created_at timestamptz NOT NULL DEFAULT now()
+    );
+    """,
 ]

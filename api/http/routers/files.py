@@ -114,24 +114,13 @@ def _file_object(file_id: str, upload: file_storage.Upload) -> dict:
     for present, absent in ((ANCHOR_FIELD, SECONDS_FIELD), (SECONDS_FIELD, ANCHOR_FIELD)):
         if present in fields and absent not in fields:
             raise _missing(_PARAM_NAMES[absent])
-    created_at = now()
     if SECONDS_FIELD in fields:
-        expires_at = created_at + _seconds(fields[SECONDS_FIELD])
+        expires_at = now() + _seconds(fields[SECONDS_FIELD])
     elif fields["purpose"] == "batch":
-        expires_at = created_at + BATCH_DEFAULT_EXPIRES_SECONDS
+        expires_at = now() + BATCH_DEFAULT_EXPIRES_SECONDS
     else:
         expires_at = None
-    return {
-        "id": file_id,
-        "object": "file",
-        "bytes": upload.bytes,
-        "created_at": created_at,
-        "expires_at": expires_at,
-        "filename": upload.filename,
-        "purpose": fields["purpose"],
-        "status": "processed",
-        "status_details": None,
-    }
+    return objects.file(file_id, upload.filename, upload.bytes, fields["purpose"], expires_at=expires_at)
 
 
 async def _live_file(app: App, file_id: str) -> tuple[dict, str]:

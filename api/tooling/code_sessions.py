@@ -1,0 +1,157 @@
+"""code_interpreter as the server runs it: this process's session store (local jails, or a Jupyter
+Kernel Gateway whose thread → kernel mapping lives in Postgres so every worker finds a thread's
+kernel), and the tool bound per run to its thread's session, with the assistant's and the thread's
+files placed in /mnt/data before the code runs and whatever the code writes or draws stored as
+Files of the run's tenant."""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from pathlib import PurePosixPath
+
+from psycopg_pool import AsyncConnectionPool
+
+from api.files import file_storage, files_store, generated
+from api.settings import Settings
+from api.storage import store
+from tools.code_interpreter import (
+    CodeInterpreterConfig,
+    CodeInterpreterTool,
+    Session,
+    SessionStore,
+    open_session_store,
+)
+
+log = logging.getLogger(__name__)
+
+GET_KERNEL = "SELECT kernel_id FROM code_interpreter_kernels WHERE key = %s"
+CLAIM_KERNEL = """
+    WITH claimed AS (
+        INSERT INTO code_interpreter_kernels (key, kernel_id) VALUES (%s, %s)
+        ON CONFLICT (key) DO NOTHING RETURNING kernel_id
+    )
+    SELECT kernel_id FROM claimed UNION ALL SELECT kernel_id FROM code_interpreter_kernels WHERE key = %s
+    LIMIT 1
+"""
+RELEASE_KERNEL = "DELETE FROM code_interpreter_kernels WHERE key = %s AND kernel_id = %s"
+# Sessions whose staged files are remembered; one that falls out has its files placed again.
+STAGED_SESSIONS_KEPT = 1000
+
+
+def config_from(settings: Settings) -> CodeInterpreterConfig:
+    token = settings.code_interpreter_gateway_token
+    return CodeInterpreterConfig(
+        backend=settings.code_interpreter_backend,
+        idle_timeout=settings.code_interpreter_idle_timeout,
+        execution_timeout=settings.code_interpreter_execution_timeout,
+        startup_timeout=settings.code_interpreter_startup_timeout,
+        max_output_chars=settings.code_interpreter_max_output_chars,
+        max_output_files=settings.code_interpreter_max_output_files,
+        max_file_mb=settings.code_interpreter_max_file_mb,
+        max_sessions=settings.code_interpreter_max_sessions,
+        memory_mb=settings.code_interpreter_memory_mb,
+        max_processes=settings.code_interpreter_max_processes,
+        cpu_seconds=settings.code_interpreter_cpu_seconds,
+        cpus=settings.code_interpreter_cpus,
+        tmp_mb=settings.code_interpreter_tmp_mb,
+        sessions_dir=settings.code_interpreter_sessions_dir,
+        nsjail_path=settings.code_interpreter_nsjail_path,
+        host_uid_base=settings.code_interpreter_host_uid_base,
+        unsandboxed=settings.code_interpreter_unsandboxed,
+        gateway_url=settings.code_interpreter_gateway_url,
+        gateway_token=token.get_secret_value() if token else None,
+        gateway_kernel_name=settings.code_interpreter_gateway_kernel_name,
+        gateway_data_dir=settings.code_interpreter_gateway_data_dir,
+    )
+
+
+class PostgresKernelIds:
+    """Thread → gateway kernel id, shared by every process of the database."""
+
+    def __init__(self, pool: AsyncConnectionPool):
+        self.pool = pool
+
+    async def get(self, key: str) -> str | None:
+        async with self.pool.connection() as conn:
+            row = await (await conn.execute(GET_KERNEL, (key,))).fetchone()
+        return row["kernel_id"] if row else None
+
+    async def claim(self, key: str, kernel_id: str) -> str:
+        async with self.pool.connection() as conn:
+            row = await (await conn.execute(CLAIM_KERNEL, (key, kernel_id, key))).fetchone()
+        return row["kernel_id"]
+
+    async def release(self, key: str, kernel_id: str) -> None:
+        async with self.pool.connection() as conn:
+            await conn.execute(RELEASE_KERNEL, (key, kernel_id))
+
+
+class CodeSessions:
+    def __init__(self, sessions: SessionStore, pool: AsyncConnectionPool, settings: Settings):
+        self.sessions = sessions
+        self.pool = pool
+        self.settings = settings
+        # Input files already placed in each session (by session id: a replaced session starts empty),
+        # for the most recently used sessions.
+        self._staged: OrderedDict[str, set[str]] = OrderedDict()
+
+    @classmethod
+    async def open(cls, pool: AsyncConnectionPool, settings: Settings) -> "CodeSessions":
+        mapping = PostgresKernelIds(pool) if settings.code_interpreter_backend == "gateway" else None
+        return cls(await open_session_store(config_from(settings), mapping=mapping), pool, settings)
+
+    async def close(self) -> None:
+        await self.sessions.aclose()
+
+    async def tool_for(self, run: dict, tenant: str) -> CodeInterpreterTool:
+        """The tool, bound to the run's thread's session and to the files the run may use."""
+        files = await self._input_files(run, tenant)
+        thread_id = run["thread_id"]
+
+        async def session() -> Session:
+            current = await self.sessions.session(thread_id)
+            staged = self._staged.setdefault(current.id, set())
+            self._staged.move_to_end(current.id)
+            while len(self._staged) > STAGED_SESSIONS_KEPT:
+                self._staged.popitem(last=False)
+            for file_id, (name, stored) in files.items():
+                if file_id in staged:
+                    continue
+                try:
+                    data = await file_storage.read_bytes(self.settings.data_dir, stored)
+                except FileNotFoundError:
+                    log.warning("file %s of thread %s has no bytes; not placed in /mnt/data", file_id, thread_id)
+                    continue
+                await current.put_file(name, data)
+                staged.add(file_id)
+            return current
+
+        async def save_output(name: str, data: bytes, mime: str) -> str:
+            return (await generated.create(self.pool, self.settings.data_dir, tenant, name, data))["id"]
+
+        tool = CodeInterpreterTool(session=session, save_output=save_output)
+        if files:
+            listed = ", ".join(f"/mnt/data/{name}" for name, _ in files.values())
+            tool.description += f"\n\nFiles available to the code: {listed}."
+        return tool
+
+    async def _input_files(self, run: dict, tenant: str) -> dict[str, tuple[str, str]]:
+        """file id → (name in /mnt/data, storage path) for the assistant's and the thread's files."""
+        own = ((run.get("tool_resources") or {}).get("code_interpreter") or {}).get("file_ids") or []
+        async with self.pool.connection() as conn:
+            thread = await store.get(conn, "threads", run["thread_id"], tenant)
+            of_thread = (((thread or {}).get("tool_resources") or {}).get("code_interpreter") or {}).get("file_ids") or []
+            files: dict[str, tuple[str, str]] = {}
+            taken: set[str] = set()
+            for file_id in dict.fromkeys([*own, *of_thread]):
+                found = await files_store.get(conn, file_id, tenant)
+                if found is None:
+                    continue  # deleted since it was attached
+                obj, stored = found
+                name = PurePosixPath(obj["filename"]).name or file_id
+                if name in taken:
+                    name = f"{file_id}-{name}"  # two files of one name: both stay reachable
+                taken.add(name)
+                files[file_id] = (name, stored)
+        return files
