@@ -51,6 +51,23 @@ def require_browser() -> None:
     pytest.skip(problem)
 
 
+def wait_for_js(page, expression: str, timeout: float = 20.0):
+    """Poll a JavaScript expression until it is truthy; return its value.
+
+    `page.wait_for_function` evaluates its predicate with eval() inside the page, which the
+    playground's Content-Security-Policy forbids; `page.evaluate` is not subject to it."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        value = page.evaluate(expression)
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not true after {timeout} s: {expression}")
+        page.wait_for_timeout(25)
+
+
 @dataclass
 class Tab:
     """A page of a fresh browser profile, recording what would show in its console."""

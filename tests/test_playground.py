@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.browser import open_tab, require_browser
+from tests.browser import open_tab, require_browser, wait_for_js
 from tests.conftest import ADMIN_KEY, sdk, wait_for
 
 STATIC = Path(__file__).resolve().parent.parent / "api" / "http" / "playground" / "static"
@@ -103,7 +103,7 @@ def test_first_load_is_light_fast_and_keyboard_navigable(tab, client):
     page = tab.page
     page.goto("/")
     expect(page.get_by_role("heading", name="Playground", exact=True)).to_be_visible()
-    page.wait_for_function("performance.getEntriesByName('playground:ready').length > 0")
+    wait_for_js(page, "performance.getEntriesByName('playground:ready').length > 0")
     fcp = page.evaluate("performance.getEntriesByName('first-contentful-paint')[0].startTime")
     assert 0 < fcp < 3000
     # Bytes of the page's own files on the wire (compressed): index, CSS and the modules of the first view.
@@ -141,6 +141,73 @@ def test_first_load_is_light_fast_and_keyboard_navigable(tab, client):
 # --- assistants, chat, function calls, inspector --------------------------------------------------
 
 
+def test_editing_an_assistant_keeps_what_the_form_does_not_show(tab, client, model_name):
+    vector_store = client.vector_stores.create(name="Kept store")
+    assistant = client.beta.assistants.create(
+        model=model_name,
+        name="Before",
+        instructions="Old instructions.",
+        metadata={"team": "docs"},
+        temperature=0.3,
+        tools=[
+            {"type": "file_search", "file_search": {"max_num_results": 7}},
+            {"type": "web_search"},
+            {"type": "function", "function": {"name": "lookup", "parameters": WEATHER_SCHEMA}},
+        ],
+        tool_resources={"file_search": {"vector_store_ids": [vector_store.id]}},
+    )
+    page = tab.page
+    page.goto(f"/playground/#/assistants/{assistant.id}")
+    expect(page.get_by_label("file_search", exact=True)).to_be_checked()
+    expect(page.get_by_label("web_search", exact=True)).to_be_checked()
+    expect(page.get_by_label("Vector store for file_search")).to_have_value(vector_store.id)
+    expect(page.locator(".fn-name")).to_have_value("lookup")
+    expect(page.get_by_label("Temperature")).to_have_value("0.3")
+    page.get_by_label("Name", exact=True).fill("After")
+    page.get_by_label("Instructions").fill("New instructions.")
+    page.get_by_label("web_search", exact=True).uncheck()
+    page.get_by_role("button", name="Save changes").click()
+    expect(page.get_by_role("heading", name="After")).to_be_visible()
+    saved = client.beta.assistants.retrieve(assistant.id)
+    assert (saved.name, saved.instructions, saved.temperature, saved.metadata) == ("After", "New instructions.", 0.3, {"team": "docs"})
+    assert [t.type for t in saved.tools] == ["file_search", "function"]
+    assert saved.tools[0].file_search.max_num_results == 7
+    assert saved.tools[1].function.name == "lookup" and saved.tools[1].function.parameters == WEATHER_SCHEMA
+    assert saved.tool_resources.file_search.vector_store_ids == [vector_store.id]
+
+    # A bad schema is refused by the form, before any request.
+    page.locator(".fn-parameters").fill("{not json")
+    page.get_by_role("button", name="Save changes").click()
+    assert "Not valid JSON" in page.locator(".fn-parameters").evaluate("el => el.validationMessage")
+    assert client.beta.assistants.retrieve(assistant.id).tools[1].function.parameters == WEATHER_SCHEMA
+
+    # Delete asks twice.
+    delete = page.get_by_role("button", name="Delete assistant")
+    delete.click()
+    page.get_by_role("button", name="Confirm: delete assistant").click()
+    page.wait_for_url(re.compile(r"#/assistants$"))
+    assert assistant.id not in [a.id for a in client.beta.assistants.list(limit=100)]
+    assert tab.problems() == []
+
+
+def test_models_are_offered_when_the_server_lists_them(tab):
+    """A server with `GET /v1/models` (this one has none yet): the form suggests its models, and
+    still takes any name."""
+    page = tab.page
+    page.route("**/playground/config.json", lambda route: route.fulfill(json={"auth": False, "models": True}))
+    page.route("**/v1/models", lambda route: route.fulfill(json={"object": "list", "data": [
+        {"id": "gpt-4o-mini", "object": "model", "created": 0, "owned_by": "x"},
+        {"id": "llama3.1", "object": "model", "created": 0, "owned_by": "y"}]}))
+    page.goto("/playground/#/assistants/new")
+    options = page.locator("#model-options option")
+    expect(options.first).to_be_attached()
+    offered = options.evaluate_all("els => els.map((o) => o.value)")
+    assert {"gpt-4o-mini", "llama3.1"} <= set(offered)  # with the models of existing assistants
+    expect(page.get_by_label("Model")).to_have_attribute("list", "model-options")
+    expect(page.locator("#assistant-model + .hint, .field:has(#assistant-model) .hint")).to_contain_text("GET /v1/models")
+    assert tab.problems() == []
+
+
 def test_create_assistant_chat_streams_answers_a_function_call_and_inspects_the_run(tab, client, scripted, model_name):
     page = tab.page
     create_assistant_in_form(page, "Weather helper", model_name)
@@ -149,8 +216,8 @@ def test_create_assistant_chat_streams_answers_a_function_call_and_inspects_the_
     page.get_by_label("calculator", exact=True).check()
     page.get_by_role("button", name="Add function").click()
     function = page.locator("fieldset.function").last
-    function.get_by_label("Name").fill("get_weather")
-    function.get_by_label("Description").fill("Current weather of a city")
+    function.get_by_label("Function name").fill("get_weather")
+    function.get_by_label("Function description").fill("Current weather of a city")
     function.get_by_label("Parameters (JSON schema)").fill(json.dumps(WEATHER_SCHEMA))
     page.get_by_role("button", name="Create assistant").click()
     assistant_id = saved_assistant_id(page)
@@ -205,9 +272,11 @@ def test_create_assistant_chat_streams_answers_a_function_call_and_inspects_the_
     output.press("Control+Enter")
     expect(page.locator(".message.assistant").last).to_contain_text("It is 24 °C and sunny in Lisbon.")
     expect(page.locator("#run-bar")).to_contain_text("completed")
-    step = page.locator(".activity").last
-    expect(step).to_contain_text("get_weather")
-    expect(step).to_contain_text('"temperature_c": 24')
+    step = page.locator(".activity").last  # one line per call; the details open on demand
+    expect(step.locator("summary")).to_contain_text('get_weather({"city":"Lisbon"}) → {"temperature_c":24,"sky":"sunny"}')
+    step.locator("summary").click()
+    expect(step.locator(".calls pre").last).to_be_visible()
+    expect(step.locator(".calls pre").last).to_contain_text('"temperature_c": 24')
     tool_messages = [m for m in scripted.requests(model_name)[-1]["body"]["messages"] if m["role"] == "tool"]
     assert json.loads(tool_messages[-1]["content"]) == {"temperature_c": 24, "sky": "sunny"}
 
@@ -297,7 +366,10 @@ def test_upload_into_a_vector_store_then_cite_it_and_send_an_image(tab, client, 
     expect(answer.locator(".citations li")).to_contain_text("handbook.txt")
     expect(answer.locator("a.cite")).to_have_text("[1]")
     expect(answer.locator(".text").first).to_have_text("Visitors park for free on level -2[1].")
-    expect(page.locator(".activity").last).to_contain_text("level -2 of the garage")  # file_search results, live
+    search = page.locator(".activity").last
+    expect(search.locator("summary")).to_contain_text("file_search → 1 result")
+    search.locator("summary").click()
+    expect(search.locator(".chunk")).to_contain_text("level -2 of the garage")  # the results' text, live
 
     # An attached image goes as an image_file part and is shown from the Files API.
     scripted.script(model_name, [{"content": "A nice orange swatch."}])

@@ -8,8 +8,12 @@ import { forgetAssistant } from './threads.js';
 const EMPTY_SCHEMA = '{\n  "type": "object",\n  "properties": {},\n  "required": []\n}';
 
 export async function render(main, { assistantId }, { config, navigate }) {
-  const [assistants, catalogue] = await Promise.all([api.list('assistants'), loadCatalogue(config)]);
-  const current = assistantId && assistantId !== 'new' ? await api.get(`assistants/${assistantId}`) : null;
+  // The tools, actions, stores, files and models only matter to the form.
+  const [assistants, catalogue, current] = await Promise.all([
+    api.list('assistants'),
+    assistantId ? loadCatalogue(config) : null,
+    assistantId && assistantId !== 'new' ? api.get(`assistants/${assistantId}`) : null,
+  ]);
   const content = h('section', { class: 'content', 'aria-labelledby': 'view-title' });
   replace(main, h('div', { class: 'split' }, sidebar(assistants, assistantId), content));
   if (assistantId) {
@@ -93,7 +97,7 @@ function editor(content, assistant, assistants, catalogue, navigate) {
     ? 'Pick one of the models the server lists (GET /v1/models) or type any name.'
     : 'Any model the server’s model endpoint serves; it is passed through unchanged.';
   const description = h('input', { id: 'assistant-description', type: 'text', maxlength: 512, value: assistant?.description || '' });
-  const instructions = h('textarea', { id: 'assistant-instructions', rows: 6, value: assistant?.instructions || '' });
+  const instructions = h('textarea', { id: 'assistant-instructions', rows: 4, value: assistant?.instructions || '' });
   const temperature = h('input', { id: 'assistant-temperature', type: 'number', min: 0, max: 2, step: 0.1, value: assistant?.temperature ?? '', placeholder: '1' });
   const topP = h('input', { id: 'assistant-top-p', type: 'number', min: 0, max: 1, step: 0.05, value: assistant?.top_p ?? '', placeholder: '1' });
 
@@ -142,9 +146,8 @@ function editor(content, assistant, assistants, catalogue, navigate) {
     h('div', { class: 'grid-2' },
       field('Name', name),
       h('div', {}, field('Model', model, modelHint), modelList)),
-    field('Description', description),
+    h('div', { class: 'grid-desc' }, field('Description', description), field('Temperature', temperature), field('Top P', topP)),
     field('Instructions', instructions, 'The system message of every run (a run may replace or extend it).'),
-    h('div', { class: 'grid-4' }, field('Temperature', temperature), field('Top P', topP)),
     h('fieldset', {},
       h('legend', {}, 'Tools'),
       check(fileSearch, 'file_search', 'Searches the vector store chosen below (and the thread’s own).'),
@@ -252,8 +255,8 @@ function functionEditor(fn) {
   const box = h('fieldset', { class: 'function' },
     h('legend', {}, `Function ${n}`),
     h('div', { class: 'grid-2' },
-      field('Name', name, 'Letters, digits, _ and -, at most 64.'),
-      field('Description', description)),
+      field('Function name', name, 'Letters, digits, _ and -, at most 64.'),
+      field('Function description', description)),
     field('Parameters (JSON schema)', parameters),
     check(strict, 'strict', 'Ask the model to follow the schema exactly.'),
     h('button', { type: 'button', class: 'link danger', onclick: () => box.remove() }, `Remove function ${n}`));

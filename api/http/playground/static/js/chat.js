@@ -42,11 +42,16 @@ class ChatView {
     this.pollTimer = null;
     this.stopped = false;
     this.attachments = [];
+    this.sending = false;
   }
 
   async start() {
     const a = this.assistant;
     this.log = h('div', { class: 'messages', id: 'messages', role: 'log', 'aria-label': 'Conversation', tabindex: '0' });
+    this.follow = true;
+    this.log.addEventListener('scroll', () => {
+      this.follow = this.log.scrollHeight - this.log.scrollTop - this.log.clientHeight < 60;
+    });
     this.runBar = h('div', { class: 'run-bar', id: 'run-bar', hidden: true });
     this.outputsForm = null; // the requires_action form, at the end of the conversation
     this.liveSteps = new Map(); // tool-call steps shown in the conversation, updated by later streams too
@@ -152,16 +157,16 @@ class ChatView {
       attached.length ? h('ul', { class: 'attached muted', 'aria-label': 'Attachments' }, attached) : null);
   }
 
+  // The conversation follows new content unless the person scrolled up to read.
   scrollDown(force) {
-    const log = this.log;
-    if (force || log.scrollHeight - log.scrollTop - log.clientHeight < 80) log.scrollTop = log.scrollHeight;
+    if (force) this.follow = true;
+    if (this.follow) this.log.scrollTop = this.log.scrollHeight;
   }
 
   appendToLog(el) {
     this.log.querySelector('.empty')?.remove();
-    const nearBottom = this.log.scrollHeight - this.log.scrollTop - this.log.clientHeight < 80;
     this.log.append(el);
-    if (nearBottom) this.log.scrollTop = this.log.scrollHeight;
+    this.scrollDown();
   }
 
   showAttachments() {
@@ -175,12 +180,13 @@ class ChatView {
 
   async send() {
     const text = this.input.value.trim();
-    if (!text && !this.attachments.length) return;
+    if ((!text && !this.attachments.length) || this.sending) return;
     if (this.run && !TERMINAL.has(this.run.status)) {
       this.formStatus.replaceChildren(h('p', { class: 'error' }, 'Wait for the current run to finish, or cancel it.'));
       return;
     }
     this.formStatus.replaceChildren();
+    this.sending = true;
     this.sendButton.disabled = true;
     try {
       if (!this.thread) {
@@ -217,10 +223,12 @@ class ChatView {
       this.attachments = [];
       this.showAttachments();
       this.appendToLog(this.messageElement(message));
+      this.scrollDown(true);
       await this.stream(`threads/${this.thread.id}/runs`, { assistant_id: this.assistant.id });
     } catch (error) {
       this.formStatus.replaceChildren(alertBox(error));
     } finally {
+      this.sending = false;
       this.sendButton.disabled = false;
     }
   }
@@ -305,8 +313,9 @@ class ChatView {
   onStep(event, data, live) {
     if (event === 'thread.run.step.created') {
       if (data.type !== 'tool_calls') return;
-      const el = h('div', { class: 'activity', 'data-step-id': data.id, 'aria-label': 'Tool calls' },
-        h('p', { class: 'activity-head' }, 'Tool calls ', badge(data.status)), h('div', { class: 'calls' }));
+      const el = h('details', { class: 'activity', 'data-step-id': data.id },
+        h('summary', {}, h('span', { class: 'activity-head' }, 'Tool calls'), ' ', badge(data.status), ' ', h('span', { class: 'activity-gist' })),
+        h('div', { class: 'calls' }));
       live.steps.set(data.id, { calls: [...(data.step_details.tool_calls || [])], el });
       this.appendToLog(el);
       return;
@@ -323,6 +332,7 @@ class ChatView {
       step.el.querySelector('.badge').replaceWith(badge(data.status));
     }
     step.el.querySelector('.calls').replaceChildren(...step.calls.map((call) => toolCall(call)));
+    step.el.querySelector('.activity-gist').textContent = step.calls.map(gist).join(' · ');
     this.scrollDown();
   }
 
@@ -439,6 +449,28 @@ class ChatView {
     forget(this.thread.id);
     announce('Thread deleted');
     this.navigate(`#/chat/${this.assistant.id}`);
+  }
+}
+
+// One line per tool call for the conversation; the details open below it (and in the inspector).
+function gist(call) {
+  if (call.type === 'function') {
+    const fn = call.function || {};
+    const out = fn.output == null ? '' : ` → ${compact(fn.output)}`;
+    return `${fn.name || '…'}(${compact(fn.arguments || '')})${out}`;
+  }
+  if (call.type === 'file_search') {
+    const results = call.file_search?.results;
+    return results ? `file_search → ${results.length} result${results.length === 1 ? '' : 's'}` : 'file_search';
+  }
+  return call.type;
+}
+
+function compact(text) {
+  try {
+    return JSON.stringify(JSON.parse(text));
+  } catch {
+    return String(text);
   }
 }
 

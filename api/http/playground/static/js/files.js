@@ -124,7 +124,7 @@ class FilesView {
 
     const rows = this.files.map((file) => h('tr', { 'data-file-id': file.id },
       h('th', { scope: 'row' }, file.filename, h('span', { class: 'cell-meta' }, h('code', {}, file.id), ` · ${clock(file.created_at)}`)),
-      h('td', {}, bytes(file.bytes)),
+      h('td', { class: 'nowrap' }, bytes(file.bytes)),
       h('td', {}, file.purpose),
       h('td', {}, badge(file.status || 'uploaded')),
       h('td', { class: 'row-actions' },
@@ -237,7 +237,7 @@ class FilesView {
     const rows = storeFiles.map((vf) => h('tr', { 'data-file-id': vf.id },
       h('th', { scope: 'row' }, this.filename(vf.id), h('span', { class: 'cell-meta' }, h('code', {}, vf.id), ` · added ${clock(vf.created_at)}`)),
       h('td', {}, badge(vf.status), vf.last_error ? h('p', { class: 'error-text' }, `${vf.last_error.code}: ${vf.last_error.message}`) : null),
-      h('td', {}, bytes(vf.usage_bytes)),
+      h('td', { class: 'nowrap' }, bytes(vf.usage_bytes)),
       h('td', { class: 'row-actions' }, confirmButton('Remove', async () => {
         await api.del(`vector_stores/${store.id}/files/${vf.id}`);
         await this.refresh();

@@ -35,10 +35,10 @@ function match(hash) {
 }
 
 async function route() {
-  const found = match(location.hash);
+  let found = match(location.hash);
   if (!found) {
-    location.replace('#/assistants');
-    return;
+    history.replaceState(null, '', '#/assistants'); // no hashchange: routed right here
+    found = match(location.hash);
   }
   if (credentials.required && !credentials.key) {
     askForKey();
