@@ -95,7 +95,26 @@ def test_root_redirects_and_assets_are_self_contained(server):
         assert not re.search(rb"(https?:)?//[a-z0-9]", own), asset
     # The playground stays out of the API's OpenAPI document.
     paths = httpx.get(f"{origin}/openapi.json").json()["paths"]
-    assert not [p for p in paths if not p.startswith("/v1/")]
+    assert "/" not in paths and not [p for p in paths if p.startswith("/playground")]
+
+
+def test_config_says_whether_auth_is_on_and_models_can_be_listed():
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+
+    from api.http import playground
+    from api.settings import Settings
+
+    app = FastAPI()
+
+    @app.get("/v1/models")
+    async def models() -> dict:
+        return {"object": "list", "data": []}
+
+    playground.install(app, Settings(auth=True))
+    response = TestClient(app).get("/playground/config.json")
+    assert response.json() == {"auth": True, "models": True}
+    assert response.headers["cache-control"] == "no-store"
 
 
 def test_first_load_is_light_fast_and_keyboard_navigable(tab, client):

@@ -151,7 +151,7 @@ function editor(content, assistant, assistants, catalogue, navigate) {
     h('fieldset', {},
       h('legend', {}, 'Tools'),
       check(fileSearch, 'file_search', 'Searches the vector store chosen below (and the thread’s own).'),
-      check(codeInterpreter, 'code_interpreter', 'Runs Python on the server, with the files chosen below.'),
+      check(codeInterpreter, 'code_interpreter', 'Lets the model write and run Python with the files chosen below (where the server has a code sandbox).'),
       builtinBoxes.length ? h('h3', {}, 'Installed tools (GET /v1/tools)') : null,
       builtinBoxes.map((b) => b.row),
       actionBoxes.length ? h('h3', {}, 'OpenAPI actions (GET /v1/actions)') : null,

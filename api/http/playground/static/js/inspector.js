@@ -86,7 +86,7 @@ function renderRun(content, run, steps, open, first) {
     h('div', { class: 'content-head' },
       h('h1', { id: 'view-title', tabindex: '-1' }, 'Run ', h('code', {}, run.id))),
     waiting,
-    h('dl', { class: 'facts' }, rows.map(([label, value]) => [h('dt', {}, label), h('dd', {}, value)])),
+    h('dl', { class: 'facts wide' }, rows.map(([label, value]) => [h('dt', {}, label), h('dd', {}, value)])),
     run.instructions ? h('details', { class: 'raw' }, h('summary', {}, 'Instructions'), h('pre', { class: 'code' }, run.instructions)) : null,
     h('h2', { id: 'steps-title' }, `Steps (${steps.length})`),
     steps.length

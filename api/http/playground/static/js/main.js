@@ -111,7 +111,7 @@ function askForKey(problem) {
 
 async function boot() {
   try {
-    const response = await fetch('config.json', { cache: 'no-store' });
+    const response = await fetch('config.json'); // preloaded by index.html; the server says no-store
     Object.assign(config, await response.json());
   } catch {
     /* an older server: no auth, no model list */
