@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from contextlib import asynccontextmanager
+from typing import AsyncIterator
 
 from psycopg import AsyncConnection
 
@@ -116,13 +118,16 @@ async def create_run(
     additional_instructions: str | None = None,
     additional_messages: list[schemas.CreateMessage] | None = None,
     jobs: list[vs.Job],
+    assistant: dict | None = None,
 ) -> tuple[dict, list[Event]]:
     """Inside the caller's transaction: validate, lock the thread, insert the run. Returns the run
     and its opening events; the caller announces them (which defers its execution), commits, then
-    calls `launch`."""
-    assistant = await store.get(conn, "assistants", body.assistant_id, svc.tenant)
+    calls `launch`. `assistant`: the defaults the run starts from (an assistant's fields, or a
+    response's own), instead of the assistant `body.assistant_id` names."""
     if assistant is None:
-        raise not_found("assistant", body.assistant_id)
+        assistant = await store.get(conn, "assistants", body.assistant_id, svc.tenant)
+        if assistant is None:
+            raise not_found("assistant", body.assistant_id)
     await lock_thread(conn, thread_id, svc.tenant)
     active = await store.active_run_id(conn, thread_id)
     if active:
@@ -170,11 +175,18 @@ async def launch(svc: Services, jobs: list[vs.Job]) -> None:
 
 
 async def submit_tool_outputs(
-    svc: Services, thread_id: str, run_id: str, body: schemas.SubmitToolOutputs
+    svc: Services,
+    thread_id: str,
+    run_id: str,
+    body: schemas.SubmitToolOutputs,
+    *,
+    conn: AsyncConnection | None = None,
+    subscribe: bool | None = None,
 ) -> tuple[dict, Subscription | None, int]:
-    """Resumes a run waiting in requires_action; with `stream`, also returns its subscription and
-    the number of the event it starts after."""
-    async with svc.pool.connection() as conn, conn.transaction():
+    """Resumes a run waiting in requires_action; with `stream` (or `subscribe`), also returns its
+    subscription and the number of the event it starts after. With `conn`, inside that connection's
+    transaction (the caller commits)."""
+    async with _transaction(svc, conn) as conn:
         run = await store.get(conn, "runs", run_id, svc.tenant, for_update=True)
         if run is None or run["thread_id"] != thread_id:
             raise not_found("run", run_id)
@@ -210,8 +222,17 @@ async def submit_tool_outputs(
         # Kept until the execution that uses them reaches its next pause: an execution lost before
         # that finds them again.
         await store.merge_run_config(conn, run_id, {"resume": given, "stream": bool(body.stream)})
-        sub, after = await announce(svc, conn, run, events, stream=bool(body.stream))
+        sub, after = await announce(svc, conn, run, events, stream=bool(body.stream) if subscribe is None else subscribe)
     return run, sub, after
+
+
+@asynccontextmanager
+async def _transaction(svc: Services, conn: AsyncConnection | None) -> AsyncIterator[AsyncConnection]:
+    if conn is not None:
+        yield conn
+        return
+    async with svc.pool.connection() as own, own.transaction():
+        yield own
 
 
 async def cancel_run(svc: Services, thread_id: str, run_id: str) -> dict:
