@@ -203,4 +203,52 @@ MIGRATIONS: list[str] = [
         created_at timestamptz NOT NULL DEFAULT now()
     );
     """,
+    # 9: the Responses and Conversations APIs over the same threads and runs. A conversation is a
+    # thread; its items are the thread's messages, plus items the Assistants API has no message for
+    # (system and developer messages, function calls and outputs given as input), kept in `messages`
+    # with kind 'item' and left out of the Assistants views. Messages and run steps take their
+    # `item_seq` from one sequence, so a conversation lists the messages and the tool calls of its
+    # runs in the order they were written (rows written before this version are ordered by creation
+    # second). A response is a run, or the part of a run after a client's function outputs
+    # (`steps_after`: the run's steps before it belong to the response that called the functions).
+    """
+    ALTER TABLE messages ADD COLUMN kind text NOT NULL DEFAULT 'message';
+    ALTER TABLE messages ADD COLUMN item_seq bigint;
+    ALTER TABLE run_steps ADD COLUMN item_seq bigint;
+    CREATE TEMP TABLE legacy_item_order ON COMMIT DROP AS
+        SELECT t, id, row_number() OVER (ORDER BY created, rank, seq) AS n FROM (
+            SELECT 'm' AS t, id, (obj->>'created_at')::bigint AS created,
+                   CASE WHEN run_id IS NULL THEN 0 ELSE 2 END AS rank, seq FROM messages
+            UNION ALL
+            SELECT 's', id, (obj->>'created_at')::bigint, 1, seq FROM run_steps
+        ) AS rows;
+    UPDATE messages m SET item_seq = o.n FROM legacy_item_order o WHERE o.t = 'm' AND o.id = m.id;
+    UPDATE run_steps s SET item_seq = o.n FROM legacy_item_order o WHERE o.t = 's' AND o.id = s.id;
+    CREATE SEQUENCE conversation_item_seq;
+    SELECT setval('conversation_item_seq', (SELECT count(*) FROM legacy_item_order) + 1, false);
+    ALTER TABLE messages ALTER COLUMN item_seq SET DEFAULT nextval('conversation_item_seq');
+    ALTER TABLE messages ALTER COLUMN item_seq SET NOT NULL;
+    ALTER TABLE run_steps ALTER COLUMN item_seq SET DEFAULT nextval('conversation_item_seq');
+    ALTER TABLE run_steps ALTER COLUMN item_seq SET NOT NULL;
+    CREATE TABLE responses (
+        id text PRIMARY KEY,
+        seq bigserial UNIQUE,
+        tenant_id text NOT NULL,
+        thread_id text NOT NULL REFERENCES threads(id) ON DELETE CASCADE,
+        run_id text NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+        -- false: never listed, retrieved or continued; deleted with its thread once settled
+        stored boolean NOT NULL,
+        -- true: the thread is a conversation the client named; false: the thread is the hidden one
+        -- of a chain of responses (previous_response_id)
+        in_conversation boolean NOT NULL,
+        steps_after bigint NOT NULL,
+        -- the run's events numbered above this one are this response's
+        first_event integer NOT NULL,
+        input jsonb NOT NULL,
+        obj jsonb NOT NULL
+    );
+    CREATE INDEX responses_run ON responses (run_id, seq);
+    CREATE INDEX responses_thread ON responses (thread_id, seq);
+    CREATE INDEX responses_unstored ON responses (tenant_id) WHERE NOT stored;
+    """,
 ]

@@ -56,10 +56,13 @@ SELECT_OVERDUE_RUNS = """
     WHERE status IN ('queued', 'in_progress', 'requires_action', 'cancelling') AND expires_at <= %s
     ORDER BY expires_at LIMIT %s
 """
-# What a run's prompt needs of each message, not the whole object (decoding is per run, per message).
-SELECT_THREAD_HISTORY = (
-    "SELECT obj->>'role' AS role, obj->'content' AS content FROM messages WHERE thread_id = %s ORDER BY seq"
-)
+# What a run's prompt needs of each message, not the whole object (decoding is per run, per message);
+# conversation items that are not Assistants messages (kind 'item': system and developer messages,
+# function calls and their outputs) come whole.
+SELECT_THREAD_HISTORY = """
+    SELECT obj->>'role' AS role, obj->'content' AS content, CASE WHEN kind = 'item' THEN obj END AS item
+    FROM messages WHERE thread_id = %s ORDER BY seq
+"""
 SELECT_OPEN_STEPS = "SELECT obj, pending_usage FROM run_steps WHERE run_id = %s AND obj->>'status' = 'in_progress' ORDER BY seq"
 SELECT_OPEN_MESSAGES = "SELECT obj FROM messages WHERE run_id = %s AND obj->>'status' = 'in_progress' ORDER BY seq"
 # A run's own steps and messages, whatever their status: what a recovering execution takes over.
@@ -204,7 +207,8 @@ async def active_run_id(conn: AsyncConnection, thread_id: str) -> str | None:
 
 
 async def thread_history(conn: AsyncConnection, thread_id: str) -> list[dict]:
-    """The thread's messages, oldest first, as {"role", "content"}."""
+    """The thread's messages, oldest first, as {"role", "content", "item"} (`item`: the whole
+    conversation item, for the rows that are not Assistants messages)."""
     cur = await conn.execute(SELECT_THREAD_HISTORY, (thread_id,))
     return await cur.fetchall()
 

@@ -83,7 +83,8 @@ async def create_message(thread_id: ThreadId, body: schemas.CreateMessage, app: 
 
 @router.get("/{thread_id}/messages")
 async def list_messages(thread_id: ThreadId, app: App, page: PageParams, run_id: str | None = Query(None)) -> dict:
-    filters = {"thread_id": thread_id}
+    # A thread's conversation items that are not Assistants messages (kind 'item') are not listed.
+    filters = {"thread_id": thread_id, "kind": "message"}
     if run_id is not None:
         filters["run_id"] = run_id
     async with app.pool.connection() as conn:
@@ -94,7 +95,7 @@ async def list_messages(thread_id: ThreadId, app: App, page: PageParams, run_id:
 
 async def _message(conn, thread_id: str, message_id: str, tenant: str, *, for_update: bool = False) -> dict:
     message = await store.get(conn, "messages", message_id, tenant, for_update=for_update)
-    if message is None or message["thread_id"] != thread_id:
+    if message is None or message.get("object") != "thread.message" or message["thread_id"] != thread_id:
         raise not_found("message", message_id)
     return message
 
