@@ -47,11 +47,20 @@ def _id_checker(param: str, prefix: str):
     return check
 
 
+async def _thread_id(value: str = Path(alias="thread_id")) -> str:
+    """A thread's id; a conversation's id (`conv_…`, the Conversations API's name of the same thread)
+    works too."""
+    if value.startswith("conv_"):
+        return "thread_" + value[len("conv_") :]
+    return await _id_checker("thread_id", "thread_")(value)
+
+
 AssistantId = Annotated[str, Depends(_id_checker("assistant_id", "asst_"))]
-ThreadId = Annotated[str, Depends(_id_checker("thread_id", "thread_"))]
+ThreadId = Annotated[str, Depends(_thread_id)]
 MessageId = Annotated[str, Depends(_id_checker("message_id", "msg_"))]
 RunId = Annotated[str, Depends(_id_checker("run_id", "run_"))]
 StepId = Annotated[str, Depends(_id_checker("step_id", "step_"))]
+ResponseId = Annotated[str, Depends(_id_checker("response_id", "resp_"))]
 
 
 @dataclass
@@ -73,3 +82,13 @@ async def _page(
 
 PageParams = Annotated[Page, Depends(_page)]
 Include = Annotated[list[str] | None, Query(alias="include[]")]
+
+
+async def _includes(
+    brackets: list[str] | None = Query(None, alias="include[]"), plain: list[str] | None = Query(None, alias="include")
+) -> list[str]:
+    return [*(brackets or []), *(plain or [])]
+
+
+# `include` as the SDKs send it (`include[]=…`), or repeated plain `include=…`.
+Includes = Annotated[list[str], Depends(_includes)]

@@ -1,0 +1,468 @@
+"""Creating, continuing, waiting for, cancelling and deleting responses, through the run engine.
+
+`POST /v1/responses` picks the thread (a conversation's; the thread of the previous response, or a
+fork of it; or a new hidden thread), writes the input items into it and creates a run with
+`runs/control.create_run`, `announce` and `launch`, in one transaction with the response's row. When
+the input carries `function_call_output` items for a run waiting in requires_action (the previous
+response's, or the conversation's), it submits them to that run instead (`submit_tool_outputs`):
+the run goes on as the new response.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+from psycopg import AsyncConnection
+
+from api.contract import objects as assistants_objects
+from api.contract import schemas
+from api.contract.errors import InvalidRequest, NotFound
+from api.contract.ids import now
+from api.contract.objects import ACTIVE_RUN_STATUSES, TERMINAL_RUN_STATUSES
+from api.files import files_store
+from api.files import vector_stores as vs
+from api.responses import items as item_views
+from api.responses import params, reads, records, writes
+from api.responses.ids import container_id, conversation_id, new_response_id, thread_id_of
+from api.runs import control
+from api.runs.runtime import Services
+from api.runs.streaming import STREAM_END_EVENTS, STREAM_END_STATUSES, Subscription
+from api.storage import store
+
+# What a response without `assistant_id` starts from: nothing but what the request says.
+NO_ASSISTANT = {
+    "id": "",
+    "model": None,
+    "instructions": "",
+    "tools": [],
+    "tool_resources": {},
+    "temperature": None,
+    "top_p": None,
+    "response_format": "auto",
+    "reasoning_effort": None,
+}
+CANCEL_WAIT_SECONDS = 10.0
+
+
+@dataclass
+class Started:
+    row: dict  # the responses row
+    sub: Subscription | None  # the run's events, from `after` on (streams and waiting requests)
+    jobs: list = field(default_factory=list)
+
+
+@dataclass
+class _Target:
+    thread_id: str
+    in_conversation: bool
+    waiting: dict | None = None  # a run in requires_action the input's function outputs continue
+    new_thread: bool = False
+
+
+def not_found(response_id: str) -> NotFound:
+    return NotFound(f"Response with id '{response_id}' not found.", param="response_id")
+
+
+async def stored_row(conn: AsyncConnection, svc: Services, response_id: str, *, for_update: bool = False) -> dict:
+    row = await records.get_response(conn, response_id, svc.tenant, for_update=for_update)
+    if row is None or not row["stored"]:
+        raise not_found(response_id)
+    return row
+
+
+# --- create -----------------------------------------------------------------------------------------
+
+
+async def create(svc: Services, body: params.CreateResponse) -> Started:
+    item_views.check_include(body.include)  # applied where the response is shown
+    if body.background and body.store is False:
+        raise InvalidRequest("Background responses must be stored: `background` needs `store` true.", param="background")
+    if body.conversation is not None and body.previous_response_id is not None:
+        raise InvalidRequest(
+            "Give either `previous_response_id` or `conversation`, not both.", param="previous_response_id"
+        )
+    input_items = item_views.normalize_input(body.input)
+    choice, allowed_names = params.run_tool_choice(body.tool_choice)
+    request_tools = params.run_tools(body.tools) if body.tools is not None else None
+    response_format = params.response_format(body.text)
+    await purge(svc, [], any_of_tenant=True)  # store: false responses a cut-off request left behind
+    async with svc.pool.connection() as conn, conn.transaction():
+        assistant = None
+        if body.assistant_id is not None:
+            assistant = await store.get(conn, "assistants", body.assistant_id, svc.tenant)
+            if assistant is None:
+                raise NotFound(f"No assistant found with id '{body.assistant_id}'.", param="assistant_id")
+        target = await _target(conn, svc, body, input_items)
+        outputs = [i for i in input_items if i["type"] == "function_call_output"]
+        if target.waiting is not None:
+            started = await _continue(conn, svc, body, target, input_items)
+        else:
+            _check_outputs_answer_calls(input_items, outputs)
+            started = await _start(
+                conn, svc, body, target, input_items,
+                assistant=assistant, request_tools=request_tools, choice=choice, allowed_names=allowed_names,
+                response_format=response_format,
+            )
+    await control.launch(svc, started.jobs)
+    return started
+
+
+def _check_outputs_answer_calls(items: list[dict], outputs: list[dict]) -> None:
+    """Outputs that continue no run must answer function calls given in the same input."""
+    calls = {i["call_id"] for i in items if i["type"] == "function_call"}
+    for output in outputs:
+        if output["call_id"] not in calls:
+            raise InvalidRequest(
+                f"No tool call found for function call output with call_id {output['call_id']}.", param="input"
+            )
+
+
+async def _target(conn: AsyncConnection, svc: Services, body: params.CreateResponse, items: list[dict]) -> _Target:
+    """The thread the response continues or starts, and the run its function outputs continue."""
+    outputs = {i["call_id"] for i in items if i["type"] == "function_call_output"}
+    if body.previous_response_id is not None:
+        previous = await records.get_response(conn, body.previous_response_id, svc.tenant, for_update=True)
+        if previous is None or not previous["stored"]:
+            raise NotFound(
+                f"Previous response with id '{body.previous_response_id}' not found.", param="previous_response_id"
+            )
+        run = (await store.run_row(conn, previous["run_id"]))["obj"]
+        latest = await records.latest_of_run(conn, run["id"])
+        calls = await _called_functions(conn, previous, run)
+        if run["status"] == "requires_action" and latest["id"] == previous["id"] and calls:
+            await control.lock_thread(conn, previous["thread_id"], svc.tenant)
+            return _Target(previous["thread_id"], previous["in_conversation"], waiting=run)
+        if outputs & calls:
+            raise InvalidRequest(
+                f"Response '{previous['id']}' no longer takes function outputs: its run is {run['status']}.",
+                param="input",
+            )
+        if run["status"] in ACTIVE_RUN_STATUSES:
+            raise InvalidRequest(
+                f"Previous response with id '{previous['id']}' is still in progress.", param="previous_response_id"
+            )
+        latest_of_thread = await records.latest_of_thread(conn, previous["thread_id"])
+        if body.store is not False and not previous["in_conversation"] and latest_of_thread == previous["id"]:
+            await control.lock_thread(conn, previous["thread_id"], svc.tenant)
+            return _Target(previous["thread_id"], False)
+        # A branch (the chain went on after it), a conversation's response, or a response that is
+        # not stored: the new response gets a thread of its own with the history up to `previous`.
+        return _Target(await writes.fork(conn, svc, previous), False, new_thread=True)
+    if body.conversation is not None:
+        ref = body.conversation if isinstance(body.conversation, str) else body.conversation.id
+        thread_id = thread_id_of(ref, "conversation")
+        if await store.get(conn, "threads", thread_id, svc.tenant, for_update=True) is None:
+            raise NotFound(f"Conversation with id '{ref}' not found.", param="conversation")
+        active = await store.active_run_id(conn, thread_id)
+        if active is not None:
+            run = await store.get(conn, "runs", active, svc.tenant)
+            if run["status"] == "requires_action" and outputs:
+                return _Target(thread_id, True, waiting=run)
+            if run["status"] == "requires_action":
+                waiting_for = [c["id"] for c in run["required_action"]["submit_tool_outputs"]["tool_calls"]]
+                raise InvalidRequest(f"No tool output found for function call {waiting_for[0]}.", param="input")
+            raise InvalidRequest(
+                f"Conversation '{conversation_id(thread_id)}' has a response in progress; wait for it to finish.",
+                param="conversation",
+            )
+        return _Target(thread_id, True)
+    thread = assistants_objects.thread(None)
+    await store.insert_thread(conn, thread, svc.tenant)
+    return _Target(thread["id"], False, new_thread=True)
+
+
+async def _called_functions(conn: AsyncConnection, previous: dict, run: dict) -> set[str]:
+    """Ids of the client's function calls that ended `previous`."""
+    steps = await records.steps_after(conn, run["id"], previous["steps_after"])
+    kinds = item_views.tool_kinds(run["tools"])
+    for step in steps:
+        calls = item_views.client_calls(step, kinds)
+        if calls:
+            return {c["id"] for c in calls}
+    return set()
+
+
+async def _continue(
+    conn: AsyncConnection, svc: Services, body: params.CreateResponse, target: _Target, items: list[dict]
+) -> Started:
+    """Function outputs for a waiting run: submitted, and the run goes on as this response. The run
+    keeps its own model, instructions and tools."""
+    run = target.waiting
+    expected = [c["id"] for c in run["required_action"]["submit_tool_outputs"]["tool_calls"]]
+    if not any(i["type"] == "function_call_output" for i in items):
+        raise InvalidRequest(f"No tool output found for function call {expected[0]}.", param="input")
+    for i, item in enumerate(items):
+        if item["type"] != "function_call_output":
+            raise InvalidRequest(
+                "Continuing a response that called functions takes only their function_call_output items.",
+                param=f"input[{i}]",
+            )
+        if item["call_id"] not in expected:
+            raise InvalidRequest(
+                f"No tool call found for function call output with call_id {item['call_id']}.", param=f"input[{i}]"
+            )
+    given = {i["call_id"] for i in items}
+    missing = [c for c in expected if c not in given]
+    if missing:
+        raise InvalidRequest(f"No tool output found for function call {missing[0]}.", param="input")
+    stream = bool(body.stream)
+    outputs = [schemas.ToolOutput(tool_call_id=i["call_id"], output=item_views.output_text(i["output"])) for i in items]
+    steps_after = await records.last_step_seq(conn, run["id"])
+    run, sub, after = await control.submit_tool_outputs(
+        svc, run["thread_id"], run["id"],
+        schemas.SubmitToolOutputs(tool_outputs=outputs, stream=stream or bool(body.background)),
+        conn=conn, subscribe=stream or not body.background,
+    )
+    written = [
+        {"type": "function_call_output", "id": item_views.call_item_id("function_call_output", i["call_id"]),
+         "call_id": i["call_id"], "output": i["output"], "status": "completed"}
+        for i in items
+    ]
+    row = _row(svc, body, run, target, steps_after=steps_after, first_event=after, written=written,
+               text=None, container=None, choice=None)
+    await records.insert_response(conn, row)
+    return Started(row, sub)
+
+
+async def _start(
+    conn: AsyncConnection,
+    svc: Services,
+    body: params.CreateResponse,
+    target: _Target,
+    items: list[dict],
+    *,
+    assistant: dict | None,
+    request_tools: params.RunTools | None,
+    choice,
+    allowed_names: set[str] | None,
+    response_format,
+) -> Started:
+    """A new run in the target thread, after the input items."""
+    defaults = dict(assistant or NO_ASSISTANT)
+    resources = dict(defaults.get("tool_resources") or {})
+    tools = request_tools.tools if request_tools is not None else None
+    container = None
+    if request_tools is not None:
+        if request_tools.vector_store_ids:
+            for vector_store_id in request_tools.vector_store_ids:
+                try:
+                    await vs.get_store(conn, vector_store_id, svc.tenant)
+                except NotFound as exc:
+                    position = next(i for i, t in enumerate(body.tools or []) if t.get("type") == "file_search"
+                                    and vector_store_id in (t.get("vector_store_ids") or []))
+                    raise NotFound(exc.message, param=f"tools[{position}].vector_store_ids") from None
+            resources["file_search"] = {"vector_store_ids": request_tools.vector_store_ids}
+        if request_tools.code_file_ids:
+            for file_id in request_tools.code_file_ids:
+                if await files_store.get(conn, file_id, svc.tenant) is None:
+                    raise NotFound(f"No such File object: {file_id}", param="tools")
+            resources["code_interpreter"] = {"file_ids": request_tools.code_file_ids}
+        if request_tools.container is not None:
+            if request_tools.container != container_id(target.thread_id):
+                raise NotFound(
+                    f"No container found with id '{request_tools.container}': code_interpreter runs in the "
+                    "conversation's own container; use {\"type\": \"auto\"}.",
+                    param="tools",
+                )
+            container = request_tools.container
+    if any(p["type"] == "input_file" for i in items if i["type"] == "message" for p in i["content"]):
+        # Files given as input are searched: the run needs file_search even if the request has none.
+        current = tools if tools is not None else params.validated_tools(defaults["tools"])
+        if not any(t.type == "file_search" for t in current):
+            tools = [*current, schemas.FileSearchTool(type="file_search")]
+    if allowed_names is not None:
+        current = tools if tools is not None else params.validated_tools(defaults["tools"])
+        tools = params.allowed(current, allowed_names)
+    defaults["tool_resources"] = resources
+    model = body.model or defaults.get("model")
+    if not model:
+        raise InvalidRequest("Missing required parameter: 'model'.", param="model")
+    jobs: list = []
+    written = await writes.write_items(conn, svc, target.thread_id, items, jobs)
+    stream = bool(body.stream)
+    fields = schemas.RunFields.model_construct(
+        assistant_id=defaults["id"],
+        model=model,
+        instructions=body.instructions,
+        tools=tools,
+        temperature=body.temperature,
+        top_p=body.top_p,
+        # Deltas are kept for streams, and for background responses a client may stream later.
+        stream=stream or bool(body.background),
+        max_prompt_tokens=None,
+        max_completion_tokens=body.max_output_tokens,
+        truncation_strategy=None,
+        tool_choice=choice,
+        parallel_tool_calls=body.parallel_tool_calls,
+        response_format=response_format,
+        reasoning_effort=body.reasoning.effort if body.reasoning is not None else None,
+        metadata=body.metadata,
+        action_credentials=body.action_credentials,
+    )
+    run, events = await control.create_run(svc, conn, target.thread_id, fields, jobs=jobs, assistant=defaults)
+    sub, after = await control.announce(svc, conn, run, events, stream=stream or not body.background)
+    row = _row(svc, body, run, target, steps_after=0, first_event=after, written=written,
+               text=body.text, container=container, choice=body.tool_choice)
+    await records.insert_response(conn, row)
+    return Started(row, sub, jobs)
+
+
+def _row(
+    svc: Services,
+    body: params.CreateResponse,
+    run: dict,
+    target: _Target,
+    *,
+    steps_after: int,
+    first_event: int,
+    written: list[dict],
+    text: params.TextConfig | None,
+    container: str | None,
+    choice,
+) -> dict:
+    """The response's row: where in the run it starts, its input, and what it shows of the request."""
+    response_id = new_response_id()
+    effort = run.get("reasoning_effort")
+    skeleton = {
+        "id": response_id,
+        "object": "response",
+        "created_at": now(),
+        "model": run["model"],
+        "instructions": run.get("instructions") or None,
+        "tools": params.display_tools(run["tools"], run.get("tool_resources") or {}, container),
+        "tool_choice": params.display_tool_choice(choice) if choice is not None else params.run_tool_choice_shown(
+            run.get("tool_choice")
+        ),
+        "parallel_tool_calls": run["parallel_tool_calls"],
+        "temperature": run.get("temperature"),
+        "top_p": run.get("top_p"),
+        "max_output_tokens": run.get("max_completion_tokens"),
+        "max_tool_calls": None,
+        "previous_response_id": body.previous_response_id,
+        "conversation": {"id": conversation_id(target.thread_id)} if target.in_conversation else None,
+        "text": params.text_config(text, run.get("response_format")),
+        "truncation": body.truncation or "disabled",
+        "metadata": body.metadata or {},
+        "background": bool(body.background),
+        "store": body.store is not False,
+        "reasoning": {"effort": effort, "summary": None} if effort else None,
+        "service_tier": body.service_tier or "default",
+        "top_logprobs": body.top_logprobs,
+        "user": body.user,
+        "safety_identifier": body.safety_identifier,
+        "prompt_cache_key": body.prompt_cache_key,
+        "prompt_cache_retention": body.prompt_cache_retention,
+    }
+    if run.get("assistant_id"):
+        skeleton["assistant_id"] = run["assistant_id"]  # extension: the assistant whose defaults it used
+    return {
+        "id": response_id,
+        "tenant": svc.tenant,
+        "tenant_id": svc.tenant,
+        "thread_id": target.thread_id,
+        "run_id": run["id"],
+        "stored": body.store is not False,
+        "in_conversation": target.in_conversation,
+        "steps_after": steps_after,
+        "first_event": first_event,
+        "input": written,
+        "obj": skeleton,
+    }
+
+
+# --- waiting, reading --------------------------------------------------------------------------------
+
+
+async def wait_until_settled(svc: Services, started: Started, timeout: float | None = None) -> None:
+    """Until the run ends or waits for the client (a non-streaming, non-background request)."""
+    sub = started.sub
+    deadline = None if timeout is None else asyncio.get_running_loop().time() + timeout
+    try:
+        while True:
+            async with svc.pool.connection() as conn:
+                row = await store.run_row(conn, started.row["run_id"])
+            if row is None or row["status"] in STREAM_END_STATUSES:
+                return
+            left = 5.0 if deadline is None else min(5.0, deadline - asyncio.get_running_loop().time())
+            if left <= 0:
+                return
+            await sub.wait_for(STREAM_END_EVENTS, left)
+    finally:
+        sub.close()
+
+
+async def retrieve(svc: Services, response_id: str, include: set[str]) -> dict:
+    async with svc.pool.connection() as conn:
+        row = await stored_row(conn, svc, response_id)
+        return await reads.response(conn, row, include)
+
+
+async def current(svc: Services, row: dict, include: set[str]) -> dict:
+    async with svc.pool.connection() as conn:
+        return await reads.response(conn, row, include)
+
+
+async def input_items(svc: Services, response_id: str, *, limit: int, order: str, after: str | None,
+                      before: str | None, include: set[str]) -> dict:
+    async with svc.pool.connection() as conn:
+        row = await stored_row(conn, svc, response_id)
+    shown = [item_views.shown_kept_item(i, include) for i in row["input"]]
+    return reads.page(shown, limit=limit, order=order, after=after, before=before)
+
+
+# --- cancel, delete, purge --------------------------------------------------------------------------
+
+
+async def cancel(svc: Services, response_id: str) -> dict:
+    async with svc.pool.connection() as conn:
+        row = await stored_row(conn, svc, response_id)
+        shown = await reads.response(conn, row, set())
+    if not row["obj"].get("background"):
+        raise InvalidRequest("Only responses created with `background: true` can be cancelled.", param="response_id")
+    if shown["status"] == "cancelled":
+        return shown
+    if shown["status"] not in ("queued", "in_progress"):
+        raise InvalidRequest(f"Cannot cancel a {shown['status']} response.", param="response_id")
+    sub = svc.hub.subscribe(row["run_id"], svc.caller.key_id)
+    try:
+        try:
+            await control.cancel_run(svc, row["thread_id"], row["run_id"])
+        except InvalidRequest:
+            pass  # the run moved on meanwhile: the response shows how it ended
+        deadline = asyncio.get_running_loop().time() + CANCEL_WAIT_SECONDS
+        while (left := deadline - asyncio.get_running_loop().time()) > 0:
+            async with svc.pool.connection() as conn:
+                run = await store.run_row(conn, row["run_id"])
+            if run is None or run["status"] in TERMINAL_RUN_STATUSES:
+                break
+            await sub.wait_for({f"thread.run.{s}" for s in TERMINAL_RUN_STATUSES}, min(left, 1.0))
+    finally:
+        sub.close()
+    return await current(svc, row, set())
+
+
+async def delete(svc: Services, response_id: str) -> dict:
+    async with svc.pool.connection() as conn:
+        row = await stored_row(conn, svc, response_id)
+        shown = await reads.response(conn, row, set())
+    if shown["status"] in ("queued", "in_progress"):
+        try:
+            await control.cancel_run(svc, row["thread_id"], row["run_id"])
+        except InvalidRequest:
+            pass  # it ended meanwhile
+    async with svc.pool.connection() as conn, conn.transaction():
+        await records.delete_response(conn, response_id, svc.tenant)
+        if not row["in_conversation"] and not await records.responses_of_thread(conn, row["thread_id"]):
+            await records.delete_thread(conn, row["thread_id"], svc.tenant)
+    return {"id": response_id, "object": "response", "deleted": True}
+
+
+async def purge(svc: Services, ids: list[str], *, any_of_tenant: bool = False) -> None:
+    """Delete `store: false` responses whose run has settled (the given ones, or any of the tenant's),
+    with their thread when it was theirs alone."""
+    async with svc.pool.connection() as conn, conn.transaction():
+        for row in await records.settled_unstored(conn, svc.tenant, ids, any_of_tenant=any_of_tenant):
+            await records.delete_response(conn, row["id"], svc.tenant)
+            if not row["in_conversation"] and not await records.thread_has_stored(conn, row["thread_id"]):
+                await records.delete_thread(conn, row["thread_id"], svc.tenant)
