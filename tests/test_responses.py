@@ -434,10 +434,16 @@ def test_server_tools_show_as_their_own_items(client, scripted, model_name, fake
     assert shown == {"web_search", "function"}  # the plugin shows as a function marked builtin
     calculator = next(t for t in response.tools if t.type == "function")
     assert calculator.model_extra == {"builtin": {"type": "calculator"}}
-    # Sending the tools back as shown keeps them the server's.
+    # Sending the tools back as shown keeps them the server's, and the output goes back as input.
     scripted.script(model_name, [{"content": "Again."}])
-    again = client.responses.create(model=model_name, input="Again.", tools=[t.model_dump(exclude_none=True) for t in response.tools])
-    assert {t.type for t in again.tools} == shown
+    again = client.responses.create(
+        model=model_name,
+        input=[{"role": "user", "content": "Search and compute."}, *response.output, {"role": "user", "content": "Again."}],
+        tools=[t.model_dump(exclude_none=True) for t in response.tools],
+        store=False,
+    )
+    assert {t.type for t in again.tools} == shown and again.output_text == "Again."
+    assert [m["role"] for m in scripted.requests(model_name)[-1]["body"]["messages"]] == ["user", "assistant", "user"]
 
 
 def test_code_interpreter_calls(client, scripted, model_name):
@@ -448,10 +454,17 @@ def test_code_interpreter_calls(client, scripted, model_name):
             {"content": "The code printed 42."},
         ],
     )
-    response = client.responses.create(
+    with client.responses.stream(
         model=model_name, input="Compute 6*7 with code.", tools=[{"type": "code_interpreter", "container": {"type": "auto"}}],
         include=["code_interpreter_call.outputs"],
-    )
+    ) as stream:
+        events = list(stream)
+        response = stream.get_final_response()
+    check_sequence(events)
+    code = "".join(e.delta for e in events if e.type == "response.code_interpreter_call_code.delta")
+    assert code == "print(6 * 7)"
+    kinds = [e.type for e in events if e.type.startswith("response.code_interpreter_call")]
+    assert kinds[0] == "response.code_interpreter_call.in_progress" and kinds[-1] == "response.code_interpreter_call.completed"
     call, answer = response.output
     assert call.type == "code_interpreter_call" and call.code == "print(6 * 7)" and call.status == "completed"
     assert call.container_id.startswith("cntr_")

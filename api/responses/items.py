@@ -149,13 +149,66 @@ def normalize_input(value: Any, param: str = "input") -> list[dict]:
                 raise _bad("Missing required parameter: 'id'.", f"{where}.id")
             items.append({"type": kind, "id": item["id"]})
         elif kind in KEPT_ITEM_TYPES:
-            items.append({k: v for k, v in item.items() if k != "id"})
+            items.append(_echoed(kind, item, where))
         else:
             raise _bad(
                 f"Input items of type '{kind}' are not supported by this server.",
                 f"{where}.type",
             )
     return items
+
+
+# Items the server produces that clients send back (the stateless pattern) are kept as given:
+# the fields every client needs to read them again, with their types.
+_ECHOED_FIELDS: dict[str, dict[str, tuple[type, ...]]] = {
+    "file_search_call": {"queries": (list,)},
+    "web_search_call": {"action": (dict,)},
+    "code_interpreter_call": {"container_id": (str,)},
+    "mcp_call": {"server_label": (str,), "name": (str,), "arguments": (str,)},
+    "reasoning": {"summary": (list,)},
+}
+_ECHOED_STATUS = {
+    "file_search_call": ("in_progress", "searching", "completed", "incomplete", "failed"),
+    "web_search_call": ("in_progress", "searching", "completed", "failed", "incomplete"),
+    "code_interpreter_call": ("in_progress", "completed", "incomplete", "interpreting", "failed"),
+    "mcp_call": ("in_progress", "completed", "incomplete", "calling", "failed"),
+    "reasoning": ("in_progress", "completed", "incomplete"),
+}
+
+
+def _echoed(kind: str, item: dict, where: str) -> dict:
+    for name, types in _ECHOED_FIELDS[kind].items():
+        if not isinstance(item.get(name), types):
+            raise _bad(f"Missing or invalid parameter: '{name}'.", f"{where}.{name}")
+    if item.get("status") is not None and item["status"] not in _ECHOED_STATUS[kind]:
+        raise _bad(f"Invalid 'status': expected one of {', '.join(_ECHOED_STATUS[kind])}.", f"{where}.status")
+    if kind == "web_search_call" and item["action"].get("type") not in ("search", "open_page", "find_in_page"):
+        raise _bad("Invalid 'action.type': expected search, open_page or find_in_page.", f"{where}.action.type")
+    if kind == "file_search_call" and not all(isinstance(q, str) for q in item["queries"]):
+        raise _bad("Invalid 'queries': expected a list of strings.", f"{where}.queries")
+    if kind == "reasoning" and not all(
+        isinstance(p, dict) and p.get("type") == "summary_text" and isinstance(p.get("text"), str) for p in item["summary"]
+    ):
+        raise _bad("Invalid 'summary': expected summary_text parts.", f"{where}.summary")
+    for name in ("results", "outputs", "content"):
+        if item.get(name) is not None and not isinstance(item[name], list):
+            raise _bad(f"Invalid '{name}': expected a list.", f"{where}.{name}")
+    for position, result in enumerate(item.get("results") or []):
+        if not isinstance(result, dict):
+            raise _bad("Invalid result: expected an object.", f"{where}.results[{position}]")
+    for position, output in enumerate(item.get("outputs") or []):
+        if not (isinstance(output, dict) and (
+            (output.get("type") == "logs" and isinstance(output.get("logs"), str))
+            or (output.get("type") == "image" and isinstance(output.get("url"), str))
+        )):
+            raise _bad("Invalid output: expected logs or an image url.", f"{where}.outputs[{position}]")
+    error = item.get("error")
+    if error is not None and not (
+        kind == "mcp_call" and isinstance(error, dict)
+        and error.get("type") in ("mcp_protocol_error", "mcp_tool_execution_error", "http_error")
+    ):
+        raise _bad("Invalid 'error'.", f"{where}.error")
+    return {k: v for k, v in item.items() if k != "id"}
 
 
 def output_text(output: str | list) -> str:

@@ -101,7 +101,7 @@ class CreateConversation(Body):
 
 
 class UpdateConversation(Body):
-    metadata: Metadata
+    metadata: dict[str, str] | None = Field(...)
 
     _check_metadata = field_validator("metadata")(check_metadata)
 

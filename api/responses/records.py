@@ -8,7 +8,7 @@ from psycopg.types.json import Jsonb
 
 INSERT_RESPONSE = """
     INSERT INTO responses (id, tenant_id, thread_id, run_id, stored, in_conversation, steps_after, first_event, input, obj)
-    VALUES (%(id)s, %(tenant)s, %(thread_id)s, %(run_id)s, %(stored)s, %(in_conversation)s, %(steps_after)s,
+    VALUES (%(id)s, %(tenant_id)s, %(thread_id)s, %(run_id)s, %(stored)s, %(in_conversation)s, %(steps_after)s,
             %(first_event)s, %(input)s, %(obj)s)
 """
 SELECT_RESPONSE = "SELECT * FROM responses WHERE id = %s AND tenant_id = %s"

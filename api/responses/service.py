@@ -358,7 +358,6 @@ def _row(
         skeleton["assistant_id"] = run["assistant_id"]  # extension: the assistant whose defaults it used
     return {
         "id": response_id,
-        "tenant": svc.tenant,
         "tenant_id": svc.tenant,
         "thread_id": target.thread_id,
         "run_id": run["id"],
