@@ -105,6 +105,15 @@ def test_responses_in_a_conversation(client, scripted, model_name):
     ]
     # Output items are conversation items with the same ids.
     assert items[2].id == first.output[0].id and items[4].id == second.output[0].id
+    # The Assistants view of the same thread: the responses' runs, with no assistant behind them.
+    thread_id = "thread_" + conversation.id.removeprefix("conv_")
+    runs = list(client.beta.threads.runs.list(thread_id, order="asc"))
+    assert [r.status for r in runs] == ["completed", "completed"] and {r.assistant_id for r in runs} == {""}
+    assert [m.id for m in client.beta.threads.messages.list(thread_id, order="asc")] == [i.id for i in items[1:]]
+    # An item_reference brings an item of the conversation into another response's input.
+    scripted.script(model_name, [{"echo": True}])
+    referenced = client.responses.create(model=model_name, input=[{"type": "item_reference", "id": items[1].id}])
+    assert referenced.output_text == "echo: My favourite colour is blue."
 
 
 def test_function_calls_in_a_conversation(client, scripted, model_name):

@@ -561,3 +561,21 @@ def test_concurrent_responses_of_one_chain_do_not_mix(client, scripted, model_na
     assert sorted(results) == sorted(f"echo: b{i}" for i in range(6))
     for messages in sent_messages(scripted, model_name)[1:]:
         assert [m["content"] for m in messages][:2] == ["root", "root"] and len(messages) == 3
+
+
+def test_streams_of_finished_responses_and_of_pruned_events(client, scripted, model_name, database_url):
+    import psycopg
+
+    scripted.script(model_name, [{"content": "Kept whole."}])
+    response = client.responses.create(model=model_name, input="No stream.")
+    # Token deltas are kept only for streamed and background responses: the text comes in one delta.
+    events = list(client.responses.retrieve(response.id, stream=True))
+    check_sequence(events)
+    assert [e.delta for e in events if e.type == "response.output_text.delta"] == ["Kept whole."]
+    assert events[-1].response.output_text == "Kept whole."
+    # Past ASSISTGRAPH_EVENT_RETENTION the events are gone: a stream says how the response ended.
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("DELETE FROM run_events WHERE run_id = (SELECT run_id FROM responses WHERE id = %s)", (response.id,))
+    events = list(client.responses.retrieve(response.id, stream=True))
+    assert [e.type for e in events] == ["response.created", "response.completed"]
+    assert events[-1].response.output_text == "Kept whole."

@@ -23,6 +23,8 @@ async def _filenames(conn: AsyncConnection, run_id: str | None, messages: dict[s
 async def response(conn: AsyncConnection, row: dict, include: set[str]) -> dict:
     """The Response of a `responses` row, as it stands."""
     run = await store.run_row(conn, row["run_id"])
+    if run is None:  # deleted with its thread meanwhile
+        raise NotFound(f"Response with id '{row['id']}' not found.", param="response_id")
     steps = await records.steps_after(conn, row["run_id"], row["steps_after"])
     kinds = item_views.tool_kinds(run["obj"]["tools"])
     own, _ = objects.segment(steps, kinds)

@@ -190,3 +190,11 @@ async def any_step_with_call(conn: AsyncConnection, tenant: str, call_id: str) -
 async def delete_item(conn: AsyncConnection, item_id: str, thread_id: str, tenant: str) -> bool:
     cur = await conn.execute(DELETE_ITEM, (item_id, thread_id, tenant))
     return cur.rowcount > 0
+
+
+SELECT_FIRST_KEPT_EVENT = "SELECT min(seq) AS seq FROM run_events WHERE run_id = %s"
+
+
+async def first_kept_event(conn: AsyncConnection, run_id: str) -> int | None:
+    """The number of the run's oldest event still kept (None: none is)."""
+    return (await (await conn.execute(SELECT_FIRST_KEPT_EVENT, (run_id,))).fetchone())["seq"]

@@ -16,7 +16,7 @@ from sse_starlette import ServerSentEvent
 
 from api.contract.objects import FILE_SEARCH_CONTENT
 from api.responses import items as item_views
-from api.responses import reads
+from api.responses import reads, records
 from api.responses.ids import container_id
 from api.responses.translator import ResponseEventTranslator
 from api.runs.runtime import Services
@@ -51,6 +51,18 @@ async def events(
         background=bool(row["obj"].get("background")),
     )
     floor = -1 if starting_after is None else starting_after
+    if replay:
+        async with svc.pool.connection() as conn:
+            kept = await records.first_kept_event(conn, row["run_id"])
+            final = await reads.response(conn, row, include)
+        if (kept is None or kept > row["first_event"] + 1) and final["status"] not in ("queued", "in_progress"):
+            # Its events are no longer kept (ASSISTGRAPH_EVENT_RETENTION): what is left to say is how it ended.
+            sub.close()
+            for event in [*translator.start(), *translator.finish(final)]:
+                if event["sequence_number"] > floor:
+                    yield _sse(event)
+            yield ServerSentEvent(data="[DONE]")
+            return
     source = run_events(
         sub,
         svc.pool,
