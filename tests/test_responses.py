@@ -11,6 +11,7 @@ import threading
 
 import httpx
 import openai
+import psycopg
 import pytest
 from pydantic import BaseModel
 
@@ -564,8 +565,6 @@ def test_concurrent_responses_of_one_chain_do_not_mix(client, scripted, model_na
 
 
 def test_streams_of_finished_responses_and_of_pruned_events(client, scripted, model_name, database_url):
-    import psycopg
-
     scripted.script(model_name, [{"content": "Kept whole."}])
     response = client.responses.create(model=model_name, input="No stream.")
     # Token deltas are kept only for streamed and background responses: the text comes in one delta.
@@ -579,3 +578,46 @@ def test_streams_of_finished_responses_and_of_pruned_events(client, scripted, mo
     events = list(client.responses.retrieve(response.id, stream=True))
     assert [e.type for e in events] == ["response.created", "response.completed"]
     assert events[-1].response.output_text == "Kept whole."
+
+
+def test_another_process_streams_it_and_an_expired_response_fails(
+    server, short_expiry_server, scripted, model_name, database_url
+):
+    """Runs created by one process are streamed by another (they share the database), and a run that
+    expires (3 s on that server) fails its response, keeping the function call it made."""
+    here, there = sdk(server.url), sdk(short_expiry_server.url)
+    gate = f"{model_name}-slow"
+    scripted.script(model_name, [{"content": "From afar.", "gate": gate}])
+    response = here.responses.create(model=model_name, input="x", background=True)
+    scripted.wait_for_gate(gate)
+    scripted.release(gate)
+    with there.responses.stream(response_id=response.id) as stream:
+        events = list(stream)
+    check_sequence(events)
+    assert events[-1].response.output_text == "From afar."
+
+    scripted.script(model_name, [{"content": "Too late.", "gate": f"{gate}-2"}])
+    late = there.responses.create(model=model_name, input="y", background=True)
+    expired = wait_for(lambda: (r := there.responses.retrieve(late.id)).status == "failed" and r, timeout=30)
+    assert expired.error.code == "server_error" and "expired" in expired.error.message
+    scripted.release(f"{gate}-2")
+
+    scripted.script(model_name, [{"tool_calls": [{"name": "get_weather", "arguments": {"city": "Nuuk"}}]}])
+    waiting = there.responses.create(model=model_name, input="z", tools=[WEATHER])
+    assert waiting.status == "completed" and waiting.output[0].type == "function_call"
+
+    def run_status() -> str:
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            return conn.execute(
+                "SELECT status FROM runs WHERE id = (SELECT run_id FROM responses WHERE id = %s)", (waiting.id,)
+            ).fetchone()[0]
+
+    wait_for(lambda: run_status() == "expired", timeout=30)
+    # It ended at its function call, whatever became of the run; outputs come too late now.
+    assert there.responses.retrieve(waiting.id).model_dump() == waiting.model_dump()
+    with pytest.raises(openai.BadRequestError) as caught:
+        there.responses.create(
+            model=model_name, previous_response_id=waiting.id,
+            input=[{"type": "function_call_output", "call_id": waiting.output[0].call_id, "output": "cold"}],
+        )
+    assert "expired" in caught.value.body["message"]

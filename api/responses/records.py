@@ -57,10 +57,12 @@ SELECT_THREAD_ROWS_UPTO = """
 """
 SELECT_MAX_ITEM_SEQ = "SELECT max(item_seq) AS n FROM messages WHERE id = ANY(%s)"
 # store: false responses whose run has settled (or is gone): they are deleted, and so is the thread
-# of those that had one of their own.
+# of those that had one of their own. The given ones at once (their request is done with them); any
+# other of the tenant's a minute after it settled (the request that made it was cut off).
 SELECT_SETTLED_UNSTORED = """
     SELECT r.id, r.thread_id, r.in_conversation FROM responses r LEFT JOIN runs u ON u.id = r.run_id
-    WHERE r.tenant_id = %s AND NOT r.stored AND (r.id = ANY(%s) OR %s)
+    WHERE r.tenant_id = %s AND NOT r.stored
+      AND (r.id = ANY(%s) OR (%s AND (u.id IS NULL OR u.updated_at < now() - interval '1 minute')))
       AND (u.status IS NULL OR u.status NOT IN ('queued', 'in_progress', 'cancelling'))
     LIMIT 50
 """
