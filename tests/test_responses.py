@@ -621,3 +621,42 @@ def test_another_process_streams_it_and_an_expired_response_fails(
             input=[{"type": "function_call_output", "call_id": waiting.output[0].call_id, "output": "cold"}],
         )
     assert "expired" in caught.value.body["message"]
+
+
+def test_file_search_over_vector_store_ids(client, scripted, model_name):
+    from tests.test_file_search import BRKA_10K, goog_10k
+
+    store = client.vector_stores.create(name="filings")
+    batch = client.vector_stores.file_batches.upload_and_poll(
+        vector_store_id=store.id, files=[("brka-10k.txt", BRKA_10K), ("goog-10k.pdf", goog_10k())]
+    )
+    assert batch.file_counts.completed == 2
+    scripted.script(
+        model_name,
+        [
+            {"tool_calls": [{"name": "file_search", "arguments": {"query": "Google Services revenues 2023"}}]},
+            {"content": "Google Services brought in 272.5 billion dollars【0:0†goog-10k.pdf】."},
+        ],
+    )
+    tools = [{"type": "file_search", "vector_store_ids": [store.id], "max_num_results": 3,
+              "ranking_options": {"score_threshold": 0.0}}]
+    with client.responses.stream(
+        model=model_name, input="Google Services revenue in 2023?", tools=tools, include=["file_search_call.results"]
+    ) as stream:
+        events = list(stream)
+        response = stream.get_final_response()
+    check_sequence(events)
+    search, answer = response.output
+    assert search.type == "file_search_call" and search.status == "completed" and search.id.startswith("fs_")
+    assert 0 < len(search.results) <= 3 and search.results[0].filename == "goog-10k.pdf"
+    assert "272.5" in search.results[0].text
+    (citation,) = answer.content[0].annotations
+    assert citation.type == "file_citation" and citation.filename == "goog-10k.pdf"
+    assert citation.file_id == search.results[0].file_id
+    annotated = [e for e in events if e.type == "response.output_text.annotation.added"]
+    assert [(e.annotation.type, e.annotation.file_id) for e in annotated] == [("file_citation", citation.file_id)]
+    (shown,) = response.tools
+    assert shown.type == "file_search" and shown.vector_store_ids == [store.id] and shown.max_num_results == 3
+    # The results' text only with include.
+    assert client.responses.retrieve(response.id).output[0].results is None
+    assert "Google Services" in json.dumps(scripted.requests(model_name)[1]["body"]["messages"][-1]["content"])
