@@ -326,3 +326,23 @@ def test_tenants_see_only_their_own_responses_and_conversations(auth_server, scr
             call()
     assert mine.responses.retrieve(response.id).output_text == "Private answer."
     assert len(mine.conversations.items.list(conversation.id).data) == 3
+
+
+def test_function_calls_given_as_items_and_answered_later(client, scripted, model_name):
+    """A conversation holds a function call given as an item; its output may come in a later request."""
+    conversation = client.conversations.create(items=[
+        {"role": "user", "content": "Weather in Kyiv?"},
+        {"type": "function_call", "call_id": "call_kyiv", "name": "get_weather", "arguments": "{\"city\": \"Kyiv\"}"},
+    ])
+    scripted.script(model_name, [{"content": "Kyiv: rain."}])
+    response = client.responses.create(
+        model=model_name, conversation=conversation.id, tools=[WEATHER],
+        input=[{"type": "function_call_output", "call_id": "call_kyiv", "output": "rain"}],
+    )
+    assert response.output_text == "Kyiv: rain."
+    sent = scripted.requests(model_name)[0]["body"]["messages"]
+    assert sent[1]["tool_calls"][0]["id"] == "call_kyiv"
+    assert sent[2] == {"role": "tool", "content": "rain", "tool_call_id": "call_kyiv"}
+    items = list(client.conversations.items.list(conversation.id, order="asc"))
+    assert [i.type for i in items] == ["message", "function_call", "function_call_output", "message"]
+    assert items[1].status == "completed" and items[2].output == "rain"

@@ -519,6 +519,12 @@ def test_errors_are_openai_errors(server, client, scripted, model_name):
         ({"model": model_name, "input": [{"role": "user", "content": [{"type": "input_file", "file_url": "http://x"}]}]},
          400, "input[0].content[0]"),
         ({"model": model_name, "input": "x", "temperature": 3}, 400, "temperature"),
+        ({"model": model_name, "input": "x", "top_logprobs": 5}, 400, "top_logprobs"),
+        ({"model": model_name, "input": "x", "tools": [{"type": "mcp", "server_label": "x"}]}, 400, "tools[0].type"),
+        ({"model": model_name, "input": "x", "tools": [
+            {"type": "file_search", "vector_store_ids": ["vs_x"], "filters": {"type": "eq", "key": "a", "value": 1}}
+        ]}, 400, "tools[0].filters"),
+        ({"model": model_name, "input": "x", "tool_choice": {"type": "function", "name": "nope"}}, 400, "tool_choice"),
         ({"model": model_name, "input": "x", "not_a_parameter": 1}, 400, "not_a_parameter"),
         ({"input": "x"}, 400, "model"),
         ({"model": model_name, "input": "x", "extra": None, "assistant_id": "asst_nope"}, 400, "extra"),

@@ -83,7 +83,7 @@ class CreateResponse(Body):
     prompt_cache_key: str | None = None
     prompt_cache_retention: Literal["in_memory", "24h"] | None = None
     service_tier: Literal["auto", "default", "flex", "scale", "priority"] | None = None
-    top_logprobs: int | None = Field(default=None, ge=0, le=0)
+    top_logprobs: int | None = Field(default=None, ge=0)
     # Not in OpenAI's API (SDK callers pass them in extra_body): an assistant whose model,
     # instructions, tools, tool resources and sampling settings are this response's defaults, and
     # credentials for the run's OpenAPI actions (as on runs).
@@ -91,6 +91,13 @@ class CreateResponse(Body):
     action_credentials: dict[str, dict[str, Any]] | None = Field(default=None, max_length=20)
 
     _check_metadata = field_validator("metadata")(check_metadata)
+
+    @field_validator("top_logprobs")
+    @classmethod
+    def _no_logprobs(cls, value: int | None) -> int | None:
+        if value:
+            raise ValueError("log probabilities are not available on this server; give 0 or leave it out")
+        return value
 
 
 class CreateConversation(Body):

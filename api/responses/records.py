@@ -200,3 +200,16 @@ SELECT_FIRST_KEPT_EVENT = "SELECT min(seq) AS seq FROM run_events WHERE run_id =
 async def first_kept_event(conn: AsyncConnection, run_id: str) -> int | None:
     """The number of the run's oldest event still kept (None: none is)."""
     return (await (await conn.execute(SELECT_FIRST_KEPT_EVENT, (run_id,))).fetchone())["seq"]
+
+
+SELECT_KEPT_CALL = """
+    SELECT EXISTS (
+        SELECT 1 FROM messages WHERE thread_id = %s AND kind = 'item'
+          AND obj->>'type' = 'function_call' AND obj->>'call_id' = %s
+    ) AS found
+"""
+
+
+async def kept_call(conn: AsyncConnection, thread_id: str, call_id: str) -> bool:
+    """Whether a function call with this id was given as input to the thread."""
+    return (await (await conn.execute(SELECT_KEPT_CALL, (thread_id, call_id))).fetchone())["found"]

@@ -57,7 +57,6 @@ class _Target:
     thread_id: str
     in_conversation: bool
     waiting: dict | None = None  # a run in requires_action the input's function outputs continue
-    new_thread: bool = False
 
 
 def not_found(response_id: str) -> NotFound:
@@ -94,11 +93,10 @@ async def create(svc: Services, body: params.CreateResponse) -> Started:
             if assistant is None:
                 raise NotFound(f"No assistant found with id '{body.assistant_id}'.", param="assistant_id")
         target = await _target(conn, svc, body, input_items)
-        outputs = [i for i in input_items if i["type"] == "function_call_output"]
         if target.waiting is not None:
             started = await _continue(conn, svc, body, target, input_items)
         else:
-            _check_outputs_answer_calls(input_items, outputs)
+            await _check_outputs_answer_calls(conn, target, input_items)
             started = await _start(
                 conn, svc, body, target, input_items,
                 assistant=assistant, request_tools=request_tools, choice=choice, allowed_names=allowed_names,
@@ -108,11 +106,14 @@ async def create(svc: Services, body: params.CreateResponse) -> Started:
     return started
 
 
-def _check_outputs_answer_calls(items: list[dict], outputs: list[dict]) -> None:
-    """Outputs that continue no run must answer function calls given in the same input."""
+async def _check_outputs_answer_calls(conn: AsyncConnection, target: _Target, items: list[dict]) -> None:
+    """Outputs that continue no run answer function calls given as input: in this request, or
+    earlier in the conversation."""
     calls = {i["call_id"] for i in items if i["type"] == "function_call"}
-    for output in outputs:
-        if output["call_id"] not in calls:
+    for output in (i for i in items if i["type"] == "function_call_output"):
+        if output["call_id"] in calls:
+            continue
+        if not await records.kept_call(conn, target.thread_id, output["call_id"]):
             raise InvalidRequest(
                 f"No tool call found for function call output with call_id {output['call_id']}.", param="input"
             )
@@ -148,7 +149,7 @@ async def _target(conn: AsyncConnection, svc: Services, body: params.CreateRespo
             return _Target(previous["thread_id"], False)
         # A branch (the chain went on after it), a conversation's response, or a response that is
         # not stored: the new response gets a thread of its own with the history up to `previous`.
-        return _Target(await writes.fork(conn, svc, previous), False, new_thread=True)
+        return _Target(await writes.fork(conn, svc, previous), False)
     if body.conversation is not None:
         ref = body.conversation if isinstance(body.conversation, str) else body.conversation.id
         thread_id = thread_id_of(ref, "conversation")
@@ -169,7 +170,7 @@ async def _target(conn: AsyncConnection, svc: Services, body: params.CreateRespo
         return _Target(thread_id, True)
     thread = assistants_objects.thread(None)
     await store.insert_thread(conn, thread, svc.tenant)
-    return _Target(thread["id"], False, new_thread=True)
+    return _Target(thread["id"], False)
 
 
 async def _called_functions(conn: AsyncConnection, previous: dict, run: dict) -> set[str]:
