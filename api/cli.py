@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import os
+import shutil
 import signal
 import sys
+import tempfile
 
 import uvicorn
 
+from api.observability.logs import configure_logging
 from api.settings import get_settings
 from api.storage.database import embedded_postgres
 
@@ -28,22 +30,43 @@ def _serve(args: argparse.Namespace) -> None:
     workers = args.workers or settings.workers
     _exit_on_sigterm()
     with embedded_postgres(settings) as url:
-        common = dict(host=args.host, port=args.port, log_level=settings.log_level, timeout_graceful_shutdown=5)
+        common = dict(
+            host=args.host,
+            port=args.port,
+            log_level=settings.log_level,
+            log_config=configure_logging(settings),
+            timeout_graceful_shutdown=5,
+        )
         if workers == 1:
             uvicorn.run(create_app(url, settings), **common)
             return
         # Worker processes import the app themselves; they find the database (embedded or not)
         # through the settings' DATABASE_URL, which this process owns for them.
         os.environ["ASSISTGRAPH_DATABASE_URL"] = url
-        uvicorn.run("api.http.app:app_from_settings", factory=True, workers=workers, **common)
+        # Their metrics meet in a fresh directory (prometheus-client's multi-process mode), so a
+        # scrape answered by any one of them counts every process's runs, calls and streams.
+        metrics_dir = None
+        if settings.prometheus_multiproc_dir is None:
+            metrics_dir = tempfile.mkdtemp(prefix="assistgraph-metrics-")
+            os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+        try:
+            uvicorn.run("api.http.app:app_from_settings", factory=True, workers=workers, **common)
+        finally:
+            if metrics_dir is not None:
+                shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
 async def _work(url: str) -> None:
+    from api.observability import tracing
     from api.runs.runtime import runtime
 
     settings = get_settings()
-    async with runtime(settings, url, with_executor=True) as (_, executor):
-        await executor.run_worker()
+    tracing.configure(settings)
+    try:
+        async with runtime(settings, url, with_executor=True) as (_, workers):
+            await workers.run()
+    finally:
+        tracing.shutdown()
 
 
 def _worker(args: argparse.Namespace) -> None:
@@ -69,8 +92,7 @@ def main(argv: list[str] | None = None) -> None:
     worker = sub.add_parser("worker", help="Execute queued runs only (scale-out worker).")
     worker.set_defaults(func=_worker)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=get_settings().log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
+    configure_logging(get_settings())
     args.func(args)
 
 
