@@ -20,7 +20,7 @@ from psycopg_pool import AsyncConnectionPool
 from api.contract.ids import now
 from api.contract.objects import ACTIVE_RUN_STATUSES
 from api.files import retrieval
-from api.files.ingest_jobs import IngestionJobs
+from api.observability.callbacks import run_callbacks
 from api.runs import history
 from api.runs.events import EventPump, EventSink, RunPreempted, prune_payloads
 from api.runs.mapper import RunEventMapper
@@ -145,7 +145,6 @@ class RunExecutor:
         self.queue = queue
         self.settings = settings
         self.sink = EventSink(pool)
-        IngestionJobs(pool, queue, settings)  # vector store file ingestion + store expiry tasks
         self.graph = builder.compile(checkpointer=AsyncPostgresSaver(pool), name="assistant")
         app = queue.app
         app.task(name=ADVANCE_RUN, queue=QUEUE, pass_context=False)(self.advance)
@@ -190,6 +189,7 @@ class RunExecutor:
         run, config = row["obj"], row["config"]
         mapper = RunEventMapper(run)
         graph_config = {"configurable": {"thread_id": run_id}}
+        graph_config["callbacks"] = run_callbacks(run_id, row["tenant_id"])  # observability: metrics, traces
         pump: EventPump | None = None
         # Usage of earlier executions (before a requires_action pause) is kept in the run's config.
         seen = RunTotals(config.get("usage"))

@@ -175,4 +175,9 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX actions_tenant_seq ON actions (tenant_id, seq);
     """,
+    # 7: ingestion jobs are deferred with a priority that falls with the tenant's backlog of files
+    # in progress (counted here), so one tenant's thousand files do not queue ahead of another's one.
+    """
+    CREATE INDEX vector_store_files_tenant_in_progress ON vector_store_files (tenant_id) WHERE status = 'in_progress';
+    """,
 ]

@@ -18,6 +18,9 @@ ADVANCE_RUN = "assistgraph.advance_run"
 EXPIRE_RUNS = "assistgraph.expire_overdue_runs"
 PRUNE_EVENTS = "assistgraph.prune_event_payloads"
 QUEUE = "runs"
+# Files to ingest wait in a queue of their own, served by a worker of their own: a deep backlog of
+# files never holds the run executor's job slots (see api/files/ingest_jobs.py).
+INGESTION_QUEUE = "ingestion"
 
 
 async def _autocommit(conn) -> None:
