@@ -7,6 +7,7 @@ from psycopg import AsyncConnection
 
 from api.storage.database import SELECT_MIGRATION_VERSIONS
 from api.storage.migrations import MIGRATIONS
+from api.storage.queue import INGESTION_QUEUE, QUEUE
 
 # Only active statuses: `runs_active` indexes them, so a scrape never scans every run ever made
 # (ended runs are counted as they happen: assistgraph_run_transitions_total).
@@ -41,7 +42,8 @@ async def collect(conn: AsyncConnection, ingest_task: str, stalled_after: float 
     runs = {s: 0 for s in ("queued", "in_progress", "requires_action", "cancelling")}
     for row in await (await conn.execute(COUNT_ACTIVE_RUNS)).fetchall():
         runs[row["status"]] = row["n"]
-    queues = {row["queue"]: row for row in await (await conn.execute(QUEUE_STATS)).fetchall()}
+    queues = {name: {"todo": 0, "doing": 0, "age": 0.0} for name in (QUEUE, INGESTION_QUEUE)}
+    queues.update({row["queue"]: row for row in await (await conn.execute(QUEUE_STATS)).fetchall()})
     ingestion = {row["state"]: row["n"] for row in await (await conn.execute(INGESTION_BACKLOG, (ingest_task,))).fetchall()}
     workers = (await (await conn.execute(COUNT_LIVE_WORKERS, (stalled_after,))).fetchone())["n"]
     return {"runs": runs, "queues": queues, "ingestion": ingestion, "workers": workers}

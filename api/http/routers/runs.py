@@ -6,6 +6,7 @@ from api.contract import objects, schemas
 from api.contract.errors import not_found
 from api.files import tool_resources
 from api.http.deps import App, Include, PageParams, RunId, StepId, ThreadId
+from api.observability import metrics
 from api.runs.control import add_messages, announce, cancel_run, create_run, launch, submit_tool_outputs
 from api.runs.runtime import Services
 from api.runs.streaming import STREAM_END_EVENTS, run_events, sse_response
@@ -33,7 +34,17 @@ router = APIRouter(tags=["runs"])
 
 def stream(app: Services, sub, include: list[str] | None, first=None):
     keepalive = app.settings.stream_keepalive
-    return sse_response(run_events(sub, app.pool, keepalive, include=include, first=first), keepalive)
+    return sse_response(_counted(run_events(sub, app.pool, keepalive, include=include, first=first)), keepalive)
+
+
+async def _counted(events):
+    """The stream's events, counted in `assistgraph_active_streams` while it is open."""
+    metrics.ACTIVE_STREAMS.inc()
+    try:
+        async for event in events:
+            yield event
+    finally:
+        metrics.ACTIVE_STREAMS.dec()
 
 
 @router.post("/threads/runs")
