@@ -164,6 +164,12 @@ def test_runs_are_logged_measured_and_traced(ops, scripted, model_name):
     cancelled = wait_for(lambda: (r := client.beta.threads.runs.retrieve(slow.id, thread_id=thread.id)).status == "cancelled" and r)
     assert cancelled.status == "cancelled"
 
+    # A client that walks away from a stream: the run goes on, and nothing is logged as an error.
+    scripted.script(model_name, [{"content": "a long answer " * 10, "chunk_delay": 0.05}])
+    with client.beta.threads.runs.stream(thread_id=thread.id, assistant_id=assistant.id) as stream:
+        left = next(iter(stream)).data
+    wait_for(lambda: client.beta.threads.runs.retrieve(left.id, thread_id=thread.id).status == "completed")
+
     def transitions(run_id):
         return [
             (line["status"], line["tenant"])

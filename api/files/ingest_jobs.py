@@ -211,12 +211,15 @@ class IngestionJobs:
                 if await (await conn.execute(vs.LOCK_JOB, (job.vector_store_id, job.file_id, job.attempt))).fetchone() is None:
                     return "skipped"
                 await conn.execute(vs.DELETE_CHUNKS_OF_FILES, (job.vector_store_id, [job.file_id]))
-                with open(rows_path, encoding="utf-8") as rows:
+                rows = await asyncio.to_thread(open, rows_path, encoding="utf-8")
+                try:
                     async with conn.cursor() as cur, cur.copy(vs.COPY_CHUNKS) as copy:
                         # A few hundred rows at a time: the file may hold thousands of chunks.
                         while batch := await asyncio.to_thread(_read_rows, rows, job):
                             for line in batch:
                                 await copy.write_row(line)
+                finally:
+                    await asyncio.to_thread(rows.close)
                 await vs.finish_file(conn, job, "completed", usage_bytes=result.usage_bytes, chunk_count=result.chunks)
         return "completed"
 

@@ -61,9 +61,9 @@ class RequestGuard:
             return await _refuse(send, 413, self._too_large(), None, close=True)
         except _Disconnected:
             return None  # nobody to answer
-        problem = text.json_body_problem(body)
+        problem = await _off_loop(text.json_body_problem, body)
         if problem is not None:
-            param = text.locate(body)
+            param = await _off_loop(text.locate, body)
             where = f"'{param}'" if param else "the request body"
             return await _refuse(send, 400, f"Invalid value for {where}: strings may not contain {problem}.", param)
         return await self.app(scope, _replay(body, receive), send)
@@ -99,6 +99,16 @@ class RequestGuard:
                 raise _body_timeout(timeout) from None
 
         return timed_receive
+
+
+# Scanning a large body full of escapes takes milliseconds per megabyte: off the event loop.
+_INLINE_SCAN_BYTES = 256 * 1024
+
+
+async def _off_loop(check, body: bytes):
+    if len(body) <= _INLINE_SCAN_BYTES or b"\\u" not in body:
+        return check(body)
+    return await asyncio.to_thread(check, body)
 
 
 class _TooLarge(Exception):
