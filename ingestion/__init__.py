@@ -10,6 +10,10 @@ time (no model hub, no tiktoken BPE, no spaCy model); heavy libraries load on fi
     emb, model, dim = embeddings_from_settings("default")   # record model + dim with the store
     vectors = embed_chunks(chunks, emb, dimension=dim)
 
+To bound what one file may cost, :mod:`ingestion.isolation` runs all of it (parse, chunk, embed) in
+a child process under memory, CPU-time and wall-time limits, and ``ingest_file`` takes token and
+unpacked-size limits; crossing one raises :class:`LimitExceeded` (``invalid_file``).
+
 Failures the user should see raise :class:`IngestionError` subclasses whose ``code`` is the vector
 store file's ``last_error.code``: :class:`UnsupportedFile` (``unsupported_file``),
 :class:`InvalidFile` / :class:`EmptyFile` (``invalid_file``). A bad ``chunking_strategy`` raises
