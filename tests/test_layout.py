@@ -10,7 +10,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 # Lowest first; a folder may import from the folders before it.
-API_LAYERS = [("contract",), ("storage",), ("security",), ("files",), ("tooling",), ("runs",), ("http",)]
+API_LAYERS = [
+    ("observability",), ("contract",), ("storage",), ("security",), ("files",), ("tooling",), ("runs",), ("http",)
+]
 LEVEL = {name: i for i, names in enumerate(API_LAYERS) for name in names}
 
 

@@ -203,4 +203,9 @@ MIGRATIONS: list[str] = [
         created_at timestamptz NOT NULL DEFAULT now()
     );
     """,
+    # 9: ingestion jobs are deferred with a priority that falls with the tenant's backlog of files
+    # in progress (counted here), so one tenant's thousand files do not queue ahead of another's one.
+    """
+    CREATE INDEX vector_store_files_tenant_in_progress ON vector_store_files (tenant_id) WHERE status = 'in_progress';
+    """,
 ]
