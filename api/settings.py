@@ -353,6 +353,51 @@ class Settings(BaseSettings):
         default="/mnt/data", description="Working directory of gateway kernels, where input files go and output files are looked for."
     )
 
+    # Model routing (api/security/models.py): which endpoint and provider serve which model names.
+    model_catalog: Path | None = Field(
+        default=None,
+        description=(
+            "A YAML or JSON file listing the models the server serves: each entry maps a model name or a glob "
+            "pattern to a provider (`openai` for any OpenAI-compatible endpoint, or a LangChain provider such as "
+            "`anthropic`, `google_genai`, `ollama`, `bedrock_converse`) with its endpoint and key. Unset (and no "
+            "`models`): every model name goes to openai_base_url."
+        ),
+    )
+    models: str | None = Field(
+        default=None,
+        description="The model catalogue as inline JSON (same shape as the file); its entries come after the file's.",
+    )
+
+    def model_catalog_entries(self) -> list[dict]:
+        """The catalogue's entries, file first, with `api_key_env` read from the environment into `api_key`."""
+        import os
+
+        import yaml
+
+        entries: list = []
+        for source, text in (
+            (str(self.model_catalog), self.model_catalog.read_text() if self.model_catalog else None),
+            ("ASSISTGRAPH_MODELS", self.models),
+        ):
+            if not text:
+                continue
+            loaded = yaml.safe_load(text)  # YAML is a superset of JSON: one parser for both
+            if isinstance(loaded, dict):
+                loaded = loaded.get("models")
+            if not isinstance(loaded, list):
+                raise ValueError(f"model catalogue {source}: expected a list of entries (or {{models: [...]}})")
+            entries += loaded
+        out = []
+        for i, entry in enumerate(entries):
+            if not isinstance(entry, dict):
+                raise ValueError(f"model catalogue entry {i}: expected a mapping, got {entry!r}")
+            entry = dict(entry)
+            env_name = entry.pop("api_key_env", None)
+            if env_name:
+                entry.setdefault("api_key", os.environ.get(str(env_name)))
+            out.append(entry)
+        return out
+
 
 @lru_cache
 def get_settings() -> Settings:

@@ -178,9 +178,12 @@ def store_object(row: dict) -> dict:
         file_counts=_counts(row),
         status=status,
         last_active_at=row["last_active_at"],
-        expires_after={"anchor": "last_active_at", "days": days} if days else None,
         expires_at=row["last_active_at"] + days * DAY if days else None,
     )
+    # `expires_after` is typed non-null in the contract (unlike `expires_at`): absent when unset.
+    obj.pop("expires_after", None)
+    if days:
+        obj["expires_after"] = {"anchor": "last_active_at", "days": days}
     return obj
 
 

@@ -134,7 +134,7 @@ class RunExecutor:
             await self.sink.emit(execution.mapper.start(), run_id=run_id)
             run = execution.mapper.run  # now in_progress, with its start time
             context, kinds = await self.binder.context(run, row["tenant_id"], config)
-            plan = await resume.plan(self.pool, self.graph, {**row, "obj": run}, kinds)
+            plan = await resume.plan(self.pool, self.graph, {**row, "obj": run}, kinds, self.settings.data_dir)
             execution.mapper, execution.totals = plan.mapper, plan.totals
             if plan.taken_over:
                 await self._count_takeover(run_id, config)
