@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import os
+import shutil
 import signal
 import sys
+import tempfile
 
 import uvicorn
 
+from api.observability.logs import configure_logging
 from api.settings import get_settings
 from api.storage.database import embedded_postgres
 
@@ -28,31 +30,52 @@ def _serve(args: argparse.Namespace) -> None:
     workers = args.workers or settings.workers
     _exit_on_sigterm()
     with embedded_postgres(settings) as url:
-        common = dict(host=args.host, port=args.port, log_level=settings.log_level, timeout_graceful_shutdown=5)
+        common = dict(
+            host=args.host,
+            port=args.port,
+            log_level=settings.log_level,
+            log_config=configure_logging(settings),
+            timeout_graceful_shutdown=5,
+        )
         if workers == 1:
             uvicorn.run(create_app(url, settings), **common)
             return
         # Worker processes import the app themselves; they find the database (embedded or not)
         # through the settings' DATABASE_URL, which this process owns for them.
         os.environ["ASSISTGRAPH_DATABASE_URL"] = url
-        uvicorn.run("api.http.app:app_from_settings", factory=True, workers=workers, **common)
+        # Their metrics meet in a fresh directory (prometheus-client's multi-process mode), so a
+        # scrape answered by any one of them counts every process's runs, calls and streams.
+        metrics_dir = None
+        if settings.prometheus_multiproc_dir is None:
+            metrics_dir = tempfile.mkdtemp(prefix="assistgraph-metrics-")
+            os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+        try:
+            uvicorn.run("api.http.app:app_from_settings", factory=True, workers=workers, **common)
+        finally:
+            if metrics_dir is not None:
+                shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
 async def _work(url: str) -> None:
+    from api.observability import tracing
     from api.runs.runtime import runtime
 
     settings = get_settings()
-    async with runtime(settings, url, with_executor=True) as (_, executor):
-        worker = asyncio.create_task(executor.run_worker())
-        # SIGTERM (or Ctrl-C) stops the worker gracefully: its runs get ASSISTGRAPH_SHUTDOWN_GRACE to
-        # finish, then go back to the queue for another executor.
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, worker.cancel)
-        try:
-            await worker
-        except asyncio.CancelledError:
-            pass
+    tracing.configure(settings)
+    try:
+        async with runtime(settings, url, with_executor=True) as (_, workers):
+            worker = asyncio.create_task(workers.run())
+            # SIGTERM (or Ctrl-C) stops the workers gracefully: runs get ASSISTGRAPH_SHUTDOWN_GRACE to
+            # finish, then go back to the queue for another executor.
+            loop = asyncio.get_running_loop()
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(signum, worker.cancel)
+            try:
+                await worker
+            except asyncio.CancelledError:
+                pass
+    finally:
+        tracing.shutdown()
 
 
 def _worker(args: argparse.Namespace) -> None:
@@ -75,8 +98,7 @@ def main(argv: list[str] | None = None) -> None:
     worker = sub.add_parser("worker", help="Execute queued runs only (scale-out worker).")
     worker.set_defaults(func=_worker)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=get_settings().log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
+    configure_logging(get_settings())
     args.func(args)
 
 

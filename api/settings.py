@@ -173,7 +173,111 @@ class Settings(BaseSettings):
         default=1_000_000, description="Largest action response read; a bigger one fails the call."
     )
 
-    @field_validator("tool_plugins", "actions_allowed_hosts", mode="before")
+    # --- hardening and operations: request limits, bounded ingestion, logs, metrics, traces ---
+    max_request_bytes: int = Field(
+        default=32 * 1024 * 1024,
+        ge=1024,
+        description=(
+            "Largest request body accepted (file uploads excepted: they stream to disk under their own "
+            "512 MB cap); a larger one is refused with 413 before it is read in full."
+        ),
+    )
+    request_read_timeout: float = Field(
+        default=30.0,
+        gt=0,
+        description=(
+            "Seconds the server waits for the next piece of a request body (a client that stops sending "
+            "before its Content-Length is reached gets 408 and the connection is closed)."
+        ),
+    )
+    ingestion_memory_limit_mb: int = Field(
+        default=2048,
+        ge=256,
+        description=(
+            "Address space (MB) of the process that parses, chunks and embeds one file; a file that needs "
+            "more fails with a `last_error` naming this limit."
+        ),
+    )
+    ingestion_cpu_seconds: int = Field(
+        default=300, ge=1, description="CPU seconds the process ingesting one file may use before the file fails."
+    )
+    ingestion_wall_seconds: int = Field(
+        default=600, ge=1, description="Seconds the ingestion of one file may take in all before the file fails."
+    )
+    ingestion_max_tokens: int = Field(
+        default=2_000_000,
+        ge=1,
+        description="Tokens of text one file may hold to be indexed (OpenAI's limit for file_search files).",
+    )
+    ingestion_max_unzipped_bytes: int = Field(
+        default=512 * 1024 * 1024,
+        ge=1024,
+        description=(
+            "Decompressed size a .docx/.pptx/.xlsx package may declare; checked before anything is expanded "
+            "(zip bombs fail at once)."
+        ),
+    )
+    ingestion_large_file_bytes: int = Field(
+        default=10 * 1024 * 1024,
+        ge=1,
+        description=(
+            "Files at least this large are 'large': with two or more ingestion slots, large files never hold "
+            "them all, so small files keep moving."
+        ),
+    )
+    log_format: Literal["text", "json"] = Field(
+        default="text", description="Log line format: `text` (human-readable) or `json` (one JSON object a line)."
+    )
+    otlp_endpoint: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices(
+            "ASSISTGRAPH_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT"
+        ),
+        description=(
+            "OTLP/HTTP endpoint traces are exported to (e.g. http://collector:4318). Unset: no tracing at all. "
+            "A base URL gets `/v1/traces` appended unless it already ends with it."
+        ),
+    )
+    otlp_headers: CommaList = Field(
+        default_factory=list,
+        validation_alias=AliasChoices("ASSISTGRAPH_OTLP_HEADERS", "OTEL_EXPORTER_OTLP_HEADERS"),
+        description="Headers sent with every OTLP export, as comma-separated `name=value` pairs.",
+    )
+    otel_service_name: str = Field(
+        default="assistgraph",
+        validation_alias=AliasChoices("ASSISTGRAPH_OTEL_SERVICE_NAME", "OTEL_SERVICE_NAME"),
+        description="`service.name` of the exported traces.",
+    )
+    langsmith_tracing: bool = Field(
+        default=False,
+        validation_alias=AliasChoices("LANGSMITH_TRACING", "LANGCHAIN_TRACING_V2"),
+        description="Trace every run's graph to LangSmith (LangChain's own variable).",
+    )
+    langsmith_api_key: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("LANGSMITH_API_KEY", "LANGCHAIN_API_KEY"),
+        description="LangSmith API key.",
+    )
+    langsmith_endpoint: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("LANGSMITH_ENDPOINT", "LANGCHAIN_ENDPOINT"),
+        description="LangSmith API URL (default: LangSmith's own).",
+    )
+    langsmith_project: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("LANGSMITH_PROJECT", "LANGCHAIN_PROJECT"),
+        description="LangSmith project the runs are traced to (default: LangSmith's `default`).",
+    )
+    prometheus_multiproc_dir: Path | None = Field(
+        default=None,
+        validation_alias=AliasChoices("PROMETHEUS_MULTIPROC_DIR"),
+        description=(
+            "Directory prometheus-client's multi-process mode shares metrics through. `serve --workers N` "
+            "sets a fresh one for its processes; set it yourself only to run several processes by other means."
+        ),
+    )
+
+    @field_validator("tool_plugins", "actions_allowed_hosts", "otlp_headers", mode="before")
     @classmethod
     def _split_commas(cls, value):
         if isinstance(value, str):
@@ -248,6 +352,51 @@ class Settings(BaseSettings):
     code_interpreter_gateway_data_dir: str = Field(
         default="/mnt/data", description="Working directory of gateway kernels, where input files go and output files are looked for."
     )
+
+    # Model routing (api/security/models.py): which endpoint and provider serve which model names.
+    model_catalog: Path | None = Field(
+        default=None,
+        description=(
+            "A YAML or JSON file listing the models the server serves: each entry maps a model name or a glob "
+            "pattern to a provider (`openai` for any OpenAI-compatible endpoint, or a LangChain provider such as "
+            "`anthropic`, `google_genai`, `ollama`, `bedrock_converse`) with its endpoint and key. Unset (and no "
+            "`models`): every model name goes to openai_base_url."
+        ),
+    )
+    models: str | None = Field(
+        default=None,
+        description="The model catalogue as inline JSON (same shape as the file); its entries come after the file's.",
+    )
+
+    def model_catalog_entries(self) -> list[dict]:
+        """The catalogue's entries, file first, with `api_key_env` read from the environment into `api_key`."""
+        import os
+
+        import yaml
+
+        entries: list = []
+        for source, text in (
+            (str(self.model_catalog), self.model_catalog.read_text() if self.model_catalog else None),
+            ("ASSISTGRAPH_MODELS", self.models),
+        ):
+            if not text:
+                continue
+            loaded = yaml.safe_load(text)  # YAML is a superset of JSON: one parser for both
+            if isinstance(loaded, dict):
+                loaded = loaded.get("models")
+            if not isinstance(loaded, list):
+                raise ValueError(f"model catalogue {source}: expected a list of entries (or {{models: [...]}})")
+            entries += loaded
+        out = []
+        for i, entry in enumerate(entries):
+            if not isinstance(entry, dict):
+                raise ValueError(f"model catalogue entry {i}: expected a mapping, got {entry!r}")
+            entry = dict(entry)
+            env_name = entry.pop("api_key_env", None)
+            if env_name:
+                entry.setdefault("api_key", os.environ.get(str(env_name)))
+            out.append(entry)
+        return out
 
 
 @lru_cache

@@ -73,6 +73,18 @@ class Context:
     max_completion_tokens: int | None = field(
         default=None, metadata={"description": "Completion-token budget for the whole run, summed over model calls."}
     )
+    provider: str = field(
+        default="openai",
+        metadata={
+            "description": "`openai`: an OpenAI-compatible endpoint, called with ChatOpenAI. Any other name is a "
+            "provider of LangChain's init_chat_model (`anthropic`, `google_genai`, `ollama`, ...; its integration "
+            "package must be installed), given base_url, api_key and model_options."
+        },
+    )
+    model_options: dict[str, Any] = field(
+        default_factory=dict,
+        metadata={"description": "Extra keyword arguments for the chat model of a non-`openai` provider."},
+    )
     base_url: str | None = field(
         default=None, metadata={"description": "OpenAI-compatible endpoint; None uses the client library's default."}
     )

@@ -8,7 +8,9 @@ import re
 from functools import lru_cache
 from typing import Any
 
-from langchain_core.messages import AIMessage, AnyMessage, SystemMessage, ToolMessage
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage, AIMessageChunk, AnyMessage, SystemMessage, ToolMessage
+from langchain_core.messages.utils import message_chunk_to_message
 from langchain_core.messages.utils import count_tokens_approximately, trim_messages
 from langchain_core.tools import BaseTool
 from langchain_openai import ChatOpenAI, StreamChunkTimeoutError
@@ -20,6 +22,7 @@ from graph.context import Context
 from graph.errors import ModelCallLimitReached, ModelCallTimedOut, ModelStalled
 from graph.model_client import DirectCompletions
 from graph.state import State
+from graph.tokens import Budget
 from tools.registry import default_registry
 
 _CALL_ID = re.compile(r"^call_[A-Za-z0-9_-]+$")
@@ -33,7 +36,20 @@ def normalize_call_id(raw: str | None, message_id: str | None, index: int) -> st
     return "call_" + re.sub(r"[^A-Za-z0-9_-]", "", basis)[-40:]
 
 
-def chat_model(ctx: Context, max_tokens: int | None) -> ChatOpenAI:
+def chat_model(ctx: Context, max_tokens: int | None) -> BaseChatModel:
+    if ctx.provider != "openai":
+        return _provider_model(
+            ctx.provider,
+            ctx.model,
+            ctx.base_url,
+            ctx.api_key,
+            ctx.temperature,
+            ctx.top_p,
+            max_tokens,
+            ctx.timeout,
+            ctx.max_retries,
+            json.dumps(ctx.model_options, sort_keys=True),
+        )
     return _chat_model(
         ctx.model,
         ctx.base_url,
@@ -91,6 +107,49 @@ def _chat_model(
     return llm
 
 
+# LangChain's standard chat model parameters (model, temperature, max_tokens, timeout, max_retries,
+# api_key, base_url) under the names a provider that does not take them all uses instead.
+_PROVIDER_PARAMETERS: dict[str, dict[str, str | None]] = {
+    "ollama": {"max_tokens": "num_predict", "api_key": None, "timeout": None, "max_retries": None},
+}
+
+
+@lru_cache(maxsize=64)
+def _provider_model(
+    provider: str,
+    model: str,
+    base_url: str | None,
+    api_key: str | None,
+    temperature: float | None,
+    top_p: float | None,
+    max_tokens: int | None,
+    timeout: float,
+    max_retries: int,
+    options: str,
+) -> BaseChatModel:
+    """A chat model of another provider, built by LangChain's own `init_chat_model` (which imports the
+    provider's integration package)."""
+    from langchain.chat_models import init_chat_model
+
+    given = {
+        "temperature": temperature,
+        "top_p": top_p,
+        "max_tokens": max_tokens,
+        "timeout": timeout,
+        "max_retries": max_retries,
+        "api_key": api_key,
+        "base_url": base_url,
+    }
+    renamed = _PROVIDER_PARAMETERS.get(provider, {})
+    kwargs: dict[str, Any] = {}
+    for name, value in given.items():
+        target = renamed.get(name, name)
+        if value is not None and target is not None:
+            kwargs[target] = value
+    kwargs.update(json.loads(options))
+    return init_chat_model(model, model_provider=provider, **kwargs)
+
+
 def server_tools(ctx: Context) -> list[BaseTool]:
     """The tools this run executes itself: those the host bound, then installed ones named in
     `builtin_tools` (a name the host already bound, or nobody installed, adds nothing)."""
@@ -109,7 +168,7 @@ def _forces_a_tool(tool_choice: Any) -> bool:
     return tool_choice == "required" or isinstance(tool_choice, dict)
 
 
-def _bind(model: ChatOpenAI, ctx: Context, *, first_call: bool):
+def _bind(model: BaseChatModel, ctx: Context, *, first_call: bool):
     own = server_tools(ctx)
     offered = [*ctx.tools, *own]
     if not offered:
@@ -181,7 +240,11 @@ async def call_model(state: State, runtime: Runtime[Context]) -> dict:
     model = _bind(chat_model(ctx, max_tokens), ctx, first_call=calls_so_far == 0)
     try:
         async with asyncio.timeout(ctx.timeout) as deadline:
-            response: AIMessage = await model.ainvoke(prompt)
+            if max_tokens is not None and ctx.provider != "openai":
+                response: AIMessage = await _within_budget(model, prompt, max_tokens)
+            else:
+                # OpenAI-compatible streams are held to max_tokens by their client (CappedStream).
+                response = await model.ainvoke(prompt)
     except StreamChunkTimeoutError as exc:
         raise ModelStalled(exc.timeout_s, exc.chunks_received) from exc
     except TimeoutError:
@@ -203,12 +266,49 @@ async def call_model(state: State, runtime: Runtime[Context]) -> dict:
     meta = response.usage_metadata or {}
     usage = {"prompt_tokens": meta.get("input_tokens", 0), "completion_tokens": meta.get("output_tokens", 0)}
     incomplete = None
-    finish = (response.response_metadata or {}).get("finish_reason")
-    if finish == "length":
+    # Providers name it differently: finish_reason (OpenAI), stop_reason (Anthropic), done_reason (Ollama).
+    info = response.response_metadata or {}
+    finish = info.get("finish_reason") or info.get("stop_reason") or info.get("done_reason")
+    if finish in ("length", "max_tokens"):
         incomplete = "max_completion_tokens"
     elif ctx.max_prompt_tokens is not None and used.get("prompt_tokens", 0) + usage["prompt_tokens"] > ctx.max_prompt_tokens:
         incomplete = "max_prompt_tokens"
     return {"messages": [response], "usage": usage, "incomplete": incomplete}
+
+
+async def _within_budget(model, prompt: list[AnyMessage], limit: int) -> AIMessage:
+    """The model's answer, read from its stream only until `limit` completion tokens (counted with
+    `graph.tokens`, as for OpenAI-compatible endpoints): past it the stream is closed, the text cut
+    to the limit, and the answer marked as stopped for its length."""
+    budget = Budget(limit)
+    merged: AIMessageChunk | None = None
+    stream = model.astream(prompt)
+    try:
+        async for chunk in stream:
+            merged = chunk if merged is None else merged + chunk
+            budget.take(chunk.text)
+            for i, call in enumerate(chunk.tool_call_chunks):
+                budget.take(call.get("args") or "", f"call {call.get('index', i)}")
+            if budget.exceeded:
+                break
+    finally:
+        await stream.aclose()
+    if merged is None:
+        return AIMessage(content="")
+    if not budget.exceeded:
+        return message_chunk_to_message(merged)
+    kept = Budget(limit)
+    text = kept.take(merged.text)
+    return AIMessage(
+        content=text,
+        id=merged.id,
+        response_metadata={**(merged.response_metadata or {}), "finish_reason": "length"},
+        usage_metadata={
+            "input_tokens": (merged.usage_metadata or {}).get("input_tokens", 0),
+            "output_tokens": limit,
+            "total_tokens": (merged.usage_metadata or {}).get("input_tokens", 0) + limit,
+        },
+    )
 
 
 def _unanswered_calls(state: State) -> list[dict]:

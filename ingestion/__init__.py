@@ -10,6 +10,10 @@ time (no model hub, no tiktoken BPE, no spaCy model); heavy libraries load on fi
     emb, model, dim = embeddings_from_settings("default")   # record model + dim with the store
     vectors = embed_chunks(chunks, emb, dimension=dim)
 
+To bound what one file may cost, :mod:`ingestion.isolation` runs all of it (parse, chunk, embed) in
+a child process under memory, CPU-time and wall-time limits, and ``ingest_file`` takes token and
+unpacked-size limits; crossing one raises :class:`LimitExceeded` (``invalid_file``).
+
 Failures the user should see raise :class:`IngestionError` subclasses whose ``code`` is the vector
 store file's ``last_error.code``: :class:`UnsupportedFile` (``unsupported_file``),
 :class:`InvalidFile` / :class:`EmptyFile` (``invalid_file``). A bad ``chunking_strategy`` raises
@@ -44,6 +48,7 @@ from ingestion.errors import (
     IngestionError,
     InvalidChunkingStrategy,
     InvalidFile,
+    LimitExceeded,
     UnsupportedFile,
 )
 from ingestion.parse import SUPPORTED_EXTENSIONS, Element, detect_kind, parse_file
@@ -60,6 +65,7 @@ __all__ = [
     "IngestionError",
     "InvalidChunkingStrategy",
     "InvalidFile",
+    "LimitExceeded",
     "MiniLMEmbeddings",
     "UnsupportedFile",
     "WordLlamaEmbeddings",
@@ -79,16 +85,36 @@ def ingest_file(
     chunking: ChunkingStrategy | Mapping[str, Any] | None = None,
     *,
     mime_type: str | None = None,
+    max_tokens: int | None = None,
+    max_unzipped_bytes: int | None = None,
 ) -> list[Chunk]:
     """Parse and chunk one file. ``chunking`` is a :class:`ChunkingStrategy` or the API's
-    ``chunking_strategy`` object (``None`` = ``auto``: 800 tokens, 400 overlap).
+    ``chunking_strategy`` object (``None`` = ``auto``: 800 tokens, 400 overlap). ``max_tokens``
+    bounds the document's text (checked before chunking) and ``max_unzipped_bytes`` the unpacked
+    size of Office packages (checked before unpacking); crossing either raises
+    :class:`LimitExceeded`.
 
     Raises :class:`UnsupportedFile`, :class:`InvalidFile`, :class:`EmptyFile`,
-    :class:`InvalidChunkingStrategy`.
+    :class:`InvalidChunkingStrategy`, :class:`LimitExceeded`.
     """
     strategy = ChunkingStrategy.from_api(chunking)
-    elements = parse_file(path, filename, mime_type)
+    elements = parse_file(path, filename, mime_type, max_unzipped_bytes=max_unzipped_bytes)
+    if max_tokens is not None:
+        _check_tokens(elements, max_tokens, filename or os.path.basename(path))
     return chunk_elements(elements, strategy)
+
+
+def _check_tokens(elements: Sequence[Element], max_tokens: int, name: str) -> None:
+    # A token is at least one UTF-8 byte, so at most 4 per character: short documents need no count.
+    if 4 * sum(len(element.text) for element in elements) <= max_tokens:
+        return
+    total = 0
+    for element in elements:
+        total += count_tokens(element.text)
+        if total > max_tokens:
+            raise LimitExceeded(
+                "tokens", f"{name} holds more than {max_tokens:,} tokens of text, the most one file may have to be indexed."
+            )
 
 
 def embed_chunks(

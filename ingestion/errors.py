@@ -6,7 +6,8 @@ ingestion fails, and a message written for the person who uploaded the file:
 - :class:`UnsupportedFile` -> ``unsupported_file`` (a file type we do not index, e.g. ``.exe``);
 - :class:`InvalidFile` -> ``invalid_file`` (a supported type whose bytes cannot be read: corrupt,
   truncated, encrypted, binary content under a text extension ...);
-- :class:`EmptyFile` -> ``invalid_file`` (readable, but there is no text to index).
+- :class:`EmptyFile` -> ``invalid_file`` (readable, but there is no text to index);
+- :class:`LimitExceeded` -> ``invalid_file`` (over an ingestion limit, which the message names).
 
 Anything else raised by the pipeline is a bug or an environment problem (``server_error``).
 """
@@ -42,6 +43,15 @@ class InvalidFile(IngestionError):
 
 class EmptyFile(InvalidFile):
     """The file parsed, but contains no text to index."""
+
+
+class LimitExceeded(InvalidFile):
+    """The file needs more than the ingestion limits allow (tokens, unpacked size, memory, CPU or
+    wall time); ``limit`` names which."""
+
+    def __init__(self, limit: str, message: str) -> None:
+        super().__init__(message)
+        self.limit = limit
 
 
 class InvalidChunkingStrategy(ValueError):

@@ -35,7 +35,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ingestion.errors import EmptyFile, InvalidFile, UnsupportedFile
+from ingestion.errors import EmptyFile, InvalidFile, LimitExceeded, UnsupportedFile
 
 # `unstructured` phones home on import and on every partition call unless told not to; it also
 # prints an advert. Neither belongs in a self-hosted server. (A caller may set them otherwise.)
@@ -154,11 +154,15 @@ def parse_file(
     path: str | os.PathLike[str],
     filename: str | None = None,
     mime_type: str | None = None,
+    *,
+    max_unzipped_bytes: int | None = None,
 ) -> list[Element]:
     """Parse the file at ``path`` into text elements.
 
     ``filename`` is the user's name for it (its extension picks the parser; defaults to the name
-    of ``path``); ``mime_type`` is a fallback when that extension is unknown.
+    of ``path``); ``mime_type`` is a fallback when that extension is unknown. With
+    ``max_unzipped_bytes``, a .docx/.pptx/.xlsx package whose parts would unpack to more than that
+    raises :class:`LimitExceeded` before anything is unpacked.
     Synchronous and CPU-bound. Raises :class:`UnsupportedFile`, :class:`InvalidFile` or
     :class:`EmptyFile` for the file's own problems; other exceptions are bugs / server errors.
     """
@@ -168,7 +172,7 @@ def parse_file(
     size = path.stat().st_size  # a missing file is the caller's problem, not the user's
     if size == 0:
         raise EmptyFile(f"{name} is empty (0 bytes).")
-    _check_signature(path, name, kind)
+    _check_signature(path, name, kind, max_unzipped_bytes)
 
     parser = _PARSERS[kind]
     try:
@@ -195,7 +199,7 @@ _OOXML_PARTS = {"docx": "word/", "pptx": "ppt/", "xlsx": "xl/"}
 _OLE_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
 
 
-def _check_signature(path: Path, name: str, kind: str) -> None:
+def _check_signature(path: Path, name: str, kind: str, max_unzipped_bytes: int | None = None) -> None:
     with path.open("rb") as f:
         head = f.read(8192)
     label = _LABELS[kind]
@@ -214,9 +218,20 @@ def _check_signature(path: Path, name: str, kind: str) -> None:
             )
         try:
             with zipfile.ZipFile(path) as zf:
-                names = zf.namelist()
+                infos = zf.infolist()
         except (zipfile.BadZipFile, OSError) as exc:
             raise InvalidFile(f"{name} is not {label}: {exc}") from exc
+        names = [info.filename for info in infos]
+        # The central directory's sizes, before any part is read: Python's zipfile (which the
+        # Office readers use) never inflates a part beyond its declared size, so a zip bomb is
+        # refused here, before it can expand.
+        unpacked = sum(info.file_size for info in infos)
+        if max_unzipped_bytes is not None and unpacked > max_unzipped_bytes:
+            raise LimitExceeded(
+                "unzipped_size",
+                f"{name} would unpack to {unpacked:,} bytes, over the limit of {max_unzipped_bytes:,} bytes "
+                f"for {Path(name).suffix or kind} packages.",
+            )
         if not any(n.startswith(_OOXML_PARTS[kind]) for n in names):
             raise InvalidFile(
                 f"{name} is not {label} (the package has no {_OOXML_PARTS[kind]} part)."

@@ -20,6 +20,8 @@ Standalone (benchmarks)::
 Endpoints
 ---------
 ``POST /v1/chat/completions`` (``/chat/completions`` too), ``GET /v1/models``,
+``POST /v1/embeddings`` (deterministic 8-dimensional vectors from a hash of each input),
+``POST /api/chat`` (Ollama's chat API, streamed as NDJSON or not, from the same turns),
 ``POST /_script`` with ``{"model": str, "turns": [...]}``,
 ``GET /_requests[?model=...]`` returning ``{"requests": [...]}``, ``POST /_reset``.
 Each recorded request is ``{"model", "body", "headers", "path"}``.
@@ -71,9 +73,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
+import hashlib
 import json
 import secrets
 import socket
+import struct
 import threading
 import time
 from collections import deque
@@ -213,6 +218,10 @@ class ScriptedModel:
         try:
             if route == "/chat/completions" and method == "POST":
                 await self._chat(scope, conn)
+            elif route == "/embeddings" and method == "POST":
+                await self._embeddings(scope, conn)
+            elif route == "/api/chat" and method == "POST":
+                await self._ollama_chat(scope, conn)
             elif route == "/models" and method == "GET":
                 await self._models(conn)
             elif route == "/_script" and method == "POST":
@@ -228,6 +237,64 @@ class ScriptedModel:
                 await conn.error(404, f"no route for {method} {path}", "invalid_request_error")
         finally:
             conn.close()
+
+    async def _embeddings(self, scope: dict, conn: _Connection) -> None:
+        body = json.loads(await conn.body())
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        self._record_and_pop({"model": str(body.get("model", "")), "body": body, "headers": headers, "path": scope["path"]})
+        inputs = body["input"] if isinstance(body["input"], list) else [body["input"]]
+        data = []
+        for index, text in enumerate(inputs):
+            digest = hashlib.sha256(json.dumps(text).encode()).digest()
+            vector = [b / 255 for b in digest[:8]]
+            if body.get("encoding_format") == "base64":
+                vector = base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
+            data.append({"object": "embedding", "index": index, "embedding": vector})
+        usage = {"prompt_tokens": len(inputs), "total_tokens": len(inputs)}
+        await conn.json(200, {"object": "list", "data": data, "model": body.get("model"), "usage": usage})
+
+    async def _ollama_chat(self, scope: dict, conn: _Connection) -> None:
+        """Ollama's /api/chat: the same turns (content, tool_calls, usage, delay, chunk_size, repeat)."""
+        body = json.loads(await conn.body())
+        model = str(body.get("model", ""))
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        turn = self._record_and_pop({"model": model, "body": body, "headers": headers, "path": scope["path"]})
+        if turn.get("delay") and not await conn.sleep(float(turn["delay"])):
+            return
+        messages = body.get("messages") or []
+        if turn.get("echo") or ("content" not in turn and not turn.get("tool_calls")):
+            content = f"echo: {_last_user_text(messages) or ''}"
+        else:
+            content = turn.get("content") or ""
+        calls = [
+            {"function": {"name": c["name"], "arguments": c.get("arguments") if isinstance(c.get("arguments"), dict) else json.loads(c.get("arguments") or "{}")}}
+            for c in turn.get("tool_calls") or []
+        ]
+        usage = _usage(turn.get("usage"), messages, content, len(calls))
+        created = time.strftime("%Y-%m-%dT%H:%M:%S.000000Z", time.gmtime())
+        done = {
+            "model": model, "created_at": created, "message": {"role": "assistant", "content": ""}, "done": True,
+            "done_reason": turn.get("finish_reason") or "stop", "total_duration": 1, "load_duration": 1,
+            "prompt_eval_count": usage["prompt_tokens"], "prompt_eval_duration": 1,
+            "eval_count": usage["completion_tokens"], "eval_duration": 1,
+        }
+        if body.get("stream") is False:
+            done["message"] = {"role": "assistant", "content": content, **({"tool_calls": calls} if calls else {})}
+            await conn.json(200, done)
+            return
+        size = max(1, int(turn.get("chunk_size") or 4))
+        await conn.start(200, [(b"content-type", b"application/x-ndjson")])
+        lines = [
+            {"model": model, "created_at": created, "message": {"role": "assistant", "content": piece}, "done": False}
+            for piece in _chunks(content, size)
+        ]
+        if calls:
+            lines.append({"model": model, "created_at": created, "message": {"role": "assistant", "content": "", "tool_calls": calls}, "done": False})
+        for line in [*lines, done]:
+            if turn.get("chunk_delay") and not await conn.sleep(float(turn["chunk_delay"])):
+                return
+            await conn.body_part(_dumps(line) + b"\n")
+        await conn.body_part(b"", more=False)
 
     async def _models(self, conn: _Connection) -> None:
         with self._lock:

@@ -30,17 +30,11 @@ from tests.conftest import (
     wait_for,
     wait_ready,
 )
+from tests.test_runs import WEATHER_TOOL as WEATHER
 from tests.test_streaming import raw_stream
 
 STALL = "3"
 ANSWER = "The forecast for Paris: sunny in the morning, light rain after four, and a mild evening."
-WEATHER = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
-    },
-}
 
 
 class Cluster:

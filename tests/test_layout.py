@@ -11,7 +11,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 # Lowest first; a folder may import from the folders before it.
 API_LAYERS = [
-    ("contract",), ("storage",), ("security",), ("files",), ("tooling",), ("runs",), ("responses",), ("http",)
+    ("observability",), ("contract",), ("storage",), ("security",), ("files",), ("tooling",), ("runs",),
+    ("responses",), ("http",)
 ]
 LEVEL = {name: i for i, names in enumerate(API_LAYERS) for name in names}
 

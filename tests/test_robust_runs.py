@@ -13,16 +13,9 @@ import httpx
 import pytest
 
 from tests.conftest import _extra_server, _own_database, sdk, stop_process, wait_for
+from tests.test_runs import WEATHER_TOOL as WEATHER
 from tests.test_streaming import BETA, raw_stream, validate_stream
 
-WEATHER = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "description": "The weather in a city.",
-        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
-    },
-}
 TERMINAL = {"completed", "incomplete", "failed", "cancelled", "expired"}
 
 

@@ -15,7 +15,7 @@ from api.storage.migrations import MIGRATIONS
 from tests.conftest import _extra_server, _own_database, sdk, stop_process
 
 # The last migration before the one that added conversation items.
-BEFORE = 9
+BEFORE = next(i for i, sql in enumerate(MIGRATIONS) if "CREATE TABLE responses" in sql)
 
 
 def _message(message_id: str, thread_id: str, role: str, text: str, created_at: int, run_id: str | None) -> dict:

@@ -471,7 +471,7 @@ def test_search_max_num_results_and_score_threshold(corpus):
     everything = client.vector_stores.search(store.id, query="vault code ZEPHYR-5521", max_num_results=50)
     assert len(everything.data) == 5 and min(h.score for h in everything.data) < 0.6
     strict = client.vector_stores.search(
-        store.id, query="vault code ZEPHYR-5521", ranking_options={"score_threshold": 0.75, "ranker": "none"}
+        store.id, query="vault code ZEPHYR-5521", ranking_options={"score_threshold": 0.75, "ranker": "auto"}
     )
     # Only the chunk found both by meaning and by keywords clears 0.75.
     assert [h.file_id for h in strict.data] == [files["handbook.docx"].id]

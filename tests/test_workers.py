@@ -7,6 +7,7 @@ import os
 import time
 from pathlib import Path
 
+import httpx
 import openai
 import pytest
 
@@ -49,6 +50,31 @@ def test_runs_poll_and_stream_across_worker_processes(two_workers, scripted, mod
         if m.role == "assistant"
     }
     assert answers == {f"answer {i}" for i in range(6)}
+
+
+def _completed(metrics_url: str) -> float:
+    text = httpx.get(metrics_url).text
+    line = next((l for l in text.splitlines() if l.startswith('assistgraph_run_transitions_total{status="completed"} ')), None)
+    return float(line.split()[-1]) if line else 0.0
+
+
+def test_metrics_count_every_worker_process(two_workers, scripted, model_name):
+    """A scrape answered by either process reports both processes' runs (prometheus-client's
+    multi-process mode under `--workers N`)."""
+    url, _, _ = two_workers
+    metrics_url = url.removesuffix("/v1") + "/metrics"
+    client = openai.OpenAI(base_url=url, api_key="sk-client", _strict_response_validation=True, max_retries=0)
+    before = {_completed(metrics_url) for _ in range(6)}
+    assert len(before) == 1
+    scripted.script(model_name, [{"content": f"answer {i}"} for i in range(8)])
+    assistant = client.beta.assistants.create(model=model_name)
+    for _ in range(8):
+        thread = client.beta.threads.create(messages=[{"role": "user", "content": "hi"}])
+        run = client.beta.threads.runs.create_and_poll(thread_id=thread.id, assistant_id=assistant.id, poll_interval_ms=20)
+        assert run.status == "completed"
+    # Runs were executed by both processes (each claims jobs); every scrape sees all eight.
+    after = {_completed(metrics_url) for _ in range(8)}
+    assert after == {before.pop() + 8}
 
 
 def test_stopping_the_server_stops_every_worker_and_the_database(two_workers):

@@ -24,10 +24,8 @@ def tools_json(tools: list | None) -> list[dict]:
     out = []
     for tool in dump(tools) or []:
         if tool["type"] == "function":
-            fn = tool["function"]
-            fn.setdefault("description", None)
-            fn.setdefault("parameters", None)
-            fn.setdefault("strict", False)
+            # `description` and `parameters` are typed non-null in the contract: absent when unset.
+            tool["function"].setdefault("strict", False)
         elif tool["type"] == "file_search":
             settings = tool.setdefault("file_search", {})
             settings.setdefault("ranking_options", {"ranker": "auto", "score_threshold": 0.0})
@@ -204,17 +202,19 @@ def run(thread_id: str, assistant: dict, body: schemas.RunFields, expires_in: in
 
 
 def file(file_id: str, filename: str, size: int, purpose: str, *, expires_at: int | None = None) -> dict:
-    return {
+    # `expires_at` and `status_details` are typed non-null in the contract: present only when set.
+    obj = {
         "id": file_id,
         "object": "file",
         "bytes": size,
         "created_at": now(),
-        "expires_at": expires_at,
         "filename": filename,
         "purpose": purpose,
         "status": "processed",
-        "status_details": None,
     }
+    if expires_at is not None:
+        obj["expires_at"] = expires_at
+    return obj
 
 
 def deleted(object_id: str, kind: str) -> dict:

@@ -10,6 +10,14 @@ from tools.registry import RESERVED_TYPES
 
 NAME_PATTERN = r"^[a-zA-Z0-9_-]{1,64}$"
 
+# OpenAI's request limits (the contract's section 6 and OpenAI's own 400s).
+MAX_INSTRUCTIONS = 256_000
+MAX_MESSAGE_CHARS = 256_000  # one message's text
+MAX_THREAD_MESSAGES = 32  # messages in one thread create (and additional_messages of one run)
+# The contract names no limit on a message's attachments; every one costs a lookup in the request's
+# transaction, so they are bounded like a thread's code_interpreter files.
+MAX_ATTACHMENTS = 20
+
 
 class Body(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -205,7 +213,7 @@ ReasoningEffort = Literal["none", "minimal", "low", "medium", "high", "xhigh"] |
 class AssistantFields(WithMetadata):
     name: str | None = Field(default=None, max_length=256)
     description: str | None = Field(default=None, max_length=512)
-    instructions: str | None = Field(default=None, max_length=256_000)
+    instructions: str | None = Field(default=None, max_length=MAX_INSTRUCTIONS)
     tools: list[Tool] | None = Field(default=None, max_length=128)
     tool_resources: ToolResources | None = None
     temperature: float | None = Field(default=None, ge=0, le=2)
@@ -227,7 +235,7 @@ class ModifyAssistant(AssistantFields):
 
 class TextPart(Body):
     type: Literal["text"]
-    text: str
+    text: str = Field(max_length=MAX_MESSAGE_CHARS)
 
 
 class ImageURL(Body):
@@ -264,8 +272,20 @@ class Attachment(Body):
 
 class CreateMessage(WithMetadata):
     role: Literal["user", "assistant"]
-    content: str | Annotated[list[ContentPart], Field(min_length=1)]
-    attachments: list[Attachment] | None = None
+    content: Annotated[str, Field(max_length=MAX_MESSAGE_CHARS)] | Annotated[list[ContentPart], Field(min_length=1)]
+    attachments: list[Attachment] | None = Field(default=None, max_length=MAX_ATTACHMENTS)
+
+    @field_validator("content")
+    @classmethod
+    def _text_size(cls, value):
+        if isinstance(value, list):
+            size = sum(len(part.text) for part in value if isinstance(part, TextPart))
+            if size > MAX_MESSAGE_CHARS:
+                raise ValueError(
+                    f"string too long. Expected text parts of at most {MAX_MESSAGE_CHARS} characters in all, "
+                    f"but got {size} characters instead."
+                )
+        return value
 
 
 class ModifyMessage(WithMetadata):
@@ -276,7 +296,7 @@ class ModifyMessage(WithMetadata):
 
 
 class CreateThread(WithMetadata):
-    messages: list[CreateMessage] | None = None
+    messages: list[CreateMessage] | None = Field(default=None, max_length=MAX_THREAD_MESSAGES)
     tool_resources: ToolResources | None = None
 
 
@@ -290,7 +310,7 @@ class ModifyThread(WithMetadata):
 class RunFields(WithMetadata):
     assistant_id: str
     model: str | None = None
-    instructions: str | None = Field(default=None, max_length=256_000)
+    instructions: str | None = Field(default=None, max_length=MAX_INSTRUCTIONS)
     tools: list[Tool] | None = Field(default=None, max_length=20)
     temperature: float | None = Field(default=None, ge=0, le=2)
     top_p: float | None = Field(default=None, ge=0, le=1)
@@ -308,8 +328,8 @@ class RunFields(WithMetadata):
 
 
 class CreateRun(RunFields):
-    additional_instructions: str | None = None
-    additional_messages: list[CreateMessage] | None = None
+    additional_instructions: str | None = Field(default=None, max_length=MAX_INSTRUCTIONS)
+    additional_messages: list[CreateMessage] | None = Field(default=None, max_length=MAX_THREAD_MESSAGES)
 
 
 class CreateThreadAndRun(RunFields):

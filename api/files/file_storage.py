@@ -32,6 +32,7 @@ from python_multipart.exceptions import MultipartParseError
 from starlette.requests import ClientDisconnect, Request
 
 from api.contract.errors import InvalidRequest
+from api.contract.text import text_problem
 
 MAX_FILE_BYTES = 512 * 1024 * 1024
 # Room a body may take beyond the file itself (boundaries, part headers, the small fields) before a
@@ -332,6 +333,9 @@ async def receive_upload(
                         if parts > MAX_PARTS:
                             raise _malformed(f"more than {MAX_PARTS} parts")
                         name, filename = _disposition(event[1])
+                        bad = text_problem(name) or (text_problem(filename) if filename else None)
+                        if bad is not None:
+                            raise InvalidRequest(f"Invalid multipart part name or file name: it may not contain {bad}.")
                         if name == FILE_FIELD:
                             if sink is not None:
                                 raise InvalidRequest("Only one file can be uploaded per request.", param=FILE_FIELD)
@@ -348,6 +352,9 @@ async def receive_upload(
                                 raise InvalidRequest(
                                     f"Invalid value for '{current}': not valid UTF-8.", param=current
                                 ) from None
+                            bad = text_problem(text)
+                            if bad is not None:
+                                raise InvalidRequest(f"Invalid value for '{current}': it may not contain {bad}.", param=current)
                             on_field(current, text)
                             upload.fields[current] = text
                         current = None

@@ -1,15 +1,24 @@
-"""Background ingestion of vector store files, and the expiry sweep of vector stores: procrastinate
-tasks registered on the run queue's app (so `assistgraph serve` and every `assistgraph worker`
-execute them).
+"""Background ingestion of vector store files, and the expiry sweep of vector stores.
 
-One job per attached file: parse + chunk (`ingestion.ingest_file`) and embed with the store's own
-model in worker threads (CPU-bound; at most `ingestion_concurrency` files at once per process), then
-in one transaction: the chunks are copied in and the file becomes `completed`. Each attach has an
+One job per attached file, in the job queue's `ingestion` queue, served by a procrastinate worker of
+its own (`IngestionJobs.run_worker`, in `assistgraph serve` and every `assistgraph worker`), so files
+waiting never hold the run executor's job slots. Each file is parsed, chunked and embedded in a
+child process under memory, CPU-time and wall-time limits (`ingestion.isolation`); this process
+only streams the child's rows into Postgres, so its memory stays flat whatever the file. Then, in
+one transaction, the chunks are copied in and the file becomes `completed`. Each attach has an
 `attempt` token, and the result is only written if the file is still `in_progress` under the same
 attempt, so a file detached, re-attached or cancelled (its batch) meanwhile is left alone. A file
 that cannot be ingested becomes `failed` with `last_error` (`unsupported_file` / `invalid_file`
-from the ingestion error, `server_error` for anything else); the job itself never fails, so one bad
-file never disturbs its batch, the worker or the server.
+from the ingestion error, naming the limit when one was crossed; `server_error` for anything else);
+the job itself never fails, so one bad file never disturbs its batch, the worker or the server.
+
+Fairness, so one tenant's huge files never starve another tenant's small ones:
+- jobs are queued with a priority that falls with their tenant's backlog (`vector_stores.enqueue`),
+  so the queue hands out the first files of every tenant before anyone's 100th;
+- in each process, `FairSlots` gives a free slot to the waiting file whose tenant has the fewest
+  files running (then small files first, then oldest); large files (`ingestion_large_file_bytes`)
+  never hold every slot; and one extra slot is kept for a small file of a tenant that has nothing
+  running, so it starts at once even while every regular slot is busy with long files.
 
 A worker that cannot serve a job (the file's bytes are not under its `data_dir`, or it cannot build
 the store's embedding model, e.g. an endpoint only other workers are configured for) hands it back
@@ -24,26 +33,46 @@ worker `MAX_STALL_RETRIES` times fails its file instead (the file itself may be 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import itertools
 import json
 import logging
+import os
+import time
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
 
+import procrastinate
 from psycopg_pool import AsyncConnectionPool
 
 from api.files import file_storage
 from api.files import vector_stores as vs
+from api.observability import metrics
 from api.settings import Settings
-from api.storage.queue import QUEUE, RunQueue
-from ingestion import ChunkingStrategy, EmptyFile, IngestionError, embed_chunks, ingest_file
+from api.storage.queue import INGESTION_QUEUE, QUEUE, RunQueue
+from ingestion import IngestionError, LimitExceeded, isolation
 
 log = logging.getLogger(__name__)
 
 MAX_HOPS = 20
 MAX_STALL_RETRIES = 2
 RECOVER_INGESTIONS = "assistgraph.recover_stalled_ingestions"
+COPY_BATCH_ROWS = 500
 
 
 class _HandBack(Exception):
     """This worker cannot process the job; another one may."""
+
+
+def limits_of(settings: Settings) -> isolation.Limits:
+    return isolation.Limits(
+        memory_mb=settings.ingestion_memory_limit_mb,
+        cpu_seconds=settings.ingestion_cpu_seconds,
+        wall_seconds=settings.ingestion_wall_seconds,
+        max_tokens=settings.ingestion_max_tokens,
+        max_unzipped_bytes=settings.ingestion_max_unzipped_bytes,
+    )
 
 
 class IngestionJobs:
@@ -51,9 +80,17 @@ class IngestionJobs:
         self.pool = pool
         self.queue = queue
         self.settings = settings
-        self.slots = asyncio.Semaphore(max(1, settings.ingestion_concurrency))
+        self.limits = limits_of(settings)
+        self.slots = FairSlots(max(1, settings.ingestion_concurrency), settings.ingestion_large_file_bytes)
+        self.scratch = Path(settings.data_dir) / "ingestion-scratch"
+        # The ingestion worker's own procrastinate app on the same connector: only the ingestion
+        # task, no periodic tasks (the run queue's worker defers those), so running both workers
+        # in one process does not double the periodic deferrer.
+        self.app = procrastinate.App(connector=queue.app.connector)
+        self.app.task(name=vs.INGEST_FILE, queue=INGESTION_QUEUE, pass_context=True)(self.ingest)
         app = queue.app
-        app.task(name=vs.INGEST_FILE, queue=QUEUE, pass_context=False)(self.ingest)
+        # Jobs deferred into the run queue before ingestion had a queue of its own still run.
+        app.task(name=vs.INGEST_FILE, queue=QUEUE, pass_context=True)(self.ingest)
         app.periodic(cron="* * * * *", periodic_id="vector_store_expiry")(
             app.task(name=vs.EXPIRE_STORES, queue=QUEUE, pass_context=False)(self.expire_stores)
         )
@@ -64,38 +101,67 @@ class IngestionJobs:
             app.task(name=RECOVER_INGESTIONS, queue=QUEUE, pass_context=False)(self.recover_stalled)
         )
 
-    async def ingest(self, vector_store_id: str, file_id: str, attempt: str, hops: int = 0) -> None:
+    async def run_worker(self) -> None:
+        # Jobs beyond the slots wait in this process, where FairSlots picks among them.
+        await self.app.run_worker_async(
+            queues=[INGESTION_QUEUE],
+            concurrency=2 * self.slots.capacity + 1,
+            fetch_job_polling_interval=self.settings.executor_poll_interval,
+            abort_job_polling_interval=self.settings.executor_poll_interval,
+            delete_jobs="successful",
+            install_signal_handlers=False,
+            name="assistgraph-ingestion",
+            update_heartbeat_interval=self.stall_after / 3,
+            stalled_worker_timeout=self.stall_after,
+            shutdown_graceful_timeout=self.settings.shutdown_grace,
+        )
+
+    async def ingest(self, context, vector_store_id: str, file_id: str, attempt: str, hops: int = 0) -> None:
         job = vs.Job(vector_store_id, file_id, attempt)
+        started = time.monotonic()
+        outcome = "failed"
         try:
-            await self._ingest(job)
+            outcome = await self._ingest(job)
         except asyncio.CancelledError:
+            outcome = "stopped"
             raise
         except _HandBack as exc:
+            outcome = "handed_back"
             if hops < MAX_HOPS:
                 try:
                     # A short delay lets every polling worker have a chance at it, not only this one.
                     await self.queue.app.configure_task(
-                        name=vs.INGEST_FILE, queue=QUEUE, schedule_in={"milliseconds": 300}
+                        name=vs.INGEST_FILE,
+                        queue=INGESTION_QUEUE,
+                        schedule_in={"milliseconds": 300},
+                        priority=context.job.priority,
                     ).defer_async(**job.kwargs(), hops=hops + 1)
                     return
                 except Exception:
                     log.exception("could not hand back the ingestion of %s", file_id)
+            outcome = "failed"
             await self._fail(job, {"code": "server_error", "message": str(exc)})
         except IngestionError as exc:
+            if isinstance(exc, LimitExceeded):
+                metrics.INGESTION_LIMITS.labels(exc.limit).inc()
+                log.info("ingestion of %s into %s stopped at the %s limit", file_id, vector_store_id, exc.limit)
             await self._fail(job, exc.to_last_error())
         except Exception as exc:  # a bug or the environment: the file fails, the job does not
             log.exception("ingestion of %s into %s failed", file_id, vector_store_id)
             await self._fail(
                 job, {"code": "server_error", "message": f"The file could not be processed: {type(exc).__name__}: {exc}"}
             )
+        finally:
+            if outcome in ("completed", "failed"):
+                metrics.INGESTED_FILES.labels(outcome).inc()
+                metrics.INGESTION_SECONDS.labels(outcome).observe(time.monotonic() - started)
 
-    async def _ingest(self, job: vs.Job) -> None:
+    async def _ingest(self, job: vs.Job) -> str:
         async with self.pool.connection() as conn:
             row = await (await conn.execute(vs.SELECT_JOB, (job.vector_store_id, job.file_id))).fetchone()
         if row is None or row["status"] != "in_progress" or row["attempt"] != job.attempt:
-            return  # detached, re-attached, cancelled or done already
+            return "skipped"  # detached, re-attached, cancelled or done already
         path = file_storage.local_path(self.settings.data_dir, row["storage_path"])
-        strategy = ChunkingStrategy.from_api(row["obj"].get("chunking_strategy"))
         dimension = row["embedding_dimension"]
         if not await asyncio.to_thread(path.is_file):
             raise _HandBack(
@@ -103,26 +169,60 @@ class IngestionJobs:
                 "every server and worker process must share the same data_dir."
             )
         try:
-            model = await asyncio.to_thread(vs.store_model, row["embedding_model"], dimension, self.settings)
+            # Built here (cached) to learn this worker can; the child builds its own from the spec.
+            await asyncio.to_thread(vs.store_model, row["embedding_model"], dimension, self.settings)
+            kind, options = vs.store_model_spec(row["embedding_model"], dimension, self.settings)
         except vs.EmbeddingUnavailable as exc:
             raise _HandBack(str(exc)) from exc
-        async with self.slots:
-            chunks = await asyncio.to_thread(ingest_file, path, row["filename"], strategy)
-            if not chunks:
-                raise EmptyFile("The file contains no text to index.")
-            vectors = await asyncio.to_thread(embed_chunks, chunks, model.embeddings, dimension=dimension)
-            lines = await asyncio.to_thread(_copy_rows, job, chunks, vectors)
-        usage = sum(len(c.text.encode("utf-8")) for c in chunks)
+        rows_path = self.scratch / f"{job.file_id}-{job.attempt}.jsonl"
+        task = isolation.Task(
+            path=str(path),
+            filename=row["filename"] or job.file_id,
+            rows_path=str(rows_path),
+            chunking=row["obj"].get("chunking_strategy"),
+            embedding_kind=kind,
+            embedding_options=options,
+            dimension=dimension,
+        )
+        try:
+            async with self.slots.slot(row["tenant_id"], row["bytes"]):
+                result = await self._run_child(task)
+            return await self._store(job, result, rows_path, dimension)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                await asyncio.to_thread(os.unlink, rows_path)
+
+    async def _run_child(self, task: isolation.Task) -> isolation.Outcome:
+        await asyncio.to_thread(self.scratch.mkdir, parents=True, exist_ok=True)
+        child = await asyncio.to_thread(isolation.start, task, self.limits)
+        metrics.INGESTION_RUNNING.inc()
+        try:
+            await asyncio.to_thread(child.wait, self.limits.wall_seconds)
+        except asyncio.CancelledError:
+            child.kill()  # the job was aborted or the worker is stopping: so is the child
+            raise
+        finally:
+            metrics.INGESTION_RUNNING.dec()
+        return await asyncio.to_thread(child.outcome)
+
+    async def _store(self, job: vs.Job, result: isolation.Outcome, rows_path: Path, dimension: int) -> str:
         async with self.pool.connection() as conn:
             await vs.ensure_hnsw_index(conn, dimension)
             async with conn.transaction():
                 if await (await conn.execute(vs.LOCK_JOB, (job.vector_store_id, job.file_id, job.attempt))).fetchone() is None:
-                    return
+                    return "skipped"
                 await conn.execute(vs.DELETE_CHUNKS_OF_FILES, (job.vector_store_id, [job.file_id]))
-                async with conn.cursor() as cur, cur.copy(vs.COPY_CHUNKS) as copy:
-                    for line in lines:
-                        await copy.write_row(line)
-                await vs.finish_file(conn, job, "completed", usage_bytes=usage, chunk_count=len(chunks))
+                rows = await asyncio.to_thread(open, rows_path, encoding="utf-8")
+                try:
+                    async with conn.cursor() as cur, cur.copy(vs.COPY_CHUNKS) as copy:
+                        # A few hundred rows at a time: the file may hold thousands of chunks.
+                        while batch := await asyncio.to_thread(_read_rows, rows, job):
+                            for line in batch:
+                                await copy.write_row(line)
+                finally:
+                    await asyncio.to_thread(rows.close)
+                await vs.finish_file(conn, job, "completed", usage_bytes=result.usage_bytes, chunk_count=result.chunks)
+        return "completed"
 
     async def _fail(self, job: vs.Job, error: dict) -> None:
         try:
@@ -134,7 +234,7 @@ class IngestionJobs:
     async def recover_stalled(self, timestamp: int | None = None) -> None:
         # Only ingestion jobs: a run whose worker is lost is not re-executed (it expires instead).
         jobs = await self.queue.app.job_manager.get_stalled_jobs(
-            queue=QUEUE, task_name=vs.INGEST_FILE, seconds_since_heartbeat=self.stall_after
+            task_name=vs.INGEST_FILE, seconds_since_heartbeat=self.stall_after
         )
         for stalled in jobs:
             kwargs = stalled.task_kwargs
@@ -165,17 +265,84 @@ class IngestionJobs:
             await vs.sweep_expired(conn)
 
 
-def _copy_rows(job: vs.Job, chunks, vectors) -> list[tuple]:
-    """COPY rows of the chunks (built in a worker thread: formatting vectors is CPU work)."""
-    return [
-        (
-            job.vector_store_id,
-            job.file_id,
-            chunk.index,
-            chunk.text.replace("\x00", ""),
-            chunk.token_count,
-            json.dumps(chunk.metadata()),
-            vs.vector_literal(vector),
-        )
-        for chunk, vector in zip(chunks, vectors)
-    ]
+def _read_rows(rows, job: vs.Job) -> list[tuple]:
+    out = []
+    for line in itertools.islice(rows, COPY_BATCH_ROWS):
+        index, text, tokens, metadata, vector = json.loads(line)
+        out.append((job.vector_store_id, job.file_id, index, text, tokens, metadata, vector))
+    return out
+
+
+# --- fair slots ----------------------------------------------------------------------------------
+
+
+@dataclass(order=True)
+class _Waiter:
+    key: tuple
+    tenant: str = field(compare=False)
+    large: bool = field(compare=False)
+    granted: asyncio.Future = field(compare=False)
+
+
+class FairSlots:
+    """Who ingests next, in one process (a semaphore with a policy; asyncio has none that picks
+    among its waiters): `capacity` regular slots plus one kept for a small file of a tenant with
+    nothing running. Among waiters that may start, the one whose tenant runs the fewest files wins,
+    then small before large, then first come. Large files hold at most `capacity - 1` slots when
+    there are two or more."""
+
+    def __init__(self, capacity: int, large_bytes: int):
+        self.capacity = capacity
+        self.large_bytes = large_bytes
+        self.running: dict[str, int] = {}
+        self.total = 0
+        self.large = 0
+        self._waiting: list[_Waiter] = []
+        self._order = itertools.count()
+
+    @asynccontextmanager
+    async def slot(self, tenant: str, size: int):
+        large = size >= self.large_bytes
+        waiter = _Waiter((next(self._order),), tenant, large, asyncio.get_running_loop().create_future())
+        self._waiting.append(waiter)
+        self._dispatch()
+        try:
+            await waiter.granted
+        except BaseException:
+            if waiter in self._waiting:
+                self._waiting.remove(waiter)
+            elif waiter.granted.done() and not waiter.granted.cancelled():
+                self._release(waiter)
+            raise
+        try:
+            yield
+        finally:
+            self._release(waiter)
+
+    def _may_start(self, waiter: _Waiter) -> bool:
+        if waiter.large and self.large >= max(1, self.capacity - 1):
+            return False
+        if self.total < self.capacity:
+            return True
+        # The extra slot: only for a small file of a tenant with nothing running.
+        return self.total == self.capacity and not waiter.large and not self.running.get(waiter.tenant)
+
+    def _dispatch(self) -> None:
+        while True:
+            ready = [w for w in self._waiting if self._may_start(w)]
+            if not ready:
+                return
+            best = min(ready, key=lambda w: (self.running.get(w.tenant, 0), w.large, w.key))
+            self._waiting.remove(best)
+            self.running[best.tenant] = self.running.get(best.tenant, 0) + 1
+            self.total += 1
+            self.large += best.large
+            best.granted.set_result(None)
+
+    def _release(self, waiter: _Waiter) -> None:
+        self.running[waiter.tenant] -= 1
+        if not self.running[waiter.tenant]:
+            del self.running[waiter.tenant]
+        self.total -= 1
+        self.large -= waiter.large
+        self._dispatch()

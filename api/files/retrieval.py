@@ -26,6 +26,16 @@ Per query:
    1.0 = first by meaning and by keywords, ~0.5 = found by only one of the two. `score_threshold`
    applies to this score.
 
+Rankers (`ranking_options.ranker` of the REST search): `auto` and `default-2024-11-15` are the
+hybrid ranking above. `none` skips it: chunks come in order of semantic similarity alone, scored
+by cosine similarity (clipped to 0-1), with no keyword list and no fusion.
+
+Query rewriting (`rewrite_query`, `rewrite`): the query becomes its keywords, in order. Postgres's
+own text search parser splits it (`ts_debug` over the `assistgraph_query` configuration, the one
+the keyword search uses), English stop words are dropped, words are lower-cased and repeated ones
+kept once: "What is the return policy for electronics?" searches "return policy electronics".
+A query made only of stop words is kept as it was.
+
 Attribute filters (comparison / compound, on the vector store file's `attributes`) are applied
 before ranking: the matching (store, file) pairs are selected first and both searches are
 restricted to them. Expired stores are skipped. A search makes its stores active
@@ -62,6 +72,12 @@ ANALYSE_QUERY = """
                  ORDER BY t) AS terms,
            (SELECT coalesce(sum(chunk_count), 0) FROM vector_store_files
             WHERE vector_store_id = ANY(%(stores)s) AND status = 'completed') AS total
+"""
+# The query's tokens in order with their lexemes ({} for stop words, NULL for spaces and
+# punctuation); the parts of hyphenated words come after the whole word and are skipped.
+REWRITE_QUERY = """
+    SELECT lexemes[1] AS word FROM ts_debug('assistgraph_query', %s)
+    WHERE alias NOT IN ('hword_part', 'hword_asciipart', 'hword_numpart') AND cardinality(lexemes) > 0
 """
 SEMANTIC = """
     WITH nn AS MATERIALIZED (
@@ -135,6 +151,20 @@ class SearchError(RuntimeError):
     """The search cannot run (e.g. a store's embedding model is unavailable)."""
 
 
+RANKERS = ("none", "auto", "default-2024-11-15")
+
+
+async def rewrite(pool, queries: Sequence[str]) -> list[str]:
+    """Each query as its keywords (see the module docstring)."""
+    out = []
+    async with pool.connection() as conn:
+        for query in queries:
+            rows = await (await conn.execute(REWRITE_QUERY, (query,))).fetchall()
+            words = list(dict.fromkeys(row["word"] for row in rows))
+            out.append(" ".join(words) if words else query)
+    return out
+
+
 async def search(
     pool,
     vector_store_ids: list[str],
@@ -167,9 +197,14 @@ async def search_queries(
     score_threshold: float = 0.0,
     filters: dict | None = None,
     settings: Settings | None = None,
+    ranker: str = "auto",
 ) -> list[SearchHit]:
-    """Like `search`, for one or more queries fused together (the REST search's `query` list)."""
+    """Like `search`, for one or more queries fused together (the REST search's `query` list);
+    `ranker` `none` ranks by semantic similarity alone."""
+    if ranker not in RANKERS:
+        raise ValueError(f"unknown ranker {ranker!r}")
     settings = settings or get_settings()
+    hybrid = ranker != "none"
     queries = [q for q in queries if q and q.strip()]
     if not vector_store_ids or not queries:
         return []
@@ -197,6 +232,7 @@ async def search_queries(
         file_ids = sorted({f for _, f in allowed}) if allowed is not None else None
 
         fused: dict[int, float] = {}
+        similarity: dict[int, float] = {}  # ranker `none`: best cosine similarity of each chunk
         best = 0.0
         for query in queries:
             lists: list[list[int]] = []
@@ -212,13 +248,22 @@ async def search_queries(
                 for (key, ids), vector in zip(groups.items(), vectors):
                     if len(vector) != key[1] or not any(vector) or not all(map(math.isfinite, vector)):
                         continue  # no usable query vector (e.g. no known word): keyword only
-                    lists.append(await _semantic(conn, key[1], ids, vector, file_ids, depth))
+                    nearest = await _semantic(conn, key[1], ids, vector, file_ids, depth)
+                    lists.append([chunk_id for chunk_id, _ in nearest])
+                    for chunk_id, dist in nearest:
+                        similarity[chunk_id] = max(similarity.get(chunk_id, 0.0), 1.0 - dist)
+            if not hybrid:
+                continue
             keyword, has_terms = await _keyword(conn, store_ids, query, file_ids, depth)
             lists.append(keyword)
             best += (1 + (1 if has_terms else 0)) / (RRF_K + 1)
             for ranked in lists:
                 for rank, chunk_id in enumerate(ranked, start=1):
                     fused[chunk_id] = fused.get(chunk_id, 0.0) + 1.0 / (RRF_K + rank)
+        if not hybrid:
+            # No re-ranking: semantic neighbours by similarity, which is also the reported score.
+            fused = {chunk_id: max(0.0, min(1.0, sim)) for chunk_id, sim in similarity.items()}
+            best = 1.0
         if not fused or best == 0:
             return []
         ranked_ids = sorted(fused, key=lambda i: (-fused[i], i))
@@ -254,12 +299,13 @@ async def search_queries(
 
 async def _semantic(
     conn: AsyncConnection, dim: int, store_ids: list[str], vector: list[float], file_ids: list[str] | None, depth: int
-) -> list[int]:
+) -> list[tuple[int, float]]:
+    """(chunk id, cosine distance), nearest first."""
     dim = int(dim)
     files = "AND c.file_id = ANY(%(files)s)" if file_ids is not None else ""
     query = sql.SQL(SEMANTIC.format(dim=dim, files=files))
     params = {"v": vs.vector_literal(vector), "stores": store_ids, "files": file_ids, "n": depth}
-    return [row["id"] for row in await (await conn.execute(query, params)).fetchall()]
+    return [(row["id"], float(row["dist"])) for row in await (await conn.execute(query, params)).fetchall()]
 
 
 def _tsquery_lexeme(lexeme: str) -> str:

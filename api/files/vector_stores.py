@@ -31,7 +31,7 @@ from api.contract.errors import InvalidRequest, NotFound
 from api.contract.ids import new_id, now
 from api.settings import Settings
 from api.storage import store
-from api.storage.queue import QUEUE, RunQueue
+from api.storage.queue import INGESTION_QUEUE, RunQueue
 from ingestion import ChunkingStrategy, EmbeddingModel, InvalidChunkingStrategy, embeddings_from_settings
 from ingestion.embeddings import MINILM_MODEL, OPENAI_DIMENSIONS, WORDLLAMA_MODEL
 
@@ -134,8 +134,8 @@ CANCEL_BATCH_FILES = """
 
 # --- the ingestion job's side (api/files/ingest_jobs.py) ---
 SELECT_JOB = """
-    SELECT f.status, f.attempt, f.obj, fl.storage_path, fl.obj->>'filename' AS filename,
-           vs.embedding_model, vs.embedding_dimension
+    SELECT f.status, f.attempt, f.obj, f.tenant_id, fl.storage_path, fl.obj->>'filename' AS filename,
+           coalesce((fl.obj->>'bytes')::bigint, 0) AS bytes, vs.embedding_model, vs.embedding_dimension
     FROM vector_store_files f
     JOIN files fl ON fl.id = f.file_id
     JOIN vector_stores vs ON vs.id = f.vector_store_id
@@ -152,6 +152,10 @@ FINISH_STORE_FILE = """
 """
 COPY_CHUNKS = """
     COPY chunks (vector_store_id, file_id, chunk_index, content, token_count, metadata, embedding) FROM STDIN
+"""
+COUNT_TENANT_BACKLOG = """
+    SELECT tenant_id, count(*) AS n FROM vector_store_files
+    WHERE tenant_id = ANY(%s) AND status = 'in_progress' GROUP BY tenant_id
 """
 SELECT_HNSW_INDEX = "SELECT 1 FROM pg_indexes WHERE tablename = 'chunks' AND indexname = %s"
 
@@ -174,9 +178,12 @@ def store_object(row: dict) -> dict:
         file_counts=_counts(row),
         status=status,
         last_active_at=row["last_active_at"],
-        expires_after={"anchor": "last_active_at", "days": days} if days else None,
         expires_at=row["last_active_at"] + days * DAY if days else None,
     )
+    # `expires_after` is typed non-null in the contract (unlike `expires_at`): absent when unset.
+    obj.pop("expires_after", None)
+    if days:
+        obj["expires_after"] = {"anchor": "last_active_at", "days": days}
     return obj
 
 
@@ -300,6 +307,7 @@ class Job:
     vector_store_id: str
     file_id: str
     attempt: str
+    tenant: str | None = None  # known where the job is made; sets its place in the queue
 
     def kwargs(self) -> dict:
         return {"vector_store_id": self.vector_store_id, "file_id": self.file_id, "attempt": self.attempt}
@@ -346,17 +354,36 @@ async def attach_files(
     )
     await conn.execute(DELETE_CHUNKS_OF_FILES, (vector_store_id, ids))
     await touch(conn, [vector_store_id], every=0)
-    return objs, [Job(vector_store_id, i, a) for i, a in zip(ids, attempts)]
+    return objs, [Job(vector_store_id, i, a, tenant) for i, a in zip(ids, attempts)]
 
 
 async def enqueue(queue: RunQueue, pool, jobs: Sequence[Job]) -> None:
     """Defer one ingestion job per file. If the queue refuses, the files fail instead of staying
-    `in_progress` forever."""
+    `in_progress` forever.
+
+    Fair queueing: a job's priority is minus the number of files its tenant already had in
+    progress, so workers (which take the highest priority first) serve the first files of a
+    tenant with little waiting before the 500th file of a tenant with a deep backlog."""
     if not jobs:
         return
     try:
-        deferrer = queue.app.configure_task(name=INGEST_FILE, queue=QUEUE)
-        await deferrer.batch_defer_async(*(job.kwargs() for job in jobs))
+        tenants = sorted({job.tenant for job in jobs if job.tenant is not None})
+        backlog: dict[str, int] = {}
+        if tenants:
+            async with pool.connection() as conn:
+                rows = await (await conn.execute(COUNT_TENANT_BACKLOG, (tenants,))).fetchall()
+            backlog = {row["tenant_id"]: row["n"] for row in rows}
+        new = {t: sum(1 for job in jobs if job.tenant == t) for t in tenants}
+        seen: dict[str | None, int] = {}
+        deferred = []
+        for job in jobs:
+            ahead = max(0, backlog.get(job.tenant, 0) - new.get(job.tenant, 0)) + seen.get(job.tenant, 0)
+            seen[job.tenant] = seen.get(job.tenant, 0) + 1
+            configured = queue.app.configure_task(
+                name=INGEST_FILE, queue=INGESTION_QUEUE, priority=-min(ahead, 1_000_000_000)
+            )
+            deferred.append(configured.make_new_job(**job.kwargs()))
+        await queue.app.job_manager.batch_defer_jobs_async(deferred)
     except Exception as exc:
         log.exception("could not queue the ingestion of %d files", len(jobs))
         error = {"code": "server_error", "message": f"The file could not be queued for processing: {exc}"}
@@ -540,22 +567,17 @@ def configured_model(settings: Settings) -> EmbeddingModel:
     return model
 
 
-def store_model(recorded: str, dimension: int, settings: Settings) -> EmbeddingModel:
-    """The embedding model a store was created with, whatever is configured now. Raises
-    EmbeddingUnavailable when this server cannot produce the store's vectors (a missing optional
-    dependency, no endpoint configured, a model of another dimension). Blocking: use a thread."""
-    cache_key = ("store", recorded, dimension)
-    with _models_lock:
-        if cache_key in _models:
-            return _models[cache_key]
+def store_model_spec(recorded: str, dimension: int, settings: Settings) -> tuple[str, dict]:
+    """How to build the embedding model a store was created with: `embeddings_from_settings`'
+    (kind, keyword arguments). Raises EmbeddingUnavailable when this server cannot."""
     try:
         if recorded == WORDLLAMA_MODEL:
-            model = embeddings_from_settings("wordllama")
-        elif recorded == MINILM_MODEL:
+            return "wordllama", {}
+        if recorded == MINILM_MODEL:
             if importlib.util.find_spec("sentence_transformers") is None:
                 raise RuntimeError("the optional 'minilm' dependencies are not installed (pip install 'assistgraph[minilm]')")
-            model = embeddings_from_settings("minilm")
-        elif recorded.startswith(OPENAI_PREFIX):
+            return "minilm", {}
+        if recorded.startswith(OPENAI_PREFIX):
             name = recorded[len(OPENAI_PREFIX) :]
             native = OPENAI_DIMENSIONS.get(name)
             if native is not None:
@@ -564,9 +586,25 @@ def store_model(recorded: str, dimension: int, settings: Settings) -> EmbeddingM
                 dimensions = dimension
             else:
                 dimensions = None  # learnt from one call to the endpoint
-            model = embeddings_from_settings("openai", model=name, dimensions=dimensions, **_openai_kwargs(settings))
-        else:
-            raise RuntimeError("this server does not know that model")
+            return "openai", {"model": name, "dimensions": dimensions, **_openai_kwargs(settings)}
+        raise RuntimeError("this server does not know that model")
+    except Exception as exc:
+        raise EmbeddingUnavailable(
+            f"The vector store's embedding model '{recorded}' ({dimension} dimensions) is not available on this server: {exc}"
+        ) from exc
+
+
+def store_model(recorded: str, dimension: int, settings: Settings) -> EmbeddingModel:
+    """The embedding model a store was created with, whatever is configured now. Raises
+    EmbeddingUnavailable when this server cannot produce the store's vectors (a missing optional
+    dependency, no endpoint configured, a model of another dimension). Blocking: use a thread."""
+    cache_key = ("store", recorded, dimension)
+    with _models_lock:
+        if cache_key in _models:
+            return _models[cache_key]
+    kind, options = store_model_spec(recorded, dimension, settings)
+    try:
+        model = embeddings_from_settings(kind, **options)
     except Exception as exc:
         raise EmbeddingUnavailable(
             f"The vector store's embedding model '{recorded}' ({dimension} dimensions) is not available on this server: {exc}"

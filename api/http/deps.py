@@ -9,6 +9,7 @@ from typing import Annotated, Literal
 from fastapi import Depends, Path, Query, Request
 
 from api.contract.errors import InvalidRequest
+from api.contract.objects import FILE_SEARCH_CONTENT
 from api.runs.runtime import Services
 from api.security.auth import authenticate, bearer
 
@@ -81,7 +82,22 @@ async def _page(
 
 
 PageParams = Annotated[Page, Depends(_page)]
-Include = Annotated[list[str] | None, Query(alias="include[]")]
+
+# The values `include[]` may take on runs and run steps (the contract's enum).
+INCLUDABLE = (FILE_SEARCH_CONTENT,)
+
+
+async def _include(include: Annotated[list[str] | None, Query(alias="include[]")] = None) -> list[str] | None:
+    for value in include or []:
+        if value not in INCLUDABLE:
+            supported = ", ".join(f"'{v}'" for v in INCLUDABLE)
+            raise InvalidRequest(
+                f"Invalid value for 'include[]': '{value[:200]}'. Supported values are: {supported}.", param="include"
+            )
+    return include
+
+
+Include = Annotated[list[str] | None, Depends(_include)]
 
 
 async def _includes(
@@ -90,5 +106,6 @@ async def _includes(
     return [*(brackets or []), *(plain or [])]
 
 
-# `include` as the SDKs send it (`include[]=…`), or repeated plain `include=…`.
+# `include` of the Responses and Conversations APIs as the SDKs send it (`include[]=…`), or repeated
+# plain `include=…`; `api/responses/items.check_include` checks the values.
 Includes = Annotated[list[str], Depends(_includes)]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 
+import psycopg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -19,7 +20,7 @@ _SOURCES = ("body", "query", "path", "header")
 
 def _is_branch_label(part: str) -> bool:
     # pydantic names union branches in loc ("str", "list[...]", "tagged-union[...]", "function-after[...]").
-    return part.startswith("function-") or "[" in part or part in ("str", "list", "dict", "literal")
+    return part.startswith(("function-", "constrained-")) or "[" in part or part in ("str", "list", "dict", "literal")
 
 
 def _param_from_loc(loc: tuple, body: object = None) -> str | None:
@@ -95,6 +96,18 @@ def _validation_message(err: dict, param: str | None) -> str:
             "We could not parse the JSON body of your request. (HINT: This likely means you aren't using "
             "your HTTP library correctly. The OpenAI API expects a JSON payload.)"
         )
+    ctx = err.get("ctx") or {}
+    if kind == "too_long" and "max_length" in ctx and param:
+        return (
+            f"Invalid value for '{param}': array too long. Expected an array with maximum length {ctx['max_length']}, "
+            f"but got an array with length {ctx.get('actual_length', 'more')} instead."
+        )
+    if kind == "string_too_long" and "max_length" in ctx and param:
+        got = len(err["input"]) if isinstance(err.get("input"), str) else "more"
+        return (
+            f"Invalid value for '{param}': string too long. Expected a string with maximum length {ctx['max_length']}, "
+            f"but got a string with length {got} instead."
+        )
     msg = err.get("msg", "invalid value")
     if msg.startswith("Value error, "):
         msg = msg[len("Value error, ") :]
@@ -105,7 +118,30 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(APIError)
     async def _api_error(_: Request, exc: APIError):
         return JSONResponse(
-            error_body(exc.message, exc.error_type, exc.param, exc.code), status_code=exc.status_code
+            error_body(exc.message, exc.error_type, exc.param, exc.code),
+            status_code=exc.status_code,
+            headers=getattr(exc, "headers", None),
+        )
+
+    # Values the database cannot take (a number out of a column's range, text it cannot store)
+    # come from the request: a 400, and the connection stays usable (a handler for `Exception`
+    # would answer 500 and let the server drop the connection).
+    @app.exception_handler(psycopg.DataError)
+    async def _data_error(_: Request, exc: psycopg.DataError):
+        detail = (exc.diag.message_primary if exc.diag and exc.diag.message_primary else str(exc)).splitlines()[0]
+        log.warning("a request's value was refused by the database: %s", detail)
+        return JSONResponse(
+            error_body(f"Invalid value in the request: {detail[:200]}", "invalid_request_error"), status_code=400
+        )
+
+    @app.exception_handler(UnicodeEncodeError)
+    async def _unencodable(_: Request, exc: UnicodeEncodeError):
+        return JSONResponse(
+            error_body(
+                "Invalid value in the request: text must be valid Unicode (no unpaired surrogates).",
+                "invalid_request_error",
+            ),
+            status_code=400,
         )
 
     @app.exception_handler(RequestValidationError)

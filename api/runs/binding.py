@@ -12,8 +12,9 @@ import functools
 from psycopg_pool import AsyncConnectionPool
 
 from api.files import retrieval
-from api.runs.failures import KeyRevoked, ToolUnavailable
+from api.runs.failures import KeyRevoked, ModelUnavailable, ToolUnavailable
 from api.security.auth import model_credentials
+from api.security.models import Credentials, catalog_for
 from api.settings import Settings
 from api.storage import store
 from api.tooling import actions, tool_types
@@ -78,9 +79,7 @@ class RunBinder:
             s = self.settings
             limit = s.code_interpreter_startup_timeout + s.code_interpreter_execution_timeout + CODE_SLACK_SECONDS
             context = dataclasses.replace(context, tool_timeouts={"code_interpreter": max(limit, s.tool_timeout)})
-        if config.get("key_id"):
-            context = await self._with_key_credentials(context, config["key_id"])
-        return context, kinds
+        return await self._routed(context, config.get("key_id")), kinds
 
     async def _server_tools(self, run: dict, tenant: str, config: dict) -> tuple[list, dict[str, str]]:
         """Installed tools and action operations show as `function` calls, file_search and
@@ -148,11 +147,25 @@ class RunBinder:
                     return
             await asyncio.sleep(0.5)
 
-    async def _with_key_credentials(self, context: Context, key_id: str) -> Context:
-        """Runs created with a key that carries its own model endpoint/key call the model with those."""
-        secret = self.settings.secret_key.get_secret_value() if self.settings.secret_key else None
-        async with self.pool.connection() as conn:
-            creds, revoked = await model_credentials(conn, key_id, secret)
-        if revoked:
-            raise KeyRevoked("The API key that created this run was revoked.")
-        return dataclasses.replace(context, **creds)
+    async def _routed(self, context: Context, key_id: str | None) -> Context:
+        """The run's model through the provider and endpoint the model catalogue gives it; runs created
+        with a key that carries its own model endpoint/key call the model with those."""
+        creds = Credentials()
+        if key_id:
+            secret = self.settings.secret_key.get_secret_value() if self.settings.secret_key else None
+            async with self.pool.connection() as conn:
+                found, revoked = await model_credentials(conn, key_id, secret)
+            if revoked:
+                raise KeyRevoked("The API key that created this run was revoked.")
+            creds = Credentials(**found)
+        route = catalog_for(self.settings).route(context.model, creds)
+        if route is None:  # served when the run was created; the catalogue changed since
+            raise ModelUnavailable(f"The model `{context.model}` is no longer served by this server (model catalogue).")
+        return dataclasses.replace(
+            context,
+            model=route.model,
+            provider=route.provider,
+            base_url=route.base_url,
+            api_key=route.api_key,
+            model_options=route.options,
+        )

@@ -18,6 +18,8 @@ from api.runs.mapper import Event, RunEventMapper
 from api.runs.runtime import Services
 from api.runs.streaming import Subscription
 from api.security.auth import Caller
+from api.security.models import catalog_for, unknown_model
+from api.settings import Settings
 from api.storage import store
 from api.tooling import actions, tool_types
 from ingestion import ChunkingStrategy
@@ -102,11 +104,13 @@ def check_tools(run: dict) -> None:
             )
 
 
-def check_model_allowed(caller: Caller, model: str) -> None:
+def check_model_allowed(caller: Caller, model: str, settings: Settings) -> None:
+    """A 404 `model_not_found` for a model the key may not use, or that the server does not serve (not
+    in its model catalogue, unless the key has an endpoint of its own): here, not as a failed run later."""
     if caller.allowed_models is not None and model not in caller.allowed_models:
-        raise NotFound(
-            f"The model `{model}` does not exist or you do not have access to it.", param="model", code="model_not_found"
-        )
+        raise unknown_model(model)
+    if not caller.own_endpoint and not catalog_for(settings).serves(model):
+        raise unknown_model(model)
 
 
 async def create_run(
@@ -139,7 +143,7 @@ async def create_run(
     if body.tools is not None:
         run["tools"] = await tool_types.render(conn, svc.tools, svc.tenant, run["tools"])
     check_tools(run)
-    check_model_allowed(svc.caller, run["model"])
+    check_model_allowed(svc.caller, run["model"], svc.settings)
     # Internal execution settings: who created the run, and whether anyone streams its tokens.
     config = {"key_id": svc.caller.key_id, "stream": bool(body.stream)}
     if body.action_credentials:

@@ -18,7 +18,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from api.contract.ids import now
 from api.contract.objects import ACTIVE_RUN_STATUSES
-from api.files.ingest_jobs import IngestionJobs
+from api.observability.callbacks import run_callbacks
 from api.runs import resume
 from api.runs.binding import RunBinder
 from api.runs.events import EventPump, EventSink, RunPreempted, prune_events
@@ -66,7 +66,6 @@ class RunExecutor:
         self.settings = settings
         self.sink = EventSink(pool)
         self.binder = RunBinder(pool, settings, tools, code)
-        IngestionJobs(pool, queue, settings)  # vector store file ingestion + store expiry tasks
         self.recovery = RunRecovery(pool, queue, settings, self.sink)
         self.graph = builder.compile(checkpointer=AsyncPostgresSaver(pool), name="assistant")
         app = queue.app
@@ -135,7 +134,7 @@ class RunExecutor:
             await self.sink.emit(execution.mapper.start(), run_id=run_id)
             run = execution.mapper.run  # now in_progress, with its start time
             context, kinds = await self.binder.context(run, row["tenant_id"], config)
-            plan = await resume.plan(self.pool, self.graph, {**row, "obj": run}, kinds)
+            plan = await resume.plan(self.pool, self.graph, {**row, "obj": run}, kinds, self.settings.data_dir)
             execution.mapper, execution.totals = plan.mapper, plan.totals
             if plan.taken_over:
                 await self._count_takeover(run_id, config)
@@ -146,9 +145,13 @@ class RunExecutor:
             if plan.graph_input is not resume.FINISHED:
                 # Checkpointed after every step, before the next starts: a run whose process dies is
                 # continued from its last completed node by whichever executor takes it over.
+                graph_config = {
+                    "configurable": {"thread_id": run_id},
+                    "callbacks": run_callbacks(run_id, row["tenant_id"]),  # observability: metrics, traces
+                }
                 async for mode, payload in self.graph.astream(
                     plan.graph_input,
-                    {"configurable": {"thread_id": run_id}},
+                    graph_config,
                     context=context,
                     stream_mode=["messages", "updates"],
                     durability="sync",

@@ -50,9 +50,13 @@ class ToolUnavailable(Exception):
     """A tool the run enables is not installed in the process executing it."""
 
 
+class ModelUnavailable(Exception):
+    """The run's model is not (any more) in the model catalogue of the process executing it."""
+
+
 def describe_model_error(exc: BaseException, settings: Settings) -> tuple[str, str]:
     """(last_error.code, message) a person can act on."""
-    if isinstance(exc, (KeyRevoked, ToolUnavailable, RunLost, RunStopped)):
+    if isinstance(exc, (KeyRevoked, ToolUnavailable, ModelUnavailable, RunLost, RunStopped)):
         return "server_error", str(exc)
     if isinstance(exc, openai.RateLimitError):
         return "rate_limit_exceeded", f"The model provider rate-limited the request: {_provider_message(exc)}"

@@ -1,5 +1,9 @@
 """A thread's stored messages as the chat-model messages a run starts from.
 
+`image_file` parts reach the model as image inputs: the file's bytes, read from the Files API's
+storage (`load_images`), sent as a `data:` URL with the part's `detail`, the way OpenAI-compatible
+endpoints (and LangChain's other providers) take inline images. `image_url` parts go as they are.
+
 Besides Assistants messages, a thread (a conversation, to the Conversations API) holds items the
 Assistants API has no message for: system and developer messages, and function calls with their
 outputs that a client gave as input. They are rendered as what they are: system messages, and an
@@ -8,19 +12,37 @@ assistant turn calling the functions followed by the tools' answers.
 
 from __future__ import annotations
 
+import base64
 import json
+from pathlib import Path
 
 from langchain_core.messages import AIMessage, AnyMessage, HumanMessage, SystemMessage, ToolMessage
+from psycopg_pool import AsyncConnectionPool
+
+from api.files import file_storage, files_store
+from api.storage import store
+
+IMAGE_TYPES = frozenset({"image/png", "image/jpeg", "image/gif", "image/webp"})
 
 
-def _parts(content: list[dict]) -> list[dict]:
+def _parts(content: list[dict], images: dict[str, str]) -> list[dict]:
     parts: list[dict] = []
     for block in content:
         if block["type"] == "text":
             parts.append({"type": "text", "text": block["text"]["value"]})
         elif block["type"] == "image_url":
             parts.append({"type": "image_url", "image_url": block["image_url"]})
-        # image_file needs the Files API: not rendered until files exist.
+        elif block["type"] == "image_file":
+            file_id = block["image_file"]["file_id"]
+            url = images.get(file_id)
+            if url is None:
+                # Deleted since, or not an image: the model is told rather than shown nothing.
+                parts.append({"type": "text", "text": f"[image {file_id} is not available]"})
+                continue
+            image = {"url": url}
+            if block["image_file"].get("detail"):
+                image["detail"] = block["image_file"]["detail"]
+            parts.append({"type": "image_url", "image_url": image})
     return parts
 
 
@@ -74,7 +96,10 @@ def _render_items(items: list[dict]) -> list[AnyMessage]:
     return out
 
 
-def render(messages: list[dict]) -> list[AnyMessage]:
+def render(messages: list[dict], images: dict[str, str] | None = None) -> list[AnyMessage]:
+    """The messages as chat messages; `images` maps the file ids of image_file parts to data URLs.
+    Rows that are conversation items (`item`) are rendered as such."""
+    images = images or {}
     out: list[AnyMessage] = []
     items: list[dict] = []
     for message in messages:
@@ -84,7 +109,7 @@ def render(messages: list[dict]) -> list[AnyMessage]:
         if items:
             out += _render_items(items)
             items = []
-        parts = _parts(message["content"])
+        parts = _parts(message["content"], images)
         if message["role"] == "assistant":
             out.append(AIMessage(content="".join(p["text"] for p in parts if p["type"] == "text")))
         elif all(p["type"] == "text" for p in parts):
@@ -94,3 +119,40 @@ def render(messages: list[dict]) -> list[AnyMessage]:
     if items:
         out += _render_items(items)
     return out
+
+
+async def load_images(pool: AsyncConnectionPool, messages: list[dict], tenant: str, data_dir: Path) -> dict[str, str]:
+    """Data URLs of the image files the user messages show (file id -> URL); files that are gone or
+    are not images are left out."""
+    wanted = list(
+        dict.fromkeys(
+            block["image_file"]["file_id"]
+            for message in messages
+            if message["role"] == "user"
+            for block in message["content"]
+            if block["type"] == "image_file"
+        )
+    )
+    urls: dict[str, str] = {}
+    for file_id in wanted:
+        async with pool.connection() as conn:
+            found = await files_store.get(conn, file_id, tenant)
+        if found is None:
+            continue
+        obj, stored = found
+        kind = file_storage.media_type(obj["filename"])
+        if kind not in IMAGE_TYPES:
+            continue
+        try:
+            data = await file_storage.read_bytes(data_dir, stored)
+        except FileNotFoundError:
+            continue
+        urls[file_id] = f"data:{kind};base64,{base64.b64encode(data).decode()}"
+    return urls
+
+
+async def thread_messages(pool: AsyncConnectionPool, thread_id: str, tenant: str, data_dir: Path) -> list[AnyMessage]:
+    """The thread's messages, oldest first, rendered with their images."""
+    async with pool.connection() as conn:
+        messages = await store.thread_history(conn, thread_id)
+    return render(messages, await load_images(pool, messages, tenant, data_dir))

@@ -14,6 +14,7 @@ here.
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 from typing import Any
 
 from langchain_core.messages import AIMessage, ToolMessage
@@ -59,13 +60,13 @@ class Plan:
     taken_over: bool  # a lost execution's run (logged)
 
 
-async def plan(pool: AsyncConnectionPool, graph, row: dict, kinds: dict[str, str]) -> Plan:
+async def plan(pool: AsyncConnectionPool, graph, row: dict, kinds: dict[str, str], data_dir: Path) -> Plan:
+    """`data_dir`: where the Files API keeps the bytes of the images the thread's messages show."""
     run, config, run_id = row["obj"], row["config"], row["obj"]["id"]
     if row["status"] == "queued" and "resume" not in config:
-        async with pool.connection() as conn:
-            messages = await store.thread_history(conn, run["thread_id"])
+        messages = await history.thread_messages(pool, run["thread_id"], row["tenant_id"], data_dir)
         mapper = RunEventMapper(run, server_tools=kinds)
-        return Plan({"history": history.render(messages)}, mapper, RunTotals(), [], False)
+        return Plan({"history": messages}, mapper, RunTotals(), [], False)
 
     snapshot = await graph.aget_state({"configurable": {"thread_id": run_id}})
     values = snapshot.values or {}
@@ -81,9 +82,8 @@ async def plan(pool: AsyncConnectionPool, graph, row: dict, kinds: dict[str, str
         streamed = Streamed.from_deltas(await kept_deltas(conn, run_id))
     mapper = RunEventMapper(run, known=known, streamed=streamed, server_tools=kinds)
     if not values:  # lost before its first checkpoint: start over (adopting what it stored)
-        async with pool.connection() as conn:
-            thread = await store.thread_history(conn, run["thread_id"])
-        return Plan({"history": history.render(thread)}, mapper, RunTotals(), [], True)
+        thread = await history.thread_messages(pool, run["thread_id"], row["tenant_id"], data_dir)
+        return Plan({"history": thread}, mapper, RunTotals(), [], True)
     # Pending writes are the newest messages; the graph re-emits them itself when it continues.
     pending = sum(len((t.result or {}).get("messages") or []) for t in snapshot.tasks)
     replay = _replay(mapper, messages[: len(messages) - pending])

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from psycopg_pool import AsyncConnectionPool
 
+from api.files.ingest_jobs import IngestionJobs
 from api.runs.events import EventSink
 from api.runs.executor import RunExecutor, setup_checkpointer
 from api.runs.streaming import EventHub
@@ -38,9 +39,28 @@ class Services:
         return self.caller.tenant
 
 
+@dataclass
+class Workers:
+    """What executes queued work in this process: the run executor and the ingestion worker (each a
+    procrastinate worker on its own queue)."""
+
+    executor: RunExecutor
+    ingestion: IngestionJobs
+
+    async def run(self) -> None:
+        tasks = [asyncio.create_task(self.executor.run_worker()), asyncio.create_task(self.ingestion.run_worker())]
+        try:
+            await asyncio.gather(*tasks)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+
 @asynccontextmanager
 async def runtime(settings: Settings, database_url: str, *, with_executor: bool):
-    """Pool, schema, queue and (optionally) the in-process executor: shared by `serve` and `worker`."""
+    """Pool, schema, queue and (optionally) the in-process workers: shared by `serve` and `worker`.
+    Yields the services and the `Workers` (None without an executor)."""
     pool = await open_pool(database_url, settings.db_pool_size)
     try:
         await migrate(pool)
@@ -53,9 +73,13 @@ async def runtime(settings: Settings, database_url: str, *, with_executor: bool)
         services = Services(settings=settings, pool=pool, queue=queue, sink=EventSink(pool), hub=hub, tools=registry)
         # Only processes that execute runs run code: they keep the code_interpreter sessions.
         code = await CodeSessions.open(pool, settings) if with_executor else None
-        executor = RunExecutor(pool, queue, settings, registry, code) if with_executor else None
+        workers = None
+        if with_executor:
+            # vector store file ingestion + store expiry tasks, then the runs' own
+            ingestion = IngestionJobs(pool, queue, settings)
+            workers = Workers(RunExecutor(pool, queue, settings, registry, code), ingestion)
         try:
-            yield services, executor
+            yield services, workers
         finally:
             if code is not None:
                 await code.close()

@@ -29,15 +29,20 @@ class Caller:
     tenant: str
     key_id: str | None = None
     allowed_models: tuple[str, ...] | None = None
+    # The key has a model endpoint of its own (every model it names goes there, not by the catalogue).
+    own_endpoint: bool = False
 
 
 DEFAULT_CALLER = Caller(tenant="default")
 
 
 def bearer(request: Request) -> str | None:
+    """The key of `Authorization: Bearer <key>`, or of `api-key: <key>` (what the AzureOpenAI client sends)."""
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
-    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+    if scheme.lower() == "bearer" and token.strip():
+        return token.strip()
+    return request.headers.get("api-key", "").strip() or None
 
 
 def redact(key: str) -> str:
@@ -55,7 +60,12 @@ async def authenticate(conn: AsyncConnection, token: str | None) -> Caller:
     if row is None or row["revoked_at"] is not None:
         raise Unauthorized(f"Incorrect API key provided: {redact(token)}.", code="invalid_api_key")
     allowed = row["obj"].get("allowed_models")
-    return Caller(tenant=row["tenant_id"], key_id=row["id"], allowed_models=tuple(allowed) if allowed else None)
+    return Caller(
+        tenant=row["tenant_id"],
+        key_id=row["id"],
+        allowed_models=tuple(allowed) if allowed else None,
+        own_endpoint=bool(row["obj"].get("model_base_url")),
+    )
 
 
 async def model_credentials(conn: AsyncConnection, key_id: str, secret: str | None) -> tuple[dict, bool]:

@@ -203,7 +203,12 @@ MIGRATIONS: list[str] = [
         created_at timestamptz NOT NULL DEFAULT now()
     );
     """,
-    # 9: the Responses and Conversations APIs over the same threads and runs. A conversation is a
+    # 9: ingestion jobs are deferred with a priority that falls with the tenant's backlog of files
+    # in progress (counted here), so one tenant's thousand files do not queue ahead of another's one.
+    """
+    CREATE INDEX vector_store_files_tenant_in_progress ON vector_store_files (tenant_id) WHERE status = 'in_progress';
+    """,
+    # 10: the Responses and Conversations APIs over the same threads and runs. A conversation is a
     # thread; its items are the thread's messages, plus items the Assistants API has no message for
     # (system and developer messages, function calls and outputs given as input), kept in `messages`
     # with kind 'item' and left out of the Assistants views. Messages and run steps take their

@@ -20,6 +20,9 @@ EXPIRE_RUNS = "assistgraph.expire_overdue_runs"
 PRUNE_EVENTS = "assistgraph.prune_run_events"
 RECOVER_RUNS = "assistgraph.recover_runs"
 QUEUE = "runs"
+# Files to ingest wait in a queue of their own, served by a worker of their own: a deep backlog of
+# files never holds the run executor's job slots (see api/files/ingest_jobs.py).
+INGESTION_QUEUE = "ingestion"
 
 
 async def _autocommit(conn) -> None:

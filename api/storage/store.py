@@ -9,6 +9,7 @@ from psycopg import AsyncConnection, sql
 from psycopg.types.json import Jsonb
 
 from api.contract.objects import ACTIVE_RUN_STATUSES
+from api.observability import runs as observed_runs
 
 Table = Literal[
     "assistants", "threads", "messages", "runs", "run_steps", "api_keys", "files", "vector_stores", "vector_store_files",
@@ -44,7 +45,7 @@ SELECT_ACTIVE_RUN = "SELECT id FROM runs WHERE thread_id = %s AND status = ANY(%
 # A run's status only moves along the lifecycle: the WHERE clause is the state machine, so a
 # late write (a finishing executor racing a cancel or an expiry) changes nothing.
 TRANSITION_RUN = (
-    "UPDATE runs SET status = %s, obj = %s, updated_at = now() WHERE id = %s AND status = ANY(%s) RETURNING id"
+    "UPDATE runs SET status = %s, obj = %s, updated_at = now() WHERE id = %s AND status = ANY(%s) RETURNING tenant_id"
 )
 SELECT_RUN_ROW = "SELECT obj, status, config, tenant_id FROM runs WHERE id = %s"
 # The run's internal settings: resume values, usage of its executions so far, ...
@@ -170,6 +171,7 @@ async def insert_run(conn: AsyncConnection, obj: dict, config: dict, tenant: str
         INSERT_RUN,
         (obj["id"], obj["thread_id"], obj["status"], tenant, obj["expires_at"], Jsonb(config), Jsonb(obj)),
     )
+    observed_runs.transition(obj, tenant)
 
 
 async def overdue_runs(conn: AsyncConnection, now: int, limit: int = 100) -> list[str]:
@@ -182,7 +184,11 @@ async def transition_run(conn: AsyncConnection, obj: dict) -> bool:
     cur = await conn.execute(
         TRANSITION_RUN, (obj["status"], Jsonb(obj), obj["id"], list(ALLOWED_FROM[obj["status"]]))
     )
-    return cur.rowcount > 0
+    row = await cur.fetchone()
+    if row is None:
+        return False
+    observed_runs.transition(obj, row["tenant_id"])
+    return True
 
 
 async def run_json(conn: AsyncConnection, run_id: str, thread_id: str, tenant: str) -> tuple[str, str] | None:

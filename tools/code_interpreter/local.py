@@ -221,7 +221,7 @@ class LocalSessionStore:
         self.config = config
         self.base = base
         self.jail = jail
-        self.python = jail.python if jail else sys.executable
+        self.python = jail.inside_python if jail else sys.executable
         self.zmq_context = zmq.asyncio.Context()
         self.unsandboxed_environment = _unsandboxed_environment(config) if jail is None else {}
         self._sessions: dict[str, LocalSession] = {}

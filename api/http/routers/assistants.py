@@ -7,14 +7,22 @@ from api.contract.errors import not_found
 from api.files import tool_resources
 from api.files import vector_stores as vs
 from api.http.deps import App, AssistantId, PageParams
+from api.security.models import catalog_for, unknown_model_for_assistant
 from api.storage import store
 from api.tooling import tool_types
 
 router = APIRouter(prefix="/assistants", tags=["assistants"])
 
 
+def check_model(app: App, model: str) -> None:
+    """As on OpenAI, an assistant cannot name a model the server does not serve (its model catalogue)."""
+    if not app.caller.own_endpoint and not catalog_for(app.settings).serves(model):
+        raise unknown_model_for_assistant(model)
+
+
 @router.post("")
 async def create_assistant(body: schemas.CreateAssistant, app: App) -> dict:
+    check_model(app, body.model)
     assistant = objects.assistant(body)
     jobs: list = []
     async with app.pool.connection() as conn, conn.transaction():
@@ -45,6 +53,8 @@ async def retrieve_assistant(assistant_id: AssistantId, app: App) -> dict:
 
 @router.post("/{assistant_id}")
 async def modify_assistant(assistant_id: AssistantId, body: schemas.ModifyAssistant, app: App) -> dict:
+    if body.model is not None:
+        check_model(app, body.model)
     jobs: list = []
     async with app.pool.connection() as conn, conn.transaction():
         current = await store.get(conn, "assistants", assistant_id, app.tenant, for_update=True)

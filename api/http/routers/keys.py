@@ -32,7 +32,9 @@ async def _admin(request: Request) -> None:  # async: no thread-pool hop
     if settings.admin_key is None:
         raise Forbidden("The admin API is disabled: set ASSISTGRAPH_ADMIN_KEY to enable it.")
     token = bearer(request)
-    if token is None or not secrets.compare_digest(token, settings.admin_key.get_secret_value()):
+    # As bytes: compare_digest refuses str with non-ASCII characters (a 500 for a stray header).
+    expected = settings.admin_key.get_secret_value().encode()
+    if token is None or not secrets.compare_digest(token.encode("utf-8", "surrogateescape"), expected):
         raise Unauthorized("Incorrect or missing admin key.", code="invalid_api_key")
 
 

@@ -8,6 +8,7 @@ from api.contract import objects, schemas
 from api.contract.errors import InvalidRequest, not_found
 from api.files import tool_resources
 from api.http.deps import App, Include, PageParams, RunId, StepId, ThreadId
+from api.observability import metrics
 from api.runs.control import add_messages, announce, cancel_run, create_run, launch, submit_tool_outputs
 from api.runs.runtime import Services
 from api.runs.streaming import STREAM_END_EVENTS, run_events, sse_response
@@ -35,7 +36,19 @@ router = APIRouter(tags=["runs"])
 
 def stream(app: Services, sub, include: list[str] | None, after: int, first=None):
     keepalive = app.settings.stream_keepalive
-    return sse_response(run_events(sub, app.pool, keepalive, include=include, first=first, after=after), keepalive)
+    return sse_response(
+        _counted(run_events(sub, app.pool, keepalive, include=include, first=first, after=after)), keepalive
+    )
+
+
+async def _counted(events):
+    """The stream's events, counted in `assistgraph_active_streams` while it is open."""
+    metrics.ACTIVE_STREAMS.inc()
+    try:
+        async for event in events:
+            yield event
+    finally:
+        metrics.ACTIVE_STREAMS.dec()
 
 
 @router.post("/threads/runs")
@@ -167,7 +180,7 @@ async def run_event_stream(
         raise
     keepalive = app.settings.stream_keepalive
     events = run_events(sub, app.pool, keepalive, include=include, after=after or 0, replay=True)
-    return sse_response(events, keepalive)
+    return sse_response(_counted(events), keepalive)
 
 
 @router.get("/threads/{thread_id}/runs/{run_id}/steps")

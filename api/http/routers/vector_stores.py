@@ -212,7 +212,7 @@ async def modify_vector_store(vector_store_id: VectorStoreId, body: ModifyVector
                 obj["name"] = body.name or ""
             if "metadata" in given:
                 obj["metadata"] = body.metadata or {}
-            days = (current["expires_after"] or {}).get("days")
+            days = (current.get("expires_after") or {}).get("days")
             if "expires_after" in given:
                 days = body.expires_after.days if body.expires_after else None
             await vs.modify_store(conn, vector_store_id, app.tenant, obj, days)
@@ -237,6 +237,8 @@ async def search_vector_store(vector_store_id: VectorStoreId, body: SearchReques
     if current["status"] == "expired":
         raise InvalidRequest(f"Vector store {vector_store_id} has expired and can no longer be searched.")
     ranking = body.ranking_options or SearchRanking()
+    if body.rewrite_query:
+        queries = await retrieval.rewrite(app.pool, queries)
     try:
         hits = await retrieval.search_queries(
             app.pool,
@@ -246,6 +248,7 @@ async def search_vector_store(vector_store_id: VectorStoreId, body: SearchReques
             score_threshold=ranking.score_threshold,
             filters=check_filter(body.filters) if body.filters is not None else None,
             settings=app.settings,
+            ranker=ranking.ranker,
         )
     except retrieval.SearchError as exc:
         raise _embedding_error(exc) from None

