@@ -37,7 +37,8 @@ _BODY_ERRORS = {
 _ADMIN_ERRORS = {"403": "The admin API is disabled."}
 # Operations answering with server-sent events when the body asks for `stream: true`.
 _STREAMING = {("post", "/v1/threads/runs"), ("post", "/v1/threads/{thread_id}/runs"),
-              ("post", "/v1/threads/{thread_id}/runs/{run_id}/submit_tool_outputs")}
+              ("post", "/v1/threads/{thread_id}/runs/{run_id}/submit_tool_outputs"),
+              ("post", "/v1/responses"), ("get", "/v1/responses/{response_id}")}
 _RAW = {("get", "/v1/files/{file_id}/content")}
 
 

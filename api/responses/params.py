@@ -181,6 +181,8 @@ def run_tools(tools: list[dict], param: str = "tools") -> RunTools:
             if tool.get("max_num_results") is not None:
                 settings["max_num_results"] = tool["max_num_results"]
             ranking = tool.get("ranking_options") or {}
+            if not isinstance(ranking, dict):
+                raise _invalid("Invalid 'ranking_options': expected an object.", f"{where}.ranking_options")
             if ranking.get("score_threshold") is not None:
                 settings["ranking_options"] = {"ranker": "auto", "score_threshold": ranking["score_threshold"]}
             out.append({"type": "file_search", "file_search": settings})
@@ -188,9 +190,13 @@ def run_tools(tools: list[dict], param: str = "tools") -> RunTools:
         elif kind == "code_interpreter":
             spec = tool.get("container", "auto")
             if isinstance(spec, dict):
-                if spec.get("type") != "auto":
-                    raise _invalid("Invalid 'container': expected a container id or {\"type\": \"auto\"}.", f"{where}.container")
-                code_files += [f for f in spec.get("file_ids") or [] if f not in code_files]
+                files = spec.get("file_ids") or []
+                if spec.get("type") != "auto" or not isinstance(files, list) or not all(isinstance(f, str) for f in files):
+                    raise _invalid(
+                        "Invalid 'container': expected a container id or {\"type\": \"auto\", \"file_ids\": [...]}.",
+                        f"{where}.container",
+                    )
+                code_files += [f for f in files if f not in code_files]
             elif isinstance(spec, str):
                 container = None if spec == "auto" else spec
             else:
@@ -231,11 +237,16 @@ def run_tool_choice(choice: str | dict | None, param: str = "tool_choice") -> tu
         mode = choice.get("mode", "auto")
         if mode not in ("auto", "required"):
             raise _invalid("Invalid 'mode': expected 'auto' or 'required'.", f"{param}.mode")
+        listed = choice.get("tools")
+        if not isinstance(listed, list):
+            raise _invalid("Missing required parameter: 'tools'.", f"{param}.tools")
         names = set()
-        for i, tool in enumerate(choice.get("tools") or []):
+        for i, tool in enumerate(listed):
             if not isinstance(tool, dict) or not isinstance(tool.get("type"), str):
                 raise _invalid("Invalid tool: it needs a string `type`.", f"{param}.tools[{i}]")
-            names.add(tool.get("name") if tool["type"] == "function" else tool["type"])
+            if tool["type"] == "function" and not isinstance(tool.get("name"), str):
+                raise _invalid("Missing required parameter: 'name'.", f"{param}.tools[{i}].name")
+            names.add(tool["name"] if tool["type"] == "function" else tool["type"])
         return mode, names
     raise _invalid(f"Invalid value for '{param}': tool_choice of type '{kind}' is not supported.", f"{param}.type")
 
@@ -328,6 +339,8 @@ def display_tool_choice(choice: str | dict | None) -> str | dict:
         return "auto"
     if isinstance(choice, str):
         return choice
+    if choice.get("type") == "allowed_tools":
+        return {"type": "allowed_tools", "mode": choice.get("mode", "auto"), "tools": choice["tools"]}
     if choice.get("type") in WEB_SEARCH_TYPES:
         return {"type": "web_search_preview"} if choice["type"].startswith("web_search_preview") else {
             "type": "function", "name": "web_search"
