@@ -4,7 +4,7 @@ what threads and runs store. Pure functions, no I/O.
 - Input items are checked and normalised (`normalize_input`), then written as Assistants messages
   (user and assistant messages, `to_create_message`) or as conversation items kept beside them.
 - An Assistants message shows as a `message` item (`message_item`, `input_message_item`).
-- A run step's tool call shows as the item of its kind (`call_items`): the client's functions as
+- A run step's tool call shows as the item of its kind (`call_item`, `step_items`): the client's functions as
   `function_call` (and `function_call_output` once answered), file_search as `file_search_call`,
   code_interpreter as `code_interpreter_call`, web_search as `web_search_call`, and every other
   tool the server runs (plugins, OpenAPI actions, unknown names) as `mcp_call` with
@@ -57,7 +57,7 @@ def check_include(include: list[str] | None, param: str = "include") -> set[str]
     for value in include or []:
         if value not in INCLUDABLE:
             raise _bad(
-                f"Invalid value for '{param}': '{value}'. Supported values are: {', '.join(INCLUDABLE)}.", param
+                f"Invalid value for '{param}': '{value[:200]}'. Supported values are: {', '.join(INCLUDABLE)}.", param
             )
     return set(include or [])
 
