@@ -338,7 +338,7 @@ class Settings(BaseSettings):
     code_interpreter_host_uid_base: int = Field(
         default=1_000_000_000,
         ge=1000,
-        description="When the server runs as root, each sandbox runs as its own unprivileged host uid from this base up (base + max_sessions must be free uids).",
+        description="When the server runs as root, each sandbox runs as its own unprivileged host uid, leased machine-wide from this base up (the 65,536 uids from it must be unused).",
     )
     code_interpreter_gateway_url: str | None = Field(
         default=None, description="Base URL of the Jupyter Kernel Gateway (backend `gateway`)."
