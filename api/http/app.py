@@ -12,6 +12,7 @@ from fastapi import FastAPI
 from api.http import playground
 from api.http.errors import install_error_handlers
 from api.http.routers import actions, assistants, files, keys, runs, threads, tools, vector_stores
+from api.http.routers import mcp_servers
 from api.runs.runtime import runtime
 from api.settings import Settings, get_settings
 
@@ -59,6 +60,7 @@ def create_app(database_url: str, settings: Settings | None = None) -> FastAPI:
         # /threads/runs is registered before /threads/{thread_id} so it is not read as an id.
         for router in (assistants.router, runs.router, threads.router, files.router, vector_stores.router, tools.router, actions.router, keys.router):
             app.include_router(router, prefix=prefix, include_in_schema=in_schema)
+        app.include_router(mcp_servers.router, prefix=prefix, include_in_schema=in_schema)
     playground.install(app, settings)  # the web page at /playground, a client of the routes above
     app.add_middleware(PollAfterHeader, value=settings.poll_after_ms)
     return app

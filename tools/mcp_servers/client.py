@@ -9,6 +9,7 @@ only fails the calls made while it is gone.
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,8 +23,13 @@ from mcp.shared.exceptions import McpError
 from mcp.types import Tool as MCPTool
 from pydantic import ConfigDict, Field, PrivateAttr
 
-from tools.mcp_servers.config import header_secrets
+from tools.mcp_servers.config import MIN_SECRET_LENGTH, header_secrets
 from tools.openapi_actions.network_guard import GuardedTransport, RefusedAddress, _normal_host
+
+# The SDK's transports log every JSON-RPC message at debug level (tool results included, before
+# anything a server echoed of its credentials is redacted): never pass that on, whatever the level.
+for _logger in ("mcp.client.streamable_http", "mcp.client.sse", "mcp.client.stdio"):
+    logging.getLogger(_logger).setLevel(logging.INFO)
 
 # A server listing more tools than this is refused: no model is offered that many at once.
 MAX_TOOLS = 256
@@ -103,7 +109,7 @@ def http_target(
 def stdio_target(label: str, command: str, args: list[str], env: dict[str, str] | None, cwd: str | None) -> Target:
     """A local server started (by the `mcp` SDK's stdio client) for each session."""
     connection: dict[str, Any] = {"transport": "stdio", "command": command, "args": list(args), "env": env, "cwd": cwd}
-    secrets = sorted((v for v in (env or {}).values() if len(v) >= 4), key=len, reverse=True)
+    secrets = sorted((v for v in (env or {}).values() if len(v) >= MIN_SECRET_LENGTH), key=len, reverse=True)
     return Target(label, connection, tuple(secrets))
 
 
@@ -148,8 +154,7 @@ class Listing:
     """What a server told us when we connected: its tools (as MCP `Tool` JSON) and who it is."""
 
     tools: list[dict]
-    server_name: str | None
-    instructions: str | None
+    server_info: dict | None  # {"name", "version"} as the server reported them
 
 
 async def list_tools(target: Target, timeout: float) -> Listing:
@@ -171,8 +176,9 @@ async def list_tools(target: Target, timeout: float) -> Listing:
                         break
                 listing = Listing(
                     tools=[t.model_dump(mode="json", by_alias=True, exclude_none=True) for t in found],
-                    server_name=init.serverInfo.name if init.serverInfo else None,
-                    instructions=init.instructions,
+                    server_info={"name": init.serverInfo.name, "version": init.serverInfo.version}
+                    if init.serverInfo
+                    else None,
                 )
     except McpUnavailable:
         raise

@@ -81,16 +81,19 @@ def header_problem(name: Any, value: Any) -> str | None:
     return None
 
 
+# Shorter header values are not redacted from what the model sees: they are ids and flags more
+# often than credentials ("X-User: ada"), and redacting them would mangle ordinary words.
+MIN_SECRET_LENGTH = 6
+
+
 def header_secrets(headers: dict[str, str]) -> list[str]:
     """What must never be shown of these headers: each value, and its credential after a scheme
     (`Bearer <token>` → the token too)."""
     found = set()
     for value in headers.values():
         found.add(value)
-        scheme, _, rest = value.partition(" ")
-        if rest.strip() and len(rest.strip()) >= 4:
-            found.add(rest.strip())
-    return sorted((s for s in found if s), key=len, reverse=True)
+        found.add(value.partition(" ")[2].strip())
+    return sorted((s for s in found if len(s) >= MIN_SECRET_LENGTH), key=len, reverse=True)
 
 
 def public_tool(definition: dict) -> dict:
