@@ -14,7 +14,10 @@ import httpx
 import openai
 import pytest
 
-from tests.conftest import ROOT, _extra_server, _own_database, stop_process, wait_for
+from api.contract.errors import InvalidRequest
+from api.settings import Settings
+from api.tooling import mcp_servers
+from tests.conftest import ROOT, SECRET_KEY, _extra_server, _own_database, stop_process, wait_for
 from tests.mcp_service import HEADER_SECRET, TOKEN, start_in_thread
 from tests.test_tenancy import as_key, new_key
 from tools.mcp_servers import client as mcp_client
@@ -178,6 +181,47 @@ async def test_slow_calls_are_cancellable_and_a_server_that_goes_away_is_an_erro
     with pytest.raises(mcp_client.McpUnavailable) as exc:
         await mcp_client.list_tools(target(svc.url), 5)
     assert str(exc.value).startswith("could not connect to the MCP server")
+
+
+@pytest.mark.asyncio
+async def test_long_results_are_cut_with_a_note(service):
+    tgt = target(service.url)
+    listing = await mcp_client.list_tools(tgt, 5)
+    (lookup,) = mcp_client.build_tools(
+        tgt, listing.tools, allowed_tools=["lookup.city"], taken_names=set(), max_output_chars=1000
+    )
+    out = await lookup.ainvoke({"name": "x" * 1500})
+    assert out == "x" * 1000 + "\n[… 522 more characters not shown]"
+
+
+def test_storing_headers_needs_a_secret_key():
+    with pytest.raises(InvalidRequest) as exc:
+        mcp_servers.seal_headers(Settings(secret_key=None), {"X-Key": HEADER_SECRET})
+    assert exc.value.param == "headers" and "ASSISTGRAPH_SECRET_KEY must be set" in exc.value.message
+    settings = Settings(secret_key=SECRET_KEY)
+    sealed = mcp_servers.seal_headers(settings, {"X-Key": HEADER_SECRET})
+    assert HEADER_SECRET.encode() not in sealed
+    assert mcp_servers.unseal_headers(settings, sealed) == {"X-Key": HEADER_SECRET}
+    assert mcp_servers.seal_headers(Settings(secret_key=None), None) is None
+
+
+def test_shared_servers_are_validated_without_echoing_secrets(monkeypatch):
+    monkeypatch.setenv(
+        "ASSISTGRAPH_MCP_SERVERS",
+        json.dumps({"docs": {"url": "https://docs.example/mcp", "headers": {"Host": HEADER_SECRET}}}),
+    )
+    with pytest.raises(ValueError) as exc:
+        Settings()
+    assert "headers.Host" in str(exc.value) and HEADER_SECRET not in str(exc.value)
+    monkeypatch.setenv(
+        "ASSISTGRAPH_MCP_SERVERS",
+        json.dumps({"docs": {"url": "https://docs.example/mcp"}, "files": {"command": "npx", "args": ["-y", "x"]}}),
+    )
+    servers = Settings().mcp_servers
+    assert servers["docs"].transport == "streamable_http" and servers["files"].args == ["-y", "x"]
+    monkeypatch.setenv("ASSISTGRAPH_MCP_SERVERS", json.dumps({"bad name": {"command": "x"}}))
+    with pytest.raises(ValueError):
+        Settings()
 
 
 def test_urls_are_checked():

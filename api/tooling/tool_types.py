@@ -1,11 +1,11 @@
 """Tool types a request may name, and the shape they are stored and returned in.
 
 Installed tools (`{"type": "web_search"}`), OpenAPI actions (`{"type": "action", "id": ...}`) and MCP
-servers (`{"type": "mcp", "id": ...}`) are
-not tool types the official SDK knows: a strict client would reject an assistant carrying them.
-So they are stored and returned as `function` tools (name, description, JSON schema) with a
-`builtin` marker holding what the client asked for; the SDK keeps unknown fields, and sending such
-an entry back (assistants.update(tools=assistant.tools)) means the built-in tool again.
+servers (`{"type": "mcp", "id": ...}`) are not tool types the official SDK knows: a strict client would
+reject an assistant carrying them. So they are stored and returned as `function` tools (name,
+description, JSON schema) with a `builtin` marker holding what the client asked for; the SDK keeps
+unknown fields, and sending such an entry back (assistants.update(tools=assistant.tools)) means the
+built-in tool again.
 """
 
 from __future__ import annotations
