@@ -19,6 +19,7 @@ from api.settings import Settings
 from api.tooling import mcp_servers
 from tests.conftest import ROOT, SECRET_KEY, _extra_server, _own_database, stop_process, wait_for
 from tests.mcp_service import HEADER_SECRET, TOKEN, start_in_thread
+from tests.test_playground import expect, playwright, tab  # noqa: F401 - the browser fixtures
 from tests.test_tenancy import as_key, new_key
 from tools.mcp_servers import client as mcp_client
 from tools.mcp_servers.config import check_url
@@ -780,3 +781,29 @@ def test_runs_use_shared_servers(shared_server, scripted, model_name, auth_servi
     assert run.last_error.message.startswith("Could not list the tools of the MCP server 'mcp_shared_dead': ")
     for text in run_texts(client, thread.id, run.id) + [shared_server.log()]:
         assert TOKEN not in text
+
+
+# --- the playground ------------------------------------------------------------------------------
+
+
+def test_the_playground_form_offers_and_keeps_mcp_servers(playwright, tab, client, model_name, service):
+    """The assistant form lists the MCP servers of GET /v1/mcp_servers: saving keeps an enabled one
+    (as {"type": "mcp", "id": ...}), unchecking removes it."""
+    registered = create(client, url=service.url, name="Test MCP tools", description="for the form")
+    assistant = client.beta.assistants.create(
+        model=model_name, name="With MCP", tools=[{"type": "mcp", "id": registered["id"]}]
+    )
+    page = tab.page
+    page.goto(f"/playground/#/assistants/{assistant.id}")
+    box = page.get_by_label(f"Test MCP tools ({registered['id']})")
+    expect(box).to_be_checked()
+    expect(page.get_by_text("for the form · 5 tools")).to_be_visible()
+    page.get_by_label("Name", exact=True).fill("Still with MCP")
+    page.get_by_role("button", name="Save changes").click()
+    expect(page.get_by_role("heading", name="Still with MCP")).to_be_visible()
+    saved = client.beta.assistants.retrieve(assistant.id)
+    assert [t.model_extra.get("builtin") for t in saved.tools] == [{"type": "mcp", "id": registered["id"]}]
+    box.uncheck()
+    page.get_by_role("button", name="Save changes").click()
+    wait_for(lambda: client.beta.assistants.retrieve(assistant.id).tools == [])
+    assert tab.problems() == []
