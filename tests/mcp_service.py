@@ -4,7 +4,8 @@ subprocess (`python -m tests.mcp_service --stdio`, what an operator's stdio serv
 
 Usage::
 
-    service = start_in_thread()            # or start_in_thread(token=TOKEN): bearer auth required
+    service = start_in_thread()            # or start_in_thread(token=TOKEN): bearer auth required;
+                                           # list_delay=2.0: tools are listed after 2 s
     service.url                            # http://127.0.0.1:<port>/mcp
     service.calls                          # every tool call: {"tool", "arguments", "headers"}
     service.stop()                         # the server goes away (connections refused from then on)
@@ -43,9 +44,20 @@ class _Verifier:
         return AccessToken(token=token, client_id="tests", scopes=[])
 
 
+class _SlowListing(FastMCP):
+    """A server that takes `list_delay` seconds to list its tools."""
+
+    list_delay = 0.0
+
+    async def list_tools(self):
+        await asyncio.sleep(self.list_delay)
+        return await super().list_tools()
+
+
 class McpService:
-    def __init__(self, token: str | None = None) -> None:
+    def __init__(self, token: str | None = None, list_delay: float = 0.0) -> None:
         self.token = token
+        self.list_delay = list_delay
         self.url = ""
         self.calls: list[dict] = []
         self.slow_started = 0
@@ -83,7 +95,8 @@ def build(service: McpService | None = None, *, port: int = 0) -> FastMCP:
                 validate_token_resource=False,
             ),
         )
-    mcp = FastMCP("test-tools", instructions="Tools for tests.", port=port, log_level="WARNING", **auth)
+    mcp = _SlowListing("test-tools", instructions="Tools for tests.", port=port, log_level="WARNING", **auth)
+    mcp.list_delay = service.list_delay if service is not None else 0.0
 
     def record(name: str, arguments: dict, ctx: Context | None) -> None:
         if service is not None:
@@ -135,9 +148,9 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_in_thread(token: str | None = None) -> McpService:
+def start_in_thread(token: str | None = None, list_delay: float = 0.0) -> McpService:
     """Serve streamable HTTP at /mcp and SSE at /sse from a daemon thread, until `stop()`."""
-    service = McpService(token)
+    service = McpService(token, list_delay)
     port = _free_port()
     mcp = build(service, port=port)
     app = mcp.streamable_http_app()  # its lifespan runs the session manager

@@ -5,6 +5,7 @@ strict mode, against real server processes."""
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import json
 import socket
 import sys
@@ -373,6 +374,25 @@ def _closed_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def test_a_modify_that_raced_another_changes_nothing(client, service):
+    """Tools are listed outside the row lock (that takes network time): a modify whose listing was
+    overtaken by another modify of the connection is refused (409) instead of undoing it."""
+    slow = start_in_thread(list_delay=2.0)
+    try:
+        registered = create(client, url=service.url)
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            moving = pool.submit(modify, client, registered["id"], url=slow.url)
+            time.sleep(0.5)  # the first modify is listing the slow server's tools
+            keyed = modify(client, registered["id"], headers={"X-Extra": HEADER_SECRET})
+            with pytest.raises(openai.ConflictError) as exc:
+                moving.result()
+        assert exc.value.status_code == 409 and "modified by another request" in exc.value.message
+        assert client.get(f"/mcp_servers/{registered['id']}", cast_to=object) == keyed
+        assert keyed["url"] == service.url and keyed["header_names"] == ["X-Extra"]
+    finally:
+        slow.stop()
 
 
 def test_unknown_ids_and_refused_modifications(client, service):
