@@ -27,9 +27,10 @@ from tools.mcp_servers.config import MIN_SECRET_LENGTH, header_secrets
 from tools.openapi_actions.network_guard import GuardedTransport, RefusedAddress, _normal_host
 
 # The SDK's transports log every JSON-RPC message at debug level (tool results included, before
-# anything a server echoed of its credentials is redacted): never pass that on, whatever the level.
+# anything a server echoed of its credentials is redacted): their debug records are dropped whatever
+# the log level (a filter, so the configured level still holds for the rest).
 for _logger in ("mcp.client.streamable_http", "mcp.client.sse", "mcp.client.stdio"):
-    logging.getLogger(_logger).setLevel(logging.INFO)
+    logging.getLogger(_logger).addFilter(lambda record: record.levelno > logging.DEBUG)
 
 # A server listing more tools than this is refused: no model is offered that many at once.
 MAX_TOOLS = 256
