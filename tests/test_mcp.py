@@ -806,7 +806,7 @@ def test_runs_use_shared_servers(shared_server, scripted, model_name, auth_servi
 # --- the playground ------------------------------------------------------------------------------
 
 
-def test_the_playground_form_offers_and_keeps_mcp_servers(playwright, tab, client, model_name, service):
+def test_the_playground_form_offers_and_keeps_mcp_servers(tab, client, model_name, service):  # noqa: F811
     """The assistant form lists the MCP servers of GET /v1/mcp_servers: saving keeps an enabled one
     (as {"type": "mcp", "id": ...}), unchecking removes it."""
     registered = create(client, url=service.url, name="Test MCP tools", description="for the form")
