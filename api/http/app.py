@@ -13,7 +13,7 @@ from api.http import playground
 from api.http.errors import install_error_handlers
 from api.http.guard import RequestGuard
 from api.http.openapi import document_errors
-from api.http.routers import actions, assistants, files, keys, models, ops, runs, threads, tools, vector_stores
+from api.http.routers import actions, assistants, files, keys, mcp_servers, models, ops, runs, threads, tools, vector_stores
 from api.observability import tracing
 from api.security.models import catalog_for
 from api.runs.runtime import runtime
@@ -71,6 +71,7 @@ def create_app(database_url: str, settings: Settings | None = None) -> FastAPI:
         # /threads/runs is registered before /threads/{thread_id} so it is not read as an id.
         for router in (assistants.router, runs.router, threads.router, files.router, vector_stores.router, tools.router, actions.router, keys.router, models.router):
             app.include_router(router, prefix=prefix, include_in_schema=in_schema)
+        app.include_router(mcp_servers.router, prefix=prefix, include_in_schema=in_schema)
     app.include_router(models.azure_router, prefix="/openai", include_in_schema=False)
     playground.install(app, settings)  # the web page at /playground, a client of the routes above
     app.add_middleware(PollAfterHeader, value=settings.poll_after_ms)
