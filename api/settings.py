@@ -12,12 +12,15 @@ from typing import Annotated, Literal
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from tools.mcp_servers.config import SharedServer, SharedServerName
+
 # Lists read from the environment as comma-separated text (a JSON list works too).
 CommaList = Annotated[list[str], NoDecode]
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="ASSISTGRAPH_", extra="ignore")
+    # Errors never repeat the values given: some are secrets (keys, MCP headers).
+    model_config = SettingsConfigDict(env_prefix="ASSISTGRAPH_", extra="ignore", hide_input_in_errors=True)
 
     database_url: str | None = Field(
         default=None,
@@ -338,7 +341,7 @@ class Settings(BaseSettings):
     code_interpreter_host_uid_base: int = Field(
         default=1_000_000_000,
         ge=1000,
-        description="When the server runs as root, each sandbox runs as its own unprivileged host uid from this base up (base + max_sessions must be free uids).",
+        description="When the server runs as root, each sandbox runs as its own unprivileged host uid, leased machine-wide from this base up (the 65,536 uids from it must be unused).",
     )
     code_interpreter_gateway_url: str | None = Field(
         default=None, description="Base URL of the Jupyter Kernel Gateway (backend `gateway`)."
@@ -397,6 +400,37 @@ class Settings(BaseSettings):
                 entry.setdefault("api_key", os.environ.get(str(env_name)))
             out.append(entry)
         return out
+
+    # MCP servers (tools/mcp_servers/, /v1/mcp_servers): tools of MCP servers, offered like actions.
+    mcp_servers: dict[SharedServerName, SharedServer] = Field(
+        default_factory=dict,
+        description=(
+            "MCP servers every tenant may enable, as a JSON object by name: `{\"docs\": {\"url\": \"https://…/mcp\", "
+            "\"transport\"?: \"streamable_http\" | \"sse\", \"headers\"?: {…}}, \"files\": {\"command\": \"…\", "
+            "\"args\"?: […], \"env\"?: {…}, \"cwd\"?: \"…\"}}` (`allowed_tools` and `description` optional). "
+            "Assistants enable one as `{\"type\": \"mcp\", \"id\": \"mcp_shared_<name>\"}`."
+        ),
+    )
+    mcp_allowed_hosts: CommaList = Field(
+        default_factory=list,
+        description=(
+            "Hosts registered MCP servers may be reached at even though they resolve to private, loopback or "
+            "link-local addresses (comma-separated host names or IPs). Every other such address is refused."
+        ),
+    )
+    mcp_timeout: float = Field(
+        default=30.0,
+        gt=0,
+        description="Seconds connecting to an MCP server and listing its tools may take (registration, refresh, first use).",
+    )
+    mcp_max_output_chars: int = Field(
+        default=100_000, ge=1000, description="Characters of one MCP tool result the model sees; the rest is cut with a note."
+    )
+
+    @field_validator("mcp_allowed_hosts", mode="before")
+    @classmethod
+    def _split_mcp_hosts(cls, value):
+        return cls._split_commas(value)
 
 
 @lru_cache

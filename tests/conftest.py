@@ -80,8 +80,9 @@ def server_env(model_url: str, data_dir: Path, **extra: str) -> dict:
         ASSISTGRAPH_MODEL_MAX_RETRIES="0",
         ASSISTGRAPH_LOG_LEVEL="warning",
         ASSISTGRAPH_STREAM_KEEPALIVE="1",
-        # Actions in tests call a local service; every process sharing a database needs one secret key.
+        # Actions and MCP servers in tests are local services; every process sharing a database needs one secret key.
         ASSISTGRAPH_ACTIONS_ALLOWED_HOSTS="127.0.0.1",
+        ASSISTGRAPH_MCP_ALLOWED_HOSTS="127.0.0.1",
         ASSISTGRAPH_SECRET_KEY=SECRET_KEY,
         # The code tests' own code is quick; a runaway loop is interrupted after 3 s.
         ASSISTGRAPH_CODE_INTERPRETER_EXECUTION_TIMEOUT="3",

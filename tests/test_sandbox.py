@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import fcntl
 import io
 import os
 import shutil
@@ -681,3 +682,25 @@ async def test_gateway_replaces_a_vanished_kernel_and_says_so(gateway):
             await other_worker.aclose()
     finally:
         await store.aclose()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="host uids are leased only by a server running as root")
+async def test_two_servers_never_run_sandboxes_as_the_same_uid():
+    """Two stores (as two servers, or two `--workers` processes, on one machine) lease distinct
+    host uids, and a stopped session's uid comes free for the next one."""
+    first, second = await open_session_store(CONFIG), await open_session_store(CONFIG)
+    try:
+        a, b = await first.session("a"), await second.session("b")
+        assert a.identity.uid != b.identity.uid
+        uid_of = "import os\nos.getuid()"
+        assert (await a.execute(uid_of)).logs == str(a.identity.uid)
+        assert (await b.execute(uid_of)).logs == str(b.identity.uid)
+        lock = first.uid_leases.directory / f"{a.identity.uid - CONFIG.host_uid_base}.lock"
+        with open(lock, "rb") as held:
+            with pytest.raises(BlockingIOError):
+                fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            await first.stop("a")
+            fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)  # free again
+    finally:
+        await first.aclose()
+        await second.aclose()

@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 
 ENTRY_POINT_GROUP = "assistgraph.tools"
 # Tool types the Assistants API defines itself (and `action`, OpenAPI actions): never plugin names.
-RESERVED_TYPES = ("function", "code_interpreter", "file_search", "action")
+RESERVED_TYPES = ("function", "code_interpreter", "file_search", "action", "mcp")
 NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 OWN_DISTRIBUTION = "assistgraph"
 

@@ -20,6 +20,7 @@ PREFIXES = {
     "file_batch": "vsfb_",
     "file": "file-",
     "action": "action_",
+    "mcp_server": "mcp_",
 }
 
 

@@ -92,6 +92,13 @@ class ActionTool(Body):
     id: str = Field(pattern=r"^action_[A-Za-z0-9]+$")
 
 
+class McpTool(Body):
+    """An MCP server registered at /v1/mcp_servers (or configured for everyone): its tools become tools."""
+
+    type: Literal["mcp"]
+    id: str = Field(pattern=r"^mcp_[A-Za-z0-9_-]+$")
+
+
 def _tool_kind(value: Any) -> str | None:
     kind = value.get("type") if isinstance(value, dict) else getattr(value, "type", None)
     if not isinstance(kind, str):
@@ -113,6 +120,7 @@ Tool = Annotated[
         Annotated[CodeInterpreterTool, Tag("code_interpreter")],
         Annotated[FileSearchTool, Tag("file_search")],
         Annotated[ActionTool, Tag("action")],
+        Annotated[McpTool, Tag("mcp")],
         Annotated[BuiltinTool, Tag("builtin")],
     ],
     Discriminator(_tool_kind, custom_error_type="invalid_tool", custom_error_message="Invalid tool: it needs a string `type`."),
@@ -325,6 +333,9 @@ class RunFields(WithMetadata):
     # Not in OpenAI's API: credentials for this run's OpenAPI actions, by action id (they replace
     # the action's stored ones; kept encrypted, never shown). SDK callers pass them in extra_body.
     action_credentials: dict[str, dict[str, Any]] | None = Field(default=None, max_length=20)
+    # Not in OpenAI's API either: headers for this run's MCP servers, by server id (merged over the
+    # server's stored ones; kept encrypted, never shown).
+    mcp_headers: dict[str, dict[str, Any]] | None = Field(default=None, max_length=20)
 
 
 class CreateRun(RunFields):

@@ -19,6 +19,7 @@ from api.http.routers import (
     conversations,
     files,
     keys,
+    mcp_servers,
     models,
     ops,
     responses,
@@ -87,6 +88,7 @@ def create_app(database_url: str, settings: Settings | None = None) -> FastAPI:
             actions.router, keys.router, models.router, responses.router, conversations.router,
         ):
             app.include_router(router, prefix=prefix, include_in_schema=in_schema)
+        app.include_router(mcp_servers.router, prefix=prefix, include_in_schema=in_schema)
     app.include_router(models.azure_router, prefix="/openai", include_in_schema=False)
     playground.install(app, settings)  # the web page at /playground, a client of the routes above
     app.add_middleware(PollAfterHeader, value=settings.poll_after_ms)

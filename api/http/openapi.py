@@ -38,9 +38,15 @@ _ADMIN_ERRORS = {"403": "The admin API is disabled."}
 # Operations answering with server-sent events when the body asks for `stream: true`.
 _STREAMING = {("post", "/v1/threads/runs"), ("post", "/v1/threads/{thread_id}/runs"),
               ("post", "/v1/threads/{thread_id}/runs/{run_id}/submit_tool_outputs"),
-              ("post", "/v1/responses"), ("get", "/v1/responses/{response_id}"),
-              ("post", "/v1/chat/completions")}
+              ("post", "/v1/chat/completions"), ("post", "/v1/responses"), ("get", "/v1/responses/{response_id}")}
+# Operations that always answer with server-sent events.
+_SSE = {("get", "/v1/threads/{thread_id}/runs/{run_id}/events")}
 _RAW = {("get", "/v1/files/{file_id}/content")}
+# One server-sent event, as OpenAPI tools that read streams (schemathesis) see it: its fields.
+_SSE_EVENT = {
+    "type": "object",
+    "properties": {"event": {"type": "string"}, "data": {"type": "string"}, "id": {"type": "string"}},
+}
 
 
 def _error(description: str) -> dict:
@@ -67,9 +73,9 @@ def build(app: FastAPI) -> dict:
                     responses.setdefault(status, _error(description))
             ok = responses.setdefault("200", {"description": "Successful Response"})
             if (method, path) in _STREAMING:
-                # Each event's data is a JSON object (or `[DONE]`): described by the event catalogues,
-                # not by one schema.
-                ok.setdefault("content", {})["text/event-stream"] = {"schema": {}}
+                ok.setdefault("content", {})["text/event-stream"] = {"schema": _SSE_EVENT}
+            if (method, path) in _SSE:
+                ok["content"] = {"text/event-stream": {"schema": _SSE_EVENT}}
             if (method, path) in _RAW:
                 ok["content"] = {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}
     return document

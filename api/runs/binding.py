@@ -17,7 +17,7 @@ from api.security.auth import model_credentials
 from api.security.models import Credentials, catalog_for
 from api.settings import Settings
 from api.storage import store
-from api.tooling import actions, tool_types
+from api.tooling import actions, mcp_servers, tool_types
 from api.tooling.code_sessions import CodeSessions
 from graph.context import Context
 from tools.file_search import FileSearchTool
@@ -103,6 +103,12 @@ class RunBinder:
                 tools += await actions.tools_for_run(
                     conn, tenant, action_ids, self.settings, self._run_credentials(config), taken_names=taken
                 )
+        if mcp_ids := tool_types.enabled_mcp(run["tools"]):
+            taken = {tool.name for tool in tools} | function_names(run["tools"]) | {"file_search", "code_interpreter"}
+            try:
+                tools += await mcp_servers.tools_for_run(self.pool, self.settings, tenant, mcp_ids, config, taken_names=taken)
+            except mcp_servers.SharedServerUnavailable as exc:
+                raise ToolUnavailable(str(exc)) from None
         kinds = {tool.name: "function" for tool in tools}
         file_search = await self._file_search(run)
         if file_search is not None:

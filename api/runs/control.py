@@ -21,7 +21,7 @@ from api.security.auth import Caller
 from api.security.models import catalog_for, unknown_model
 from api.settings import Settings
 from api.storage import store
-from api.tooling import actions, tool_types
+from api.tooling import actions, mcp_servers, tool_types
 from ingestion import ChunkingStrategy
 from tools.functions import function_names
 
@@ -150,6 +150,8 @@ async def create_run(
         config["action_credentials"] = await actions.seal_run_credentials(
             conn, svc.settings, svc.tenant, body.action_credentials
         )
+    if body.mcp_headers:
+        config["mcp_headers"] = await mcp_servers.seal_run_headers(conn, svc.settings, svc.tenant, body.mcp_headers)
     await store.insert_run(conn, run, config, svc.tenant)
     return run, [Event("thread.run.created", run, persist=False), Event("thread.run.queued", run, persist=False)]
 

@@ -172,6 +172,8 @@ async def _persist(conn: AsyncConnection, event: Event) -> None:
             # Outputs consumed by this execution; the next submit brings new ones. Same
             # transaction as the status, so a submit can never race it.
             await store.clear_resume(conn, data["id"])
+        if event.config:
+            await store.merge_run_config(conn, data["id"], event.config)
     elif name.startswith("thread.message."):
         if kind in _PERSISTED_SNAPSHOTS:
             await store.upsert_message(conn, data)

@@ -8,6 +8,7 @@ whose executor died is taken over by another (see `resume.py` and `recovery.py`)
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from dataclasses import dataclass
 
@@ -161,14 +162,18 @@ class RunExecutor:
                     events = plan.mapper.handle(mode, payload)
                     if not publish_deltas:
                         events = [e for e in events if not e.event.endswith(".delta")]
+                    if plan.totals.usage:
+                        # A cancel or expiry while the run waits reports the usage so far: stored
+                        # with the pause itself, so no cancel can come between.
+                        events = [
+                            dataclasses.replace(e, config={"usage": plan.totals.usage})
+                            if e.event == "thread.run.requires_action" else e
+                            for e in events
+                        ]
                     if events:
                         pump.put(events)
             await pump.flush()
             if plan.mapper.run["status"] == "requires_action":
-                # A cancel or expiry while the run waits reports the usage so far.
-                if plan.totals.usage:
-                    async with self.pool.connection() as conn:
-                        await store.merge_run_config(conn, run_id, {"usage": plan.totals.usage})
                 return
             await self.sink.emit(plan.mapper.finish(plan.totals.usage, plan.totals.incomplete), run_id=run_id)
         except RunPreempted:

@@ -37,6 +37,8 @@ class Event:
     publish: bool = True
     # False when the object is already stored as the event shows it (a run's INSERT at creation).
     persist: bool = True
+    # Internal settings of the run (runs.config) stored in the transaction of this run event.
+    config: dict | None = None
 
 
 @dataclass

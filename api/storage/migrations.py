@@ -208,7 +208,31 @@ MIGRATIONS: list[str] = [
     """
     CREATE INDEX vector_store_files_tenant_in_progress ON vector_store_files (tenant_id) WHERE status = 'in_progress';
     """,
-    # 10: the Responses and Conversations APIs over the same threads and runs. A conversation is a
+    # 10: MCP servers registered per tenant. `headers` is Fernet-encrypted JSON (ASSISTGRAPH_SECRET_KEY),
+    # kept out of `obj` so no response can include it; `tools` is the server's tool listing as the
+    # MCP protocol gives it, from registration or the last refresh. The tool listings of servers the
+    # operator configures (for every tenant) are kept by server id, with a fingerprint of the
+    # configuration they were listed with.
+    """
+    CREATE TABLE mcp_servers (
+        id text PRIMARY KEY,
+        seq bigserial UNIQUE,
+        tenant_id text NOT NULL,
+        url text NOT NULL,
+        transport text NOT NULL,
+        headers bytea,
+        tools jsonb NOT NULL,
+        obj jsonb NOT NULL
+    );
+    CREATE INDEX mcp_servers_tenant_seq ON mcp_servers (tenant_id, seq);
+    CREATE TABLE mcp_shared_tools (
+        id text PRIMARY KEY,
+        fingerprint text NOT NULL,
+        tools jsonb NOT NULL,
+        refreshed_at bigint NOT NULL
+    );
+    """,
+    # 11: the Responses and Conversations APIs over the same threads and runs. A conversation is a
     # thread; its items are the thread's messages, plus items the Assistants API has no message for
     # (system and developer messages, function calls and outputs given as input), kept in `messages`
     # with kind 'item' and left out of the Assistants views. Messages and run steps take their

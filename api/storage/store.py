@@ -14,6 +14,7 @@ from api.observability import runs as observed_runs
 Table = Literal[
     "assistants", "threads", "messages", "runs", "run_steps", "api_keys", "files", "vector_stores", "vector_store_files",
     "actions",
+    "mcp_servers",
 ]
 
 # Every lookup a client can reach is scoped by tenant: another tenant's ids simply do not exist.

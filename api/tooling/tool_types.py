@@ -1,10 +1,11 @@
 """Tool types a request may name, and the shape they are stored and returned in.
 
-Installed tools (`{"type": "web_search"}`) and OpenAPI actions (`{"type": "action", "id": ...}`) are
-not tool types the official SDK knows: a strict client would reject an assistant carrying them.
-So they are stored and returned as `function` tools (name, description, JSON schema) with a
-`builtin` marker holding what the client asked for; the SDK keeps unknown fields, and sending such
-an entry back (assistants.update(tools=assistant.tools)) means the built-in tool again.
+Installed tools (`{"type": "web_search"}`), OpenAPI actions (`{"type": "action", "id": ...}`) and MCP
+servers (`{"type": "mcp", "id": ...}`) are not tool types the official SDK knows: a strict client would
+reject an assistant carrying them. So they are stored and returned as `function` tools (name,
+description, JSON schema) with a `builtin` marker holding what the client asked for; the SDK keeps
+unknown fields, and sending such an entry back (assistants.update(tools=assistant.tools)) means the
+built-in tool again.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from psycopg import AsyncConnection
 
 from api.contract.errors import InvalidRequest
 from api.settings import Settings
-from api.tooling import actions
+from api.tooling import actions, mcp_servers
 from tools.registry import RESERVED_TYPES, ToolRegistry
 
 NO_PARAMETERS = {"type": "object", "properties": {}}
@@ -46,12 +47,17 @@ async def render(conn: AsyncConnection, registry: ToolRegistry, tenant: str, too
     """Checks the tools a request names and returns them as stored (built-ins as marked functions)."""
     out = []
     missing = await actions.missing_actions(conn, tenant, [t["id"] for t in tools if t["type"] == "action"])
+    missing_mcp = await mcp_servers.missing_servers(conn, tenant, [t["id"] for t in tools if t["type"] == "mcp"])
     for i, tool in enumerate(tools):
         kind = tool["type"]
         if kind == "action":
             if tool["id"] in missing:
                 raise InvalidRequest(f"No action with id '{tool['id']}'.", param=f"tools[{i}].id")
             out.append(_action_entry(tool["id"]))
+        elif kind == "mcp":
+            if tool["id"] in missing_mcp:
+                raise InvalidRequest(f"No MCP server with id '{tool['id']}'.", param=f"tools[{i}].id")
+            out.append(_mcp_entry(tool["id"]))
         elif kind in RESERVED_TYPES:
             out.append(tool)
         elif (installed := registry.get(kind)) is not None:
@@ -75,6 +81,23 @@ def _action_entry(action_id: str) -> dict:
     }
 
 
+def _mcp_entry(server_id: str) -> dict:
+    # Only the id, as for actions: the server's tools are listed again on refresh.
+    description = f"MCP server {server_id}: its tools are offered to the model as tools (GET /v1/mcp_servers/{server_id})."
+    return {
+        "type": "function",
+        "function": {"name": server_id, "description": description, "parameters": NO_PARAMETERS, "strict": False},
+        "builtin": {"type": "mcp", "id": server_id},
+    }
+
+
+def enabled_mcp(tools: list[dict]) -> list[str]:
+    """The MCP servers (by id) a stored tool list enables."""
+    return [
+        t["builtin"]["id"] for t in tools if isinstance(t.get("builtin"), dict) and t["builtin"].get("type") == "mcp"
+    ]
+
+
 def enabled(tools: list[dict]) -> tuple[list[str], list[str]]:
     """The installed tools (by name) and the actions (by id) a stored tool list enables."""
     names, action_ids = [], []
@@ -84,6 +107,8 @@ def enabled(tools: list[dict]) -> tuple[list[str], list[str]]:
             continue
         if marker.get("type") == "action":
             action_ids.append(marker["id"])
+        elif marker.get("type") == "mcp":
+            continue  # enabled_mcp
         else:
             names.append(marker["type"])
     return names, action_ids

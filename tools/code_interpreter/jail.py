@@ -15,6 +15,7 @@ is a per-session limit.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import logging
 import os
 import shutil
@@ -83,6 +84,39 @@ class Identity:
     @property
     def inside_gid(self) -> int:
         return JAIL_UID if self.user_namespace else self.gid
+
+
+UID_LEASES_DIR = "assistgraph-sandbox-uids"
+
+
+class UidLeases:
+    """Host uids for jails (a server running as root), leased machine-wide: each leased uid is held
+    through an exclusive `flock` on a file of its own, in a directory every server on the machine
+    shares, so two servers (or the processes of `serve --workers N`) never run sandboxes as one uid —
+    which would give them one process limit between them and let their code signal each other. The
+    kernel drops the lock when its holder dies, so a killed server's uids come free by themselves."""
+
+    POOL = 65_536
+
+    def __init__(self, directory: Path):
+        self.directory = directory
+
+    def acquire(self) -> tuple[int, int]:
+        """(index of a free uid from the base, the descriptor holding it). Blocking: call in a thread."""
+        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        for index in range(self.POOL):
+            fd = os.open(self.directory / f"{index}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                continue
+            return index, fd
+        raise OSError(f"all {self.POOL} sandbox uids are in use")
+
+    @staticmethod
+    def release(fd: int) -> None:
+        os.close(fd)  # closing the descriptor drops its lock
 
 
 def identity_for_slot(config: CodeInterpreterConfig, slot: int) -> Identity:
@@ -226,12 +260,23 @@ class Jail:
     def command(self, paths: SessionPaths, identity: Identity, argv: list[str]) -> list[str]:
         return [str(self.nsjail), *self.options(paths, identity).build_args(), "--", *argv]
 
-    async def probe(self, scratch: Path) -> str | None:
+    async def probe(self, scratch: Path, leases: UidLeases) -> str | None:
         """Run a jailed interpreter once: None if the sandbox works here, else why not."""
         if not os.access(self.nsjail, os.X_OK):
             return f"the nsjail binary {self.nsjail} is missing or not executable"
+        lease = None
+        try:
+            if os.geteuid() == 0:
+                index, lease = await asyncio.to_thread(leases.acquire)
+            else:
+                index = 0
+            return await self._probe(scratch, identity_for_slot(self.config, index))
+        finally:
+            if lease is not None:
+                UidLeases.release(lease)
+
+    async def _probe(self, scratch: Path, identity: Identity) -> str | None:
         paths = SessionPaths(scratch / "probe")
-        identity = identity_for_slot(self.config, self.config.max_sessions)
         await asyncio.to_thread(paths.create, identity)
         # Checks what a kernel needs (its packages) and what it must not have (a route out).
         check = (

@@ -26,7 +26,7 @@ from . import files
 from .config import CodeInterpreterConfig
 from .errors import CodeInterpreterError, SessionStartFailed
 from .execution import Execution, FileInfo, run_code
-from .jail import SOCKET_DIR, Identity, Jail, SessionPaths, identity_for_slot
+from .jail import SOCKET_DIR, UID_LEASES_DIR, Identity, Jail, SessionPaths, UidLeases, identity_for_slot
 from .provisioner import JailProvisioner, SandboxedKernelManager, kernel_spec
 from .store import SessionStore, UnavailableStore
 
@@ -48,7 +48,9 @@ class LocalSession:
         self.id = secrets.token_hex(SESSION_ID_CHARS // 2)
         self.slot = slot
         self.paths = SessionPaths(store.base / self.id)
-        self.identity: Identity | None = identity_for_slot(store.config, slot) if store.jail else None
+        # Set by start(): a server running as root leases a host uid of its own for the jail.
+        self.identity: Identity | None = None
+        self._uid_lease: int | None = None
         self.last_used = time.monotonic()
         self.busy = False
         self._store = store
@@ -66,6 +68,13 @@ class LocalSession:
         return self.identity.uid, self.identity.gid
 
     async def start(self) -> None:
+        store = self._store
+        if store.jail is not None:
+            if os.geteuid() == 0:
+                index, self._uid_lease = await asyncio.to_thread(store.uid_leases.acquire)
+                self.identity = identity_for_slot(store.config, index)
+            else:
+                self.identity = identity_for_slot(store.config, self.slot)
         await asyncio.to_thread(self.paths.create, self.identity)
         store, paths = self._store, self.paths
         km = SandboxedKernelManager(
@@ -212,6 +221,9 @@ class LocalSession:
                 log.exception("code_interpreter: stopping session %s failed", self.id)
             self._km = None
         await asyncio.to_thread(shutil.rmtree, self.paths.root, True)
+        if self._uid_lease is not None:
+            UidLeases.release(self._uid_lease)  # only once the jail's processes are gone
+            self._uid_lease = None
 
 
 class LocalSessionStore:
@@ -228,6 +240,8 @@ class LocalSessionStore:
         self._starting: dict[str, asyncio.Task[LocalSession]] = {}
         self._ended: OrderedDict[str, str] = OrderedDict()
         self._free_slots = list(range(config.max_sessions))
+        # Shared by every server using the same sessions directory (the system temp dir by default).
+        self.uid_leases = UidLeases(base.parent / UID_LEASES_DIR)
         self._closed = False
         self._reaper: asyncio.Task[None] | None = None
 
@@ -244,7 +258,7 @@ class LocalSessionStore:
         if not config.unsandboxed:
             try:
                 jail = Jail.for_config(config)
-                reason = await jail.probe(base)
+                reason = await jail.probe(base, UidLeases(base.parent / UID_LEASES_DIR))
             except Exception as exc:  # noqa: BLE001 - any failure to set up the jail means "no sandbox"
                 reason = f"{type(exc).__name__}: {exc}"
             if reason is not None:

@@ -1,5 +1,5 @@
 // Assistants: the list, and a form that creates or edits one (model, instructions, tools —
-// file_search, code_interpreter, installed tools, OpenAPI actions, functions — and tool resources).
+// file_search, code_interpreter, installed tools, OpenAPI actions, MCP servers, functions — and tool resources).
 
 import { api } from './api.js';
 import { alertBox, announce, confirmButton, field, h, id, replace, time } from './dom.js';
@@ -25,14 +25,15 @@ export async function render(main, { assistantId }, { config, navigate }) {
 
 async function loadCatalogue(config) {
   const optional = (promise) => promise.catch(() => []);
-  const [tools, actions, stores, files, models] = await Promise.all([
+  const [tools, actions, mcpServers, stores, files, models] = await Promise.all([
     optional(api.get('tools').then((page) => page.data)),
     optional(api.list('actions')),
+    optional(api.list('mcp_servers')),
     optional(api.list('vector_stores')),
     optional(api.get('files', { purpose: 'assistants' }).then((page) => page.data)),
     config.models ? optional(api.get('models').then((page) => page.data.map((m) => m.id))) : Promise.resolve(null),
   ]);
-  return { tools, actions, stores, files, models };
+  return { tools, actions, mcpServers, stores, files, models };
 }
 
 function sidebar(assistants, selected) {
@@ -72,12 +73,13 @@ function overview(content, assistants) {
 // --- the editor ---------------------------------------------------------------------------------
 
 function toolState(tools) {
-  const state = { fileSearch: null, codeInterpreter: false, builtins: new Set(), actions: new Set(), functions: [] };
+  const state = { fileSearch: null, codeInterpreter: false, builtins: new Set(), actions: new Set(), mcp: new Set(), functions: [] };
   for (const tool of tools || []) {
     const marker = tool.builtin;
     if (tool.type === 'file_search') state.fileSearch = tool;
     else if (tool.type === 'code_interpreter') state.codeInterpreter = true;
     else if (marker && marker.type === 'action') state.actions.add(marker.id);
+    else if (marker && marker.type === 'mcp') state.mcp.add(marker.id);
     else if (marker) state.builtins.add(marker.type);
     else if (tool.type === 'function') state.functions.push(tool.function);
   }
@@ -118,6 +120,14 @@ function editor(content, assistant, assistants, catalogue, navigate) {
     const ops = info && info.operations ? `${info.operations.length} operation${info.operations.length === 1 ? '' : 's'}` : '';
     return { box, row: check(box, label, [info?.description, ops].filter(Boolean).join(' · ')) };
   });
+  const mcpIds = new Set([...catalogue.mcpServers.map((m) => m.id), ...state.mcp]);
+  const mcpBoxes = [...mcpIds].map((serverId) => {
+    const info = catalogue.mcpServers.find((m) => m.id === serverId);
+    const box = h('input', { type: 'checkbox', id: `mcp-${serverId}`, value: serverId, checked: state.mcp.has(serverId) });
+    const label = info ? `${info.name} (${serverId})` : serverId;
+    const count = info && info.tools ? `${info.tools.length} tool${info.tools.length === 1 ? '' : 's'}` : '';
+    return { box, row: check(box, label, [info?.description, count].filter(Boolean).join(' · ')) };
+  });
   const functions = h('div', { class: 'functions' });
   for (const fn of state.functions) functions.append(functionEditor(fn));
   const addFunction = h('button', { type: 'button', onclick: () => {
@@ -156,6 +166,8 @@ function editor(content, assistant, assistants, catalogue, navigate) {
       builtinBoxes.map((b) => b.row),
       actionBoxes.length ? h('h3', {}, 'OpenAPI actions (GET /v1/actions)') : null,
       actionBoxes.map((b) => b.row),
+      mcpBoxes.length ? h('h3', {}, 'MCP servers (GET /v1/mcp_servers)') : null,
+      mcpBoxes.map((b) => b.row),
       h('h3', {}, 'Functions'),
       h('p', { class: 'hint' }, 'Your own functions: the run stops in requires_action and the chat asks you for their outputs.'),
       functions,
@@ -204,6 +216,7 @@ function editor(content, assistant, assistants, catalogue, navigate) {
     if (codeInterpreter.checked) tools.push({ type: 'code_interpreter' });
     for (const b of builtinBoxes) if (b.box.checked) tools.push({ type: b.box.value });
     for (const b of actionBoxes) if (b.box.checked) tools.push({ type: 'action', id: b.box.value });
+    for (const b of mcpBoxes) if (b.box.checked) tools.push({ type: 'mcp', id: b.box.value });
     for (const fn of fns) tools.push({ type: 'function', function: fn });
     const body = {
       name: name.value.trim() || null,
