@@ -520,7 +520,10 @@ def test_errors_are_openai_errors(server, client, scripted, model_name):
          400, "input[0].content[0]"),
         ({"model": model_name, "input": "x", "temperature": 3}, 400, "temperature"),
         ({"model": model_name, "input": "x", "top_logprobs": 5}, 400, "top_logprobs"),
-        ({"model": model_name, "input": "x", "tools": [{"type": "mcp", "server_label": "x"}]}, 400, "tools[0].type"),
+        ({"model": model_name, "input": "x", "tools": [{"type": "mcp", "server_label": "nowhere"}]}, 404,
+         "tools[0].server_label"),
+        ({"model": model_name, "input": "x", "tools": [{"type": "mcp", "server_label": "x", "require_approval": "always"}]},
+         400, "tools[0].require_approval"),
         ({"model": model_name, "input": "x", "tools": [
             {"type": "file_search", "vector_store_ids": ["vs_x"], "filters": {"type": "eq", "key": "a", "value": 1}}
         ]}, 400, "tools[0].filters"),
@@ -666,3 +669,47 @@ def test_file_search_over_vector_store_ids(client, scripted, model_name):
     # The results' text only with include.
     assert client.responses.retrieve(response.id).output[0].results is None
     assert "Google Services" in json.dumps(scripted.requests(model_name)[1]["body"]["messages"][-1]["content"])
+
+
+def test_mcp_servers_by_label_with_headers(client, scripted, model_name):
+    from tests.mcp_service import HEADER_SECRET, TOKEN, start_in_thread
+
+    service = start_in_thread(token=TOKEN)
+    try:
+        label = f"tools-{model_name}"
+        registered = client.post("/mcp_servers", cast_to=object, body={
+            "url": service.url, "name": label, "headers": {"Authorization": f"Bearer {TOKEN}"},
+        })
+        scripted.script(
+            model_name,
+            [
+                {"tool_calls": [
+                    {"name": "add", "arguments": {"a": 19, "b": 23}},
+                    {"name": "echo_headers", "arguments": {"names": ["x-user"]}},
+                ]},
+                {"content": "19 + 23 = 42."},
+            ],
+        )
+        # OpenAI's shape: the server by its label (and URL), per-request headers.
+        mcp = {"type": "mcp", "server_label": label, "server_url": service.url, "require_approval": "never",
+               "headers": {"X-User": HEADER_SECRET}}
+        with client.responses.stream(model=model_name, input="19 + 23?", tools=[mcp]) as stream:
+            events = list(stream)
+            response = stream.get_final_response()
+        check_sequence(events)
+        add, echo, answer = response.output
+        assert add.type == "mcp_call" and add.name == "add" and add.output == "42" and add.status == "completed"
+        assert json.loads(add.arguments) == {"a": 19, "b": 23}
+        assert echo.type == "mcp_call" and HEADER_SECRET not in (echo.output or "")
+        assert service.calls_of("echo_headers")[-1]["headers"]["x-user"] == HEADER_SECRET
+        assert answer.type == "message" and response.output_text == "19 + 23 = 42."
+        assert "response.mcp_call_arguments.delta" in {e.type for e in events}
+        # The response lists the server as assistants do: a function entry marked with the server.
+        (shown,) = response.tools
+        assert shown.type == "function" and shown.model_extra == {"builtin": {"type": "mcp", "id": registered["id"]}}
+        assert HEADER_SECRET not in response.model_dump_json() and TOKEN not in response.model_dump_json()
+        # A URL that is not the registered server's is no match.
+        with pytest.raises(openai.NotFoundError):
+            client.responses.create(model=model_name, input="x", tools=[{**mcp, "server_url": "http://127.0.0.1:9/mcp"}])
+    finally:
+        service.stop()

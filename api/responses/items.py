@@ -7,7 +7,7 @@ what threads and runs store. Pure functions, no I/O.
 - A run step's tool call shows as the item of its kind (`call_item`, `step_items`): the client's functions as
   `function_call` (and `function_call_output` once answered), file_search as `file_search_call`,
   code_interpreter as `code_interpreter_call`, web_search as `web_search_call`, and every other
-  tool the server runs (plugins, OpenAPI actions, unknown names) as `mcp_call` with
+  tool the server runs (plugins, OpenAPI actions, MCP servers' tools, unknown names) as `mcp_call` with
   `server_label` "assistgraph".
 """
 

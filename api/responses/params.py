@@ -86,9 +86,10 @@ class CreateResponse(Body):
     top_logprobs: int | None = Field(default=None, ge=0)
     # Not in OpenAI's API (SDK callers pass them in extra_body): an assistant whose model,
     # instructions, tools, tool resources and sampling settings are this response's defaults, and
-    # credentials for the run's OpenAPI actions (as on runs).
+    # credentials for the run's OpenAPI actions and headers for its MCP servers (as on runs).
     assistant_id: str | None = None
     action_credentials: dict[str, dict[str, Any]] | None = Field(default=None, max_length=20)
+    mcp_headers: dict[str, dict[str, Any]] | None = Field(default=None, max_length=20)
 
     _check_metadata = field_validator("metadata")(check_metadata)
 
@@ -125,7 +126,7 @@ _RESPONSE_FORMAT = TypeAdapter(schemas.ResponseFormat)
 WEB_SEARCH_TYPES = ("web_search", "web_search_preview", "web_search_2025_08_26", "web_search_preview_2025_03_11")
 # OpenAI's hosted tools this server has no counterpart for.
 UNSUPPORTED_TOOLS = (
-    "mcp", "computer", "computer_use", "computer_use_preview", "image_generation", "local_shell", "shell",
+    "computer", "computer_use", "computer_use_preview", "image_generation", "local_shell", "shell",
     "apply_patch", "custom", "namespace", "tool_search", "programmatic_tool_calling",
 )
 

@@ -213,3 +213,11 @@ SELECT_KEPT_CALL = """
 async def kept_call(conn: AsyncConnection, thread_id: str, call_id: str) -> bool:
     """Whether a function call with this id was given as input to the thread."""
     return (await (await conn.execute(SELECT_KEPT_CALL, (thread_id, call_id))).fetchone())["found"]
+
+
+SELECT_MCP_SERVERS_NAMED = "SELECT id, url FROM mcp_servers WHERE tenant_id = %s AND obj->>'name' = %s ORDER BY seq"
+
+
+async def mcp_servers_named(conn: AsyncConnection, tenant: str, name: str) -> list[dict]:
+    """The tenant's registered MCP servers with this name: id and URL."""
+    return await (await conn.execute(SELECT_MCP_SERVERS_NAMED, (tenant, name))).fetchall()

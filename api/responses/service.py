@@ -29,6 +29,7 @@ from api.runs import control
 from api.runs.runtime import Services
 from api.runs.streaming import STREAM_END_EVENTS, STREAM_END_STATUSES, Subscription
 from api.storage import store
+from api.tooling import mcp_servers
 
 # What a response without `assistant_id` starts from: nothing but what the request says.
 NO_ASSISTANT = {
@@ -83,10 +84,13 @@ async def create(svc: Services, body: params.CreateResponse) -> Started:
         )
     input_items = item_views.normalize_input(body.input)
     choice, allowed_names = params.run_tool_choice(body.tool_choice)
-    request_tools = params.run_tools(body.tools) if body.tools is not None else None
     response_format = params.response_format(body.text)
     await purge(svc, [], any_of_tenant=True)  # store: false responses a cut-off request left behind
     async with svc.pool.connection() as conn, conn.transaction():
+        request_tools, mcp_headers = None, dict(body.mcp_headers or {})
+        if body.tools is not None:
+            tools, mcp_headers = await _mcp_servers(conn, svc, body.tools, mcp_headers)
+            request_tools = params.run_tools(tools)
         assistant = None
         if body.assistant_id is not None:
             assistant = await store.get(conn, "assistants", body.assistant_id, svc.tenant)
@@ -100,10 +104,66 @@ async def create(svc: Services, body: params.CreateResponse) -> Started:
             started = await _start(
                 conn, svc, body, target, input_items,
                 assistant=assistant, request_tools=request_tools, choice=choice, allowed_names=allowed_names,
-                response_format=response_format,
+                response_format=response_format, mcp_headers=mcp_headers,
             )
     await control.launch(svc, started.jobs)
     return started
+
+
+# Fields of OpenAI's `mcp` tool this server has no counterpart for.
+_MCP_UNSUPPORTED = ("connector_id", "allowed_tools", "defer_loading", "tunnel_id", "allowed_callers")
+
+
+async def _mcp_servers(
+    conn: AsyncConnection, svc: Services, tools: list[dict], headers: dict[str, dict]
+) -> tuple[list[dict], dict[str, dict]]:
+    """OpenAI's `mcp` tools name a server by `server_label` (and `server_url`): here, the server of that
+    name registered at /v1/mcp_servers (or one the operator shares). Each becomes `{"type": "mcp", "id":
+    …}`, as on assistants, and its `headers` (and `authorization`) the run's headers for that server.
+    `{"type": "mcp", "id": …}` is taken as it is."""
+    out = []
+    headers = dict(headers)
+    shared = {name: server_id for server_id, (name, _) in mcp_servers.shared_servers(svc.settings).items()}
+    for i, tool in enumerate(tools):
+        if tool.get("type") != "mcp" or "id" in tool:
+            out.append(tool)
+            continue
+        where = f"tools[{i}]"
+        label, url = tool.get("server_label"), tool.get("server_url")
+        if not isinstance(label, str) or (url is not None and not isinstance(url, str)):
+            raise InvalidRequest(
+                "An mcp tool names its server: `server_label` (the name it was registered with at "
+                "/v1/mcp_servers), or `id`.", param=f"{where}.server_label",
+            )
+        for name in _MCP_UNSUPPORTED:
+            if tool.get(name) is not None:
+                raise InvalidRequest(f"The mcp tool's '{name}' is not supported by this server.", param=f"{where}.{name}")
+        if tool.get("require_approval") not in (None, "never"):
+            raise InvalidRequest(
+                "This server runs MCP tools without asking for approval: give `require_approval: \"never\"`.",
+                param=f"{where}.require_approval",
+            )
+        found = [s for s in await records.mcp_servers_named(conn, svc.tenant, label) if url is None or s["url"] == url]
+        if found:
+            server_id = found[0]["id"]
+        elif label in shared and url is None:
+            server_id = shared[label]
+        else:
+            where_at = f" at {url}" if url else ""
+            raise NotFound(
+                f"No MCP server named '{label}'{where_at}: register it with POST /v1/mcp_servers first.",
+                param=f"{where}.server_label",
+            )
+        given = tool.get("headers")
+        if given is not None and not isinstance(given, dict):
+            raise InvalidRequest("Invalid 'headers': expected an object.", param=f"{where}.headers")
+        if given or tool.get("authorization"):
+            extra = dict(given or {})
+            if tool.get("authorization"):
+                extra["Authorization"] = f"Bearer {tool['authorization']}"
+            headers[server_id] = {**headers.get(server_id, {}), **extra}
+        out.append({"type": "mcp", "id": server_id})
+    return out, headers
 
 
 async def _check_outputs_answer_calls(conn: AsyncConnection, target: _Target, items: list[dict]) -> None:
@@ -238,6 +298,7 @@ async def _start(
     choice,
     allowed_names: set[str] | None,
     response_format,
+    mcp_headers: dict[str, dict],
 ) -> Started:
     """A new run in the target thread, after the input items."""
     defaults = dict(assistant or NO_ASSISTANT)
@@ -300,6 +361,7 @@ async def _start(
         reasoning_effort=body.reasoning.effort if body.reasoning is not None else None,
         metadata=body.metadata,
         action_credentials=body.action_credentials,
+        mcp_headers=mcp_headers or None,
     )
     run, events = await control.create_run(svc, conn, target.thread_id, fields, jobs=jobs, assistant=defaults)
     sub, after = await control.announce(svc, conn, run, events, stream=stream or not body.background)
