@@ -61,11 +61,12 @@ class RunExecutor:
         settings: Settings,
         tools: ToolRegistry,
         code: CodeSessions | None = None,
+        sink: EventSink | None = None,
     ):
         self.pool = pool
         self.queue = queue
         self.settings = settings
-        self.sink = EventSink(pool)
+        self.sink = sink or EventSink(pool)
         self.binder = RunBinder(pool, settings, tools, code)
         self.recovery = RunRecovery(pool, queue, settings, self.sink)
         self.graph = builder.compile(checkpointer=AsyncPostgresSaver(pool), name="assistant")
