@@ -232,11 +232,11 @@ def _statement(transition: bool, steps: bool, messages: bool, messages_first: bo
     if transition:
         sql.append(
             ", status = %(status)s, obj = %(obj)s::jsonb, updated_at = now(),"
-            " config = (config - %(drop)s::text[]) || %(config)s::jsonb"
+            " config = (config - %(drop)b::text[]) || %(config)s::jsonb"
         )
     sql.append("\n    WHERE id = %(run)s")
     if transition:
-        sql.append(" AND status = ANY(%(allowed)s)")
+        sql.append(" AND status = ANY(%(allowed)b)")
     sql.append("\n    RETURNING tenant_id, thread_id, event_seq - %(n)s AS base\n)")
     parts = []
     if steps:
@@ -244,7 +244,7 @@ def _statement(transition: bool, steps: bool, messages: bool, messages_first: bo
         parts.append(
             ", new_steps AS (\n    INSERT INTO run_steps (id, run_id, tenant_id, obj, pending_usage)"
             "\n    SELECT s.id, %(run)s, run.tenant_id, s.obj::jsonb, s.usage::jsonb"
-            "\n    FROM run, unnest(%(step_ids)s::text[], %(step_objs)s::text[], %(step_usages)s::text[])"
+            "\n    FROM run, unnest(%(step_ids)b::text[], %(step_objs)b::text[], %(step_usages)b::text[])"
             " WITH ORDINALITY AS s(id, obj, usage, ord)" + after + "\n    ORDER BY s.ord"
             "\n    ON CONFLICT (id) DO UPDATE"
             " SET obj = EXCLUDED.obj, pending_usage = coalesce(EXCLUDED.pending_usage, run_steps.pending_usage)"
@@ -255,7 +255,7 @@ def _statement(transition: bool, steps: bool, messages: bool, messages_first: bo
         parts.append(
             ", new_messages AS (\n    INSERT INTO messages (id, thread_id, run_id, tenant_id, obj)"
             "\n    SELECT m.id, run.thread_id, %(run)s, run.tenant_id, m.obj::jsonb"
-            "\n    FROM run, unnest(%(message_ids)s::text[], %(message_objs)s::text[]) WITH ORDINALITY AS m(id, obj, ord)"
+            "\n    FROM run, unnest(%(message_ids)b::text[], %(message_objs)b::text[]) WITH ORDINALITY AS m(id, obj, ord)"
             + after + "\n    ORDER BY m.ord"
             "\n    ON CONFLICT (id) DO UPDATE SET obj = EXCLUDED.obj"
             "\n    RETURNING 1\n)"
@@ -265,11 +265,11 @@ def _statement(transition: bool, steps: bool, messages: bool, messages_first: bo
     sql.append(
         ", kept AS (\n    INSERT INTO run_events (run_id, seq, event, data)"
         "\n    SELECT %(run)s, run.base + e.ord, e.event, e.data"
-        "\n    FROM run, unnest(%(names)s::text[], %(datas)s::text[]) WITH ORDINALITY AS e(event, data, ord)\n)"
+        "\n    FROM run, unnest(%(names)b::text[], %(datas)b::text[]) WITH ORDINALITY AS e(event, data, ord)\n)"
         # pg_notify runs after the sort (volatile functions in the target list are evaluated after
         # ORDER BY), so listeners get the batches in order.
         ", notified AS (\n    SELECT pg_notify(%(channel)s, concat_ws(chr(31), %(run)s, (run.base + c.first)::text, c.body))"
-        "\n    FROM run, unnest(%(firsts)s::int[], %(bodies)s::text[]) WITH ORDINALITY AS c(first, body, ord)"
+        "\n    FROM run, unnest(%(firsts)b::int[], %(bodies)b::text[]) WITH ORDINALITY AS c(first, body, ord)"
         "\n    ORDER BY c.ord\n)"
         "\nSELECT tenant_id, base, (SELECT count(*) FROM notified) AS notes FROM run"
     )

@@ -61,7 +61,7 @@ class Workers:
 async def runtime(settings: Settings, database_url: str, *, with_executor: bool):
     """Pool, schema, queue and (optionally) the in-process workers: shared by `serve` and `worker`.
     Yields the services and the `Workers` (None without an executor)."""
-    pool = await open_pool(database_url, settings.db_pool_size)
+    pool = await open_pool(database_url, settings.db_pool_size, prepare=settings.db_prepared_statements)
     try:
         await migrate(pool)
         await setup_checkpointer(pool)

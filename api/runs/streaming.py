@@ -45,15 +45,20 @@ class Subscription:
 
     async def wait_for(self, names: set[str], timeout: float) -> bool:
         """Whether one of these events (or the key's revocation) arrived within `timeout` seconds."""
+        return await self.wait_for_event(names, timeout) is not None
+
+    async def wait_for_event(self, names: set[str], timeout: float) -> tuple[int, str, str] | None:
+        """The first of these events (or the key's revocation) to arrive within `timeout` seconds:
+        (number, name, data JSON or "@" when it was too large for a notification)."""
         deadline = asyncio.get_running_loop().time() + timeout
         while (left := deadline - asyncio.get_running_loop().time()) > 0:
             try:
-                _, name, _ = await asyncio.wait_for(self.queue.get(), left)
+                event = await asyncio.wait_for(self.queue.get(), left)
             except asyncio.TimeoutError:
-                return False
-            if name in names or name == REVOKED:
-                return True
-        return False
+                return None
+            if event[1] in names or event[1] == REVOKED:
+                return event
+        return None
 
 
 class EventHub:

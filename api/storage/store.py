@@ -46,6 +46,13 @@ SELECT_OVERDUE_RUNS = """
 SELECT_THREAD_HISTORY = (
     "SELECT obj->>'role' AS role, obj->'content' AS content FROM messages WHERE thread_id = %s ORDER BY seq"
 )
+# What an execution starts from: the run, and for a run no execution has started yet (queued, with
+# no submitted outputs) the thread's history as SELECT_THREAD_HISTORY reads it, in the same statement.
+SELECT_RUN_START = (
+    "SELECT obj, status, config, tenant_id, CASE WHEN status = 'queued' AND NOT config ? 'resume' THEN ("
+    "SELECT coalesce(json_agg(h), '[]'::json) FROM (" + SELECT_THREAD_HISTORY.replace("%s", "runs.thread_id") + ") h"
+    ") END AS history FROM runs WHERE id = %s"
+)
 SELECT_OPEN_STEPS = "SELECT obj, pending_usage FROM run_steps WHERE run_id = %s AND obj->>'status' = 'in_progress' ORDER BY seq"
 SELECT_OPEN_MESSAGES = "SELECT obj FROM messages WHERE run_id = %s AND obj->>'status' = 'in_progress' ORDER BY seq"
 # A run's own steps and messages, whatever their status: what a recovering execution takes over.
@@ -157,6 +164,13 @@ async def merge_run_config(conn: AsyncConnection, run_id: str, values: dict) -> 
 
 async def run_row(conn: AsyncConnection, run_id: str) -> dict | None:
     cur = await conn.execute(SELECT_RUN_ROW, (run_id,))
+    return await cur.fetchone()
+
+
+async def run_start(conn: AsyncConnection, run_id: str) -> dict | None:
+    """The run's row (as `run_row`), with `history`: the thread's messages (as `thread_history`)
+    for a run no execution has started, else None."""
+    cur = await conn.execute(SELECT_RUN_START, (run_id,))
     return await cur.fetchone()
 
 
