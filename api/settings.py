@@ -112,6 +112,11 @@ class Settings(BaseSettings):
         default=10.0, description="Seconds of silence after which a stream sends a keep-alive comment."
     )
     db_pool_size: int = Field(default=20, description="Maximum connections in the API's Postgres pool.")
+    db_prepared_statements: bool = Field(
+        default=True,
+        description="Prepare the statements a process runs often, on each of its connections (Postgres plans them "
+        "once). Turn off behind a pgbouncer older than 1.21 in transaction mode, which cannot keep them.",
+    )
     log_level: str = Field(default="info", description="Log level of the server.")
     auth: bool = Field(
         default=False,

@@ -1258,13 +1258,15 @@ def test_immediate_submit_while_executor_finishes(client, server, scripted, mode
             run = client.beta.threads.runs.create(thread_id=thread.id, assistant_id=assistant.id)
             step_id = calls = None
             for note in listen.notifies(timeout=10):
-                run_id, _, name, data = decode_notification(note.payload)
+                run_id, events = decode_notification(note.payload)
                 if run_id != run.id:
                     continue
-                if name == "thread.run.step.created":
-                    step_id = json.loads(data)["id"]
-                if name == "thread.run.requires_action":
-                    calls = json.loads(data)["required_action"]["submit_tool_outputs"]["tool_calls"]
+                for _, name, data in events:
+                    if name == "thread.run.step.created":
+                        step_id = json.loads(data)["id"]
+                    if name == "thread.run.requires_action":
+                        calls = json.loads(data)["required_action"]["submit_tool_outputs"]["tool_calls"]
+                if calls:
                     break
             assert step_id and calls
             locker.execute("SELECT 1 FROM run_steps WHERE id = %s FOR UPDATE", (step_id,))

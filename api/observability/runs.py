@@ -1,6 +1,6 @@
 """Run transitions as they are stored: one log line each (run id, tenant, status) and the run
-metrics. Called by `api.storage.store` where a run is inserted or its status conditionally updated,
-the one place every transition goes through."""
+metrics. Called where a run is inserted (`api.storage.store`) and where its status is conditionally
+updated (`api.runs.events`, the one place every status change goes through)."""
 
 from __future__ import annotations
 

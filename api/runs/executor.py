@@ -22,6 +22,7 @@ from api.contract.objects import ACTIVE_RUN_STATUSES
 from api.observability.callbacks import run_callbacks
 from api.runs import resume
 from api.runs.binding import RunBinder
+from api.runs.checkpoints import RunSaver
 from api.runs.events import EventPump, EventSink, RunPreempted, prune_events
 from api.runs.failures import RunLost, describe_model_error
 from api.runs.mapper import RunEventMapper
@@ -61,14 +62,16 @@ class RunExecutor:
         settings: Settings,
         tools: ToolRegistry,
         code: CodeSessions | None = None,
+        sink: EventSink | None = None,
     ):
         self.pool = pool
         self.queue = queue
         self.settings = settings
-        self.sink = EventSink(pool)
+        self.sink = sink or EventSink(pool)
         self.binder = RunBinder(pool, settings, tools, code)
         self.recovery = RunRecovery(pool, queue, settings, self.sink)
-        self.graph = builder.compile(checkpointer=AsyncPostgresSaver(pool), name="assistant")
+        self.saver = RunSaver(pool)
+        self.graph = builder.compile(checkpointer=self.saver, name="assistant")
         app = queue.app
         # A job cancelled because its worker is stopping (not because the run was cancelled: that
         # marks the job aborted, which procrastinate never retries) goes back to the queue, and the
@@ -121,7 +124,7 @@ class RunExecutor:
     async def _advance(self, execution: _Execution) -> None:
         run_id = execution.run_id
         async with self.pool.connection() as conn:
-            row = await store.run_row(conn, run_id)
+            row = await store.run_start(conn, run_id)
         if row is None:
             return
         if row["status"] == "cancelling":
@@ -150,28 +153,33 @@ class RunExecutor:
                     "configurable": {"thread_id": run_id},
                     "callbacks": run_callbacks(run_id, row["tenant_id"]),  # observability: metrics, traces
                 }
-                async for mode, payload in self.graph.astream(
-                    plan.graph_input,
-                    graph_config,
-                    context=context,
-                    stream_mode=["messages", "updates"],
-                    durability="sync",
-                ):
-                    if mode == "updates":
-                        plan.totals.observe(payload)
-                    events = plan.mapper.handle(mode, payload)
-                    if not publish_deltas:
-                        events = [e for e in events if not e.event.endswith(".delta")]
-                    if plan.totals.usage:
-                        # A cancel or expiry while the run waits reports the usage so far: stored
-                        # with the pause itself, so no cancel can come between.
-                        events = [
-                            dataclasses.replace(e, config={"usage": plan.totals.usage})
-                            if e.event == "thread.run.requires_action" else e
-                            for e in events
-                        ]
-                    if events:
-                        pump.put(events)
+                if plan.fresh:
+                    self.saver.expect_fresh(run_id)
+                try:
+                    async for mode, payload in self.graph.astream(
+                        plan.graph_input,
+                        graph_config,
+                        context=context,
+                        stream_mode=["messages", "updates"],
+                        durability="sync",
+                    ):
+                        if mode == "updates":
+                            plan.totals.observe(payload)
+                        events = plan.mapper.handle(mode, payload)
+                        if not publish_deltas:
+                            events = [e for e in events if not e.event.endswith(".delta")]
+                        if plan.totals.usage:
+                            # A cancel or expiry while the run waits reports the usage so far: stored
+                            # with the pause itself, so no cancel can come between.
+                            events = [
+                                dataclasses.replace(e, config={"usage": plan.totals.usage})
+                                if e.event == "thread.run.requires_action" else e
+                                for e in events
+                            ]
+                        if events:
+                            pump.put(events)
+                finally:
+                    self.saver.forget(run_id)
             await pump.flush()
             if plan.mapper.run["status"] == "requires_action":
                 return

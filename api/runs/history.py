@@ -151,8 +151,12 @@ async def load_images(pool: AsyncConnectionPool, messages: list[dict], tenant: s
     return urls
 
 
-async def thread_messages(pool: AsyncConnectionPool, thread_id: str, tenant: str, data_dir: Path) -> list[AnyMessage]:
-    """The thread's messages, oldest first, rendered with their images."""
-    async with pool.connection() as conn:
-        messages = await store.thread_history(conn, thread_id)
-    return render(messages, await load_images(pool, messages, tenant, data_dir))
+async def thread_messages(
+    pool: AsyncConnectionPool, thread_id: str, tenant: str, data_dir: Path, rows: list[dict] | None = None
+) -> list[AnyMessage]:
+    """The thread's messages, oldest first, rendered with their images; `rows`: the thread's
+    history already read (`store.run_start`)."""
+    if rows is None:
+        async with pool.connection() as conn:
+            rows = await store.thread_history(conn, thread_id)
+    return render(rows, await load_images(pool, rows, tenant, data_dir))

@@ -58,15 +58,16 @@ class Plan:
     totals: RunTotals
     replay: list[Event]  # events the lost execution owed its clients
     taken_over: bool  # a lost execution's run (logged)
+    fresh: bool = False  # no execution has checkpointed the run yet
 
 
 async def plan(pool: AsyncConnectionPool, graph, row: dict, kinds: dict[str, str], data_dir: Path) -> Plan:
     """`data_dir`: where the Files API keeps the bytes of the images the thread's messages show."""
     run, config, run_id = row["obj"], row["config"], row["obj"]["id"]
     if row["status"] == "queued" and "resume" not in config:
-        messages = await history.thread_messages(pool, run["thread_id"], row["tenant_id"], data_dir)
+        messages = await history.thread_messages(pool, run["thread_id"], row["tenant_id"], data_dir, row.get("history"))
         mapper = RunEventMapper(run, server_tools=kinds)
-        return Plan({"history": messages}, mapper, RunTotals(), [], False)
+        return Plan({"history": messages}, mapper, RunTotals(), [], False, fresh=True)
 
     snapshot = await graph.aget_state({"configurable": {"thread_id": run_id}})
     values = snapshot.values or {}
@@ -83,7 +84,10 @@ async def plan(pool: AsyncConnectionPool, graph, row: dict, kinds: dict[str, str
     mapper = RunEventMapper(run, known=known, streamed=streamed, server_tools=kinds)
     if not values:  # lost before its first checkpoint: start over (adopting what it stored)
         thread = await history.thread_messages(pool, run["thread_id"], row["tenant_id"], data_dir)
-        return Plan({"history": thread}, mapper, RunTotals(), [], True)
+        # The thread as the run found it: without the message the lost execution was writing (a
+        # run's own messages are the thread's last, nothing else is added while it is active).
+        own = sum(1 for obj in known if obj.get("object") == "thread.message")
+        return Plan({"history": thread[: len(thread) - own]}, mapper, RunTotals(), [], True)
     # Pending writes are the newest messages; the graph re-emits them itself when it continues.
     pending = sum(len((t.result or {}).get("messages") or []) for t in snapshot.tasks)
     replay = _replay(mapper, messages[: len(messages) - pending])

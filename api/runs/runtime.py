@@ -61,7 +61,7 @@ class Workers:
 async def runtime(settings: Settings, database_url: str, *, with_executor: bool):
     """Pool, schema, queue and (optionally) the in-process workers: shared by `serve` and `worker`.
     Yields the services and the `Workers` (None without an executor)."""
-    pool = await open_pool(database_url, settings.db_pool_size)
+    pool = await open_pool(database_url, settings.db_pool_size, prepare=settings.db_prepared_statements)
     try:
         await migrate(pool)
         await setup_checkpointer(pool)
@@ -70,14 +70,16 @@ async def runtime(settings: Settings, database_url: str, *, with_executor: bool)
         hub = EventHub(database_url)
         await hub.start()
         registry = await asyncio.to_thread(tool_types.discover, settings)
-        services = Services(settings=settings, pool=pool, queue=queue, sink=EventSink(pool), hub=hub, tools=registry)
+        # One sink for requests and executions: streams of this process get its events straight away.
+        sink = EventSink(pool, relay=hub.relay)
+        services = Services(settings=settings, pool=pool, queue=queue, sink=sink, hub=hub, tools=registry)
         # Only processes that execute runs run code: they keep the code_interpreter sessions.
         code = await CodeSessions.open(pool, settings) if with_executor else None
         workers = None
         if with_executor:
             # vector store file ingestion + store expiry tasks, then the runs' own
             ingestion = IngestionJobs(pool, queue, settings)
-            workers = Workers(RunExecutor(pool, queue, settings, registry, code), ingestion)
+            workers = Workers(RunExecutor(pool, queue, settings, registry, code, sink=sink), ingestion)
         try:
             yield services, workers
         finally:

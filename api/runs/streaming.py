@@ -22,7 +22,7 @@ from psycopg_pool import AsyncConnectionPool
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from api.contract.objects import TERMINAL_RUN_STATUSES, present_step
-from api.runs.events import CHANNEL, REVOKED, decode_notification, event_data, events_after
+from api.runs.events import CHANNEL, REVOKED, decode_notification, event_data, events_after, notification_run
 from api.storage import store
 
 log = logging.getLogger(__name__)
@@ -45,21 +45,29 @@ class Subscription:
 
     async def wait_for(self, names: set[str], timeout: float) -> bool:
         """Whether one of these events (or the key's revocation) arrived within `timeout` seconds."""
+        return await self.wait_for_event(names, timeout) is not None
+
+    async def wait_for_event(self, names: set[str], timeout: float) -> tuple[int, str, str] | None:
+        """The first of these events (or the key's revocation) to arrive within `timeout` seconds:
+        (number, name, data JSON or "@" when it was too large for a notification)."""
         deadline = asyncio.get_running_loop().time() + timeout
         while (left := deadline - asyncio.get_running_loop().time()) > 0:
             try:
-                _, name, _ = await asyncio.wait_for(self.queue.get(), left)
+                event = await asyncio.wait_for(self.queue.get(), left)
             except asyncio.TimeoutError:
-                return False
-            if name in names or name == REVOKED:
-                return True
-        return False
+                return None
+            if event[1] in names or event[1] == REVOKED:
+                return event
+        return None
 
 
 class EventHub:
     def __init__(self, database_url: str):
         self._url = database_url
         self._subs: dict[str, set[Subscription]] = defaultdict(set)
+        # The number of the last event this process relayed to a run's streams itself (`relay`):
+        # its notification, coming back from the database, has nothing new for them.
+        self._relayed: dict[str, int] = {}
         self._task: asyncio.Task | None = None
         self._ready = asyncio.Event()
 
@@ -83,6 +91,18 @@ class EventHub:
             subs.discard(sub)
             if not subs:
                 del self._subs[sub.run_id]
+                self._relayed.pop(sub.run_id, None)
+
+    def relay(self, run_id: str, events: list[tuple[int, str, str]]) -> None:
+        """Events this process just stored (`EventSink`): its own streams of the run get them now.
+        Same numbers as their notification, which then finds nothing new for these streams."""
+        subs = self._subs.get(run_id)
+        if not subs:
+            return
+        for sub in tuple(subs):
+            for event in events:
+                sub.queue.put_nowait(event)
+        self._relayed[run_id] = max(self._relayed.get(run_id, 0), events[-1][0])
 
     async def _listen(self) -> None:
         while True:
@@ -99,16 +119,26 @@ class EventHub:
                 await asyncio.sleep(0.5)
 
     def _dispatch(self, payload: str) -> None:
-        run_id, seq, name, data = decode_notification(payload)
+        run_id = notification_run(payload)
         if run_id == REVOKED:
+            _, ((_, key_id, _),) = decode_notification(payload)
             # A revoked key's streams end at their next event.
             for subs in tuple(self._subs.values()):
                 for sub in tuple(subs):
-                    if sub.key_id == name:
+                    if sub.key_id == key_id:
                         sub.queue.put_nowait((0, REVOKED, ""))
             return
-        for sub in tuple(self._subs.get(run_id, ())):
-            sub.queue.put_nowait((seq, name, data))
+        subs = self._subs.get(run_id)
+        if not subs:
+            return  # nobody here streams this run: not even decoded
+        _, events = decode_notification(payload)
+        relayed = self._relayed.get(run_id, 0)
+        if events[-1][0] <= relayed:
+            return
+        for sub in tuple(subs):
+            for event in events:
+                if event[0] > relayed:
+                    sub.queue.put_nowait(event)
 
 
 def _error_event(message: str) -> ServerSentEvent:

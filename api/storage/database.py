@@ -46,15 +46,17 @@ class _EmbeddedPostgres(AbstractContextManager[str]):
             self._server.cleanup()
 
 
-def connection_kwargs() -> dict:
-    # autocommit + dict rows is what langgraph's AsyncPostgresSaver requires of a shared pool;
-    # prepared statements are off so the pool also works behind pgbouncer.
-    return {"autocommit": True, "row_factory": dict_row, "prepare_threshold": None}
+def connection_kwargs(prepare: bool = True) -> dict:
+    # autocommit + dict rows is what langgraph's AsyncPostgresSaver requires of a shared pool. A
+    # statement run a few times on a connection is prepared there (psycopg's default threshold):
+    # Postgres parses and plans it once instead of on every call, and only its parameters travel.
+    # Off (`prepare=False`) for a pgbouncer that cannot keep prepared statements.
+    return {"autocommit": True, "row_factory": dict_row, "prepare_threshold": 5 if prepare else None}
 
 
-async def open_pool(url: str, max_size: int) -> AsyncConnectionPool:
+async def open_pool(url: str, max_size: int, *, prepare: bool = True) -> AsyncConnectionPool:
     pool = AsyncConnectionPool(
-        url, min_size=2, max_size=max_size, kwargs=connection_kwargs(), open=False
+        url, min_size=2, max_size=max_size, kwargs=connection_kwargs(prepare), open=False
     )
     await pool.open(wait=True, timeout=30)
     return pool

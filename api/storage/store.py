@@ -30,24 +30,8 @@ INSERT_RUN = """
     INSERT INTO runs (id, thread_id, status, tenant_id, expires_at, config, obj)
     VALUES (%s, %s, %s, %s, %s, %s, %s)
 """
-# The executor writes steps and messages knowing only the run: they inherit its tenant.
-INSERT_STEP = """
-    INSERT INTO run_steps (id, run_id, tenant_id, obj)
-    SELECT %s, id, tenant_id, %s FROM runs WHERE id = %s
-    ON CONFLICT (id) DO UPDATE SET obj = EXCLUDED.obj
-"""
-UPSERT_MESSAGE = """
-    INSERT INTO messages (id, thread_id, run_id, tenant_id, obj)
-    SELECT %s, thread_id, id, tenant_id, %s FROM runs WHERE id = %s
-    ON CONFLICT (id) DO UPDATE SET obj = EXCLUDED.obj
-"""
 
 SELECT_ACTIVE_RUN = "SELECT id FROM runs WHERE thread_id = %s AND status = ANY(%s) LIMIT 1"
-# A run's status only moves along the lifecycle: the WHERE clause is the state machine, so a
-# late write (a finishing executor racing a cancel or an expiry) changes nothing.
-TRANSITION_RUN = (
-    "UPDATE runs SET status = %s, obj = %s, updated_at = now() WHERE id = %s AND status = ANY(%s) RETURNING tenant_id"
-)
 SELECT_RUN_ROW = "SELECT obj, status, config, tenant_id FROM runs WHERE id = %s"
 # The run's internal settings: resume values, usage of its executions so far, ...
 MERGE_RUN_CONFIG = "UPDATE runs SET config = config || %s WHERE id = %s"
@@ -65,6 +49,13 @@ SELECT_THREAD_HISTORY = """
     SELECT obj->>'role' AS role, obj->'content' AS content, CASE WHEN kind = 'item' THEN obj END AS item
     FROM messages WHERE thread_id = %s ORDER BY seq
 """
+# What an execution starts from: the run, and for a run no execution has started yet (queued, with
+# no submitted outputs) the thread's history as SELECT_THREAD_HISTORY reads it, in the same statement.
+SELECT_RUN_START = (
+    "SELECT obj, status, config, tenant_id, CASE WHEN status = 'queued' AND NOT config ? 'resume' THEN ("
+    "SELECT coalesce(json_agg(h), '[]'::json) FROM (" + SELECT_THREAD_HISTORY.replace("%s", "runs.thread_id") + ") h"
+    ") END AS history FROM runs WHERE id = %s"
+)
 SELECT_OPEN_STEPS = "SELECT obj, pending_usage FROM run_steps WHERE run_id = %s AND obj->>'status' = 'in_progress' ORDER BY seq"
 SELECT_OPEN_MESSAGES = "SELECT obj FROM messages WHERE run_id = %s AND obj->>'status' = 'in_progress' ORDER BY seq"
 # A run's own steps and messages, whatever their status: what a recovering execution takes over.
@@ -81,8 +72,6 @@ SELECT_ORPHANED_RUNS = """
       )
     LIMIT 100
 """
-SET_STEP_PENDING_USAGE = "UPDATE run_steps SET pending_usage = %s WHERE id = %s"
-CLEAR_RESUME = "UPDATE runs SET config = config - 'resume' WHERE id = %s"
 SELECT_THREAD_STORES = """
     SELECT ARRAY(SELECT jsonb_array_elements_text(obj->'tool_resources'->'file_search'->'vector_store_ids')) AS ids
     FROM threads WHERE id = %s
@@ -91,6 +80,9 @@ COUNT_FILES_IN_PROGRESS = """
     SELECT count(*) AS n FROM vector_store_files WHERE vector_store_id = ANY(%s) AND status = 'in_progress'
 """
 
+# A run's status only moves along the lifecycle: a status change is stored only from these
+# statuses (the WHERE clause of the statement that stores it, `runs/events.py`), so a late write (a
+# finishing executor racing a cancel or an expiry) changes nothing.
 ALLOWED_FROM: dict[str, tuple[str, ...]] = {
     "queued": ("queued", "requires_action"),
     "in_progress": ("queued", "in_progress"),
@@ -139,19 +131,6 @@ async def insert_message(conn: AsyncConnection, obj: dict, tenant: str) -> None:
     await conn.execute(INSERT_MESSAGE, (obj["id"], obj["thread_id"], obj["run_id"], tenant, Jsonb(obj)))
 
 
-async def upsert_message(conn: AsyncConnection, obj: dict) -> None:
-    """A message written by a run (the run's tenant and thread)."""
-    await conn.execute(UPSERT_MESSAGE, (obj["id"], Jsonb(obj), obj["run_id"]))
-
-
-async def upsert_step(conn: AsyncConnection, obj: dict) -> None:
-    await conn.execute(INSERT_STEP, (obj["id"], Jsonb(obj), obj["run_id"]))
-
-
-async def set_step_pending_usage(conn: AsyncConnection, step_id: str, usage: dict) -> None:
-    await conn.execute(SET_STEP_PENDING_USAGE, (Jsonb(usage), step_id))
-
-
 async def thread_vector_store_ids(conn: AsyncConnection, thread_id: str) -> list[str]:
     cur = await conn.execute(SELECT_THREAD_STORES, (thread_id,))
     row = await cur.fetchone()
@@ -161,10 +140,6 @@ async def thread_vector_store_ids(conn: AsyncConnection, thread_id: str) -> list
 async def files_in_progress(conn: AsyncConnection, vector_store_ids: list[str]) -> int:
     cur = await conn.execute(COUNT_FILES_IN_PROGRESS, (vector_store_ids,))
     return (await cur.fetchone())["n"]
-
-
-async def clear_resume(conn: AsyncConnection, run_id: str) -> None:
-    await conn.execute(CLEAR_RESUME, (run_id,))
 
 
 async def insert_run(conn: AsyncConnection, obj: dict, config: dict, tenant: str) -> None:
@@ -180,18 +155,6 @@ async def overdue_runs(conn: AsyncConnection, now: int, limit: int = 100) -> lis
     return [row["id"] for row in await cur.fetchall()]
 
 
-async def transition_run(conn: AsyncConnection, obj: dict) -> bool:
-    """Store `obj` if its status may follow the stored one; False means someone else moved the run on."""
-    cur = await conn.execute(
-        TRANSITION_RUN, (obj["status"], Jsonb(obj), obj["id"], list(ALLOWED_FROM[obj["status"]]))
-    )
-    row = await cur.fetchone()
-    if row is None:
-        return False
-    observed_runs.transition(obj, row["tenant_id"])
-    return True
-
-
 async def run_json(conn: AsyncConnection, run_id: str, thread_id: str, tenant: str) -> tuple[str, str] | None:
     """(the run's JSON text, its status)."""
     row = await (await conn.execute(SELECT_RUN_JSON, (run_id, thread_id, tenant))).fetchone()
@@ -204,6 +167,13 @@ async def merge_run_config(conn: AsyncConnection, run_id: str, values: dict) -> 
 
 async def run_row(conn: AsyncConnection, run_id: str) -> dict | None:
     cur = await conn.execute(SELECT_RUN_ROW, (run_id,))
+    return await cur.fetchone()
+
+
+async def run_start(conn: AsyncConnection, run_id: str) -> dict | None:
+    """The run's row (as `run_row`), with `history`: the thread's messages (as `thread_history`)
+    for a run no execution has started, else None."""
+    cur = await conn.execute(SELECT_RUN_START, (run_id,))
     return await cur.fetchone()
 
 

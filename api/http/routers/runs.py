@@ -11,6 +11,7 @@ from api.http.deps import App, Include, PageParams, RunId, StepId, ThreadId
 from api.observability import metrics
 from api.runs.control import add_messages, announce, cancel_run, create_run, launch, submit_tool_outputs
 from api.runs.runtime import Services
+from api.runs.events import REVOKED
 from api.runs.streaming import STREAM_END_EVENTS, run_events, sse_response
 from api.settings import Settings
 from api.storage import store
@@ -115,8 +116,12 @@ async def retrieve_run(thread_id: ThreadId, run_id: RunId, app: App, request: Re
         found = await _run_json(app, thread_id, run_id)
         if sub is not None and found[1] in POLLED_WHILE:
             # The SDK's poll helper (it says so in a header) only stops at requires_action or a
-            # terminal status: answer when the run gets there, instead of after every poll interval.
-            if await sub.wait_for(STREAM_END_EVENTS, hold):
+            # terminal status: answer when the run gets there, instead of after every poll interval,
+            # with the run as that event shows it (as stored by the same statement).
+            event = await sub.wait_for_event(STREAM_END_EVENTS, hold)
+            if event is not None and event[1] != REVOKED and event[2] != "@":
+                return Response(event[2], media_type="application/json")
+            if event is not None:
                 found = await _run_json(app, thread_id, run_id)
     finally:
         if sub is not None:
