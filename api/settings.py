@@ -105,6 +105,12 @@ class Settings(BaseSettings):
         ge=60,
         description="Seconds a run's events are kept for streams that re-attach (Last-Event-ID).",
     )
+    delta_window_ms: float = Field(
+        default=15.0,
+        ge=0,
+        description="Milliseconds a run's token deltas are gathered before they are stored and sent, once its first "
+        "one went out (each write then carries many tokens). 0 writes whatever arrived during the previous write.",
+    )
     tool_timeout: float = Field(
         default=60.0, description="Seconds a server-side tool call (file_search, ...) may take before it fails."
     )

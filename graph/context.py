@@ -98,7 +98,8 @@ class Context:
         default=120.0,
         metadata={
             "description": "Seconds a streamed model response may stay silent between chunks before the call "
-            "fails (langchain-openai's stream_chunk_timeout); None or 0 waits as long as `timeout` allows."
+            "fails (as langchain-openai's stream_chunk_timeout, enforced by the model client); None or 0 waits as "
+            "long as `timeout` allows."
         },
     )
     max_model_calls: int = field(

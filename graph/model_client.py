@@ -3,9 +3,11 @@ transformation."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
+from langchain_openai import StreamChunkTimeoutError
 from openai import NOT_GIVEN, AsyncOpenAI, AsyncStream
 from openai.types.chat import ChatCompletion
 
@@ -22,8 +24,9 @@ class DirectCompletions:
     client's public `post`, so authentication, retries, timeouts and SSE parsing stay the SDK's.
     """
 
-    def __init__(self, client: AsyncOpenAI):
+    def __init__(self, client: AsyncOpenAI, chunk_timeout: float | None = None):
         self._client = client
+        self._chunk_timeout = chunk_timeout
 
     async def create(
         self,
@@ -33,7 +36,7 @@ class DirectCompletions:
         extra_body: dict | None = None,
         timeout: Any = NOT_GIVEN,
         **params: Any,
-    ) -> ChatCompletion | AsyncStream[dict[str, Any]]:
+    ) -> ChatCompletion | AsyncStream[object]:
         body = {key: value for key, value in params.items() if value is not NOT_GIVEN}
         body.update(extra_body or {})
         options: dict[str, Any] = {"headers": extra_headers or {}, "params": extra_query or {}}
@@ -47,29 +50,38 @@ class DirectCompletions:
             stream=bool(body.get("stream")),
             # Chunks stay the JSON objects they arrive as: langchain turns a ChatCompletionChunk
             # back into a dict first thing, and building the model costs more than the rest of
-            # relaying a token.
-            stream_cls=AsyncStream[dict[str, Any]],
+            # relaying a token. `object`, not `dict[str, Any]`: the SDK hands `object` chunks over
+            # as parsed, where a dict type is walked key by key (a tenth of a stream's CPU).
+            stream_cls=AsyncStream[object],
         )
         limit = body.get("max_completion_tokens") or body.get("max_tokens")
-        if body.get("stream") and limit:
-            return CappedStream(response, limit, body)
+        if body.get("stream") and (limit or self._chunk_timeout):
+            return GuardedStream(response, body, limit=limit, chunk_timeout=self._chunk_timeout)
         return response
 
 
-class CappedStream:
-    """A streamed completion held to the `max_tokens` it was asked for, whatever the server does
-    (many local servers ignore it). Content and tool-call arguments are counted as they arrive
-    (`graph.tokens`); the chunk that reaches the limit is cut to fit, the stream is closed (the
-    rest is never read) and ends like one that stopped for its length: `finish_reason: "length"`
-    and a usage chunk with the counted completion tokens and the prompt counted the same way
-    (the provider's own usage would only have come at the end)."""
+class GuardedStream:
+    """A streamed completion held to the `max_tokens` it was asked for, and to a longest silence
+    between chunks, whatever the server does.
 
-    def __init__(self, stream: AsyncStream, limit: int, body: dict):
+    Budget: many local servers ignore max_tokens. Content and tool-call arguments are counted as
+    they arrive (`graph.tokens`); the chunk that reaches the limit is cut to fit, the stream is
+    closed (the rest is never read) and ends like one that stopped for its length:
+    `finish_reason: "length"` and a usage chunk with the counted completion tokens and the prompt
+    counted the same way (the provider's own usage would only have come at the end).
+
+    Silence: a chunk that does not come within `chunk_timeout` seconds raises langchain's
+    StreamChunkTimeoutError, as its `stream_chunk_timeout` would. Done here because langchain's
+    wraps every chunk in `asyncio.wait_for`, a task per chunk (a twentieth of a stream's CPU);
+    an `asyncio.timeout` around the read costs a timer handle."""
+
+    def __init__(self, stream: AsyncStream, body: dict, *, limit: int | None, chunk_timeout: float | None):
         self._stream = stream
-        self._budget = tokens.Budget(limit)
+        self._budget = tokens.Budget(limit) if limit else None
         self._body = body
+        self._chunk_timeout = chunk_timeout
 
-    async def __aenter__(self) -> "CappedStream":
+    async def __aenter__(self) -> "GuardedStream":
         return self
 
     async def __aexit__(self, *exc: Any) -> None:
@@ -81,9 +93,33 @@ class CappedStream:
     def __aiter__(self):
         return self._chunks()
 
+    async def _received(self):
+        if not self._chunk_timeout:
+            async for chunk in self._stream:
+                yield chunk
+            return
+        source = self._stream.__aiter__()
+        received = 0
+        while True:
+            try:
+                async with asyncio.timeout(self._chunk_timeout):
+                    chunk = await anext(source)
+            except StopAsyncIteration:
+                return
+            except TimeoutError:
+                raise StreamChunkTimeoutError(
+                    self._chunk_timeout, model_name=self._body.get("model"), chunks_received=received
+                ) from None
+            received += 1
+            yield chunk
+
     async def _chunks(self):
+        if self._budget is None:
+            async for chunk in self._received():
+                yield chunk
+            return
         last: dict | None = None
-        async for chunk in self._stream:
+        async for chunk in self._received():
             for choice in chunk.get("choices") or []:
                 delta = choice.get("delta") or {}
                 if delta.get("content"):

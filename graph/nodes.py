@@ -96,14 +96,15 @@ def _chat_model(
         top_p=top_p,
         max_tokens=max_tokens,
         timeout=timeout,
-        # Given explicitly (None: off), so langchain's own environment variable never decides it.
-        stream_chunk_timeout=chunk_timeout,
+        # Off (given explicitly, so langchain's own environment variable never turns it on): the
+        # client below enforces it, more cheaply.
+        stream_chunk_timeout=None,
         max_retries=max_retries,
         streaming=True,
         stream_usage=True,
         **extra,
     )
-    llm.async_client = DirectCompletions(llm.root_async_client)
+    llm.async_client = DirectCompletions(llm.root_async_client, chunk_timeout)
     return llm
 
 
@@ -243,7 +244,7 @@ async def call_model(state: State, runtime: Runtime[Context]) -> dict:
             if max_tokens is not None and ctx.provider != "openai":
                 response: AIMessage = await _within_budget(model, prompt, max_tokens)
             else:
-                # OpenAI-compatible streams are held to max_tokens by their client (CappedStream).
+                # OpenAI-compatible streams are held to max_tokens by their client (GuardedStream).
                 response = await model.ainvoke(prompt)
     except StreamChunkTimeoutError as exc:
         raise ModelStalled(exc.timeout_s, exc.chunks_received) from exc

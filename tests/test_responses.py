@@ -130,7 +130,7 @@ async def test_async_client_with_developer_messages_and_images(aclient, scripted
 
 
 def test_stream_helper_events_and_final_response(client, scripted, model_name):
-    scripted.script(model_name, [{"content": "Streaming works one piece at a time.", "chunk_size": 3}])
+    scripted.script(model_name, [{"content": "Streaming works one piece at a time.", "chunk_size": 3, "chunk_delay": 0.03}])
     with client.responses.stream(model=model_name, input="Stream, please.") as stream:
         events = list(stream)
         final = stream.get_final_response()

@@ -503,7 +503,11 @@ def test_runs_stream_custom_handler_plain_text(client, scripted, model_name):
     answer = "Streaming answers arrive piece by piece."
     second = "A second answer."
     assistant, thread = text_setup(
-        client, scripted, model_name, [{"content": answer, "chunk_size": 5}, {"content": second, "chunk_size": 3}]
+        # Chunks further apart than the server's delta window: each is a delta of its own.
+        client,
+        scripted,
+        model_name,
+        [{"content": answer, "chunk_size": 5, "chunk_delay": 0.04}, {"content": second, "chunk_size": 3, "chunk_delay": 0.04}],
     )
 
     handler = Recorder()
@@ -568,7 +572,12 @@ def test_runs_stream_custom_handler_plain_text(client, scripted, model_name):
 
 
 def test_weather_example_nested_submit(client, scripted, model_name, capsys):
-    assistant, thread = weather_setup(client, scripted, model_name)
+    # Chunks further apart than the server's delta window, so arguments and text arrive in pieces.
+    turns = [
+        {"tool_calls": WEATHER_CALLS, "chunk_size": 6, "chunk_delay": 0.03},
+        {"content": WEATHER_ANSWER, "chunk_size": 3, "chunk_delay": 0.03},
+    ]
+    assistant, thread = weather_setup(client, scripted, model_name, turns)
     handlers: list[AssistantEventHandler] = []
 
     class Recording(AssistantEventHandler):
@@ -1174,6 +1183,27 @@ def test_streamed_and_persisted_agree(client, server, scripted, model_name):
     assert deltas == message["content"][0]["text"]["value"] == WEATHER_ANSWER
     sdk_message = client.beta.threads.messages.retrieve(thread_id=thread.id, message_id=message["id"])
     assert sdk_message.content[0].text.value == deltas
+
+
+def test_fast_model_deltas_are_gathered_in_windows(client, server, scripted, model_name):
+    """A model faster than the delta window: its tokens travel in a few deltas (one write each),
+    the text intact and in order, and a re-attached stream reads the same deltas."""
+    answer = "".join(f"w{i} " for i in range(1500))
+    assistant, thread = text_setup(client, scripted, model_name, [{"content": answer, "chunk_size": 3}])
+    stream = run_stream(server.url, thread.id, assistant.id)
+    validate_stream(stream)
+    pieces = [b.json()["delta"]["content"][0]["text"]["value"] for b in stream.blocks if b.event == "thread.message.delta"]
+    assert "".join(pieces) == answer
+    chunks = -(-len(answer) // 3)
+    assert 1 <= len(pieces) < chunks / 10, f"{len(pieces)} deltas for {chunks} chunks"
+    (message,) = stream.data("thread.message.completed")
+    assert message["content"][0]["text"]["value"] == answer
+    # Kept events re-read from the start give the same deltas.
+    run = stream.data("thread.run.completed")[0]
+    replay = raw_stream(server.url, f"/threads/{thread.id}/runs/{run['id']}/events", None)
+    assert [b.json()["delta"] for b in replay.blocks if b.event == "thread.message.delta"] == [
+        b.json()["delta"] for b in stream.blocks if b.event == "thread.message.delta"
+    ]
 
 
 # --------------------------------------------------------------------------------------------

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Callable, Sequence
@@ -333,6 +334,10 @@ async def prune_events(conn: AsyncConnection, retention: float) -> None:
     await conn.execute(DELETE_OLD_EVENTS, (retention,))
 
 
+def _is_delta(event: Event) -> bool:
+    return event.event.endswith(".delta")
+
+
 def _coalesce(events: list[Event]) -> list[Event]:
     """Merge consecutive text deltas of one message (and argument deltas of one tool call) that
     queued up while the previous write was in flight: fewer round trips, same accumulated result."""
@@ -373,16 +378,25 @@ def _merge_delta(prev: Event, event: Event) -> Event | None:
 
 class EventPump:
     """Emits a run's events in order from a background task, so the graph never waits on the
-    database between tokens. Events that pile up during one write go out together in the next."""
+    database between tokens. Events that pile up during one write go out together in the next.
 
-    def __init__(self, sink: EventSink, run_id: str):
+    Token deltas also wait up to `window` seconds after the previous write, so a fast model's
+    stream is written (stored, notified, sent) a few dozen times a second instead of once per
+    token or two: a write's cost, not its size, is what a token paid for. A delta that follows a
+    write without deltas goes out at once (time to first token), and any other event ends the wait
+    (it is a state change that a client or a waiting poll should see now)."""
+
+    def __init__(self, sink: EventSink, run_id: str, *, window: float = 0.0):
         self._sink = sink
         self._run_id = run_id
+        self._window = window
+        self._last_write = 0.0
         self._pending: list[Event] = []
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
         self._error: BaseException | None = None
+        self._holding: asyncio.Event | None = None  # set to end a delta window early
         self._task = asyncio.create_task(self._drain(), name=f"events {run_id}")
 
     def put(self, events: list[Event]) -> None:
@@ -390,12 +404,17 @@ class EventPump:
             raise self._error
         self._pending.extend(events)
         self._idle.clear()
-        self._wake.set()
+        if not self._wake.is_set():
+            self._wake.set()
+        if self._holding is not None and not all(_is_delta(e) for e in events):
+            self._holding.set()
 
     async def flush(self) -> None:
         """Wait until everything put so far is stored and published; re-raise a failed write."""
         if self._pending or not self._idle.is_set():
             self._wake.set()
+            if self._holding is not None:
+                self._holding.set()
             await self._idle.wait()
         if self._error is not None:
             raise self._error
@@ -411,10 +430,27 @@ class EventPump:
             # One turn of the event loop: chunks already received by the model client join this batch.
             await asyncio.sleep(0)
             while self._pending and self._error is None:
+                await self._hold()
                 batch, self._pending = _coalesce(self._pending), []
+                # Only a write that carried deltas opens a window: the first token of a message
+                # goes out as soon as it comes.
+                self._last_write = time.monotonic() if any(_is_delta(e) for e in batch) else 0.0
                 try:
                     await self._sink.emit(batch, run_id=self._run_id)
                 except Exception as exc:  # RunPreempted or a database error: the executor decides
                     self._error = exc
                     self._pending = []
             self._idle.set()
+
+    async def _hold(self) -> None:
+        """While only deltas are pending, wait out the window since the previous write."""
+        wait = self._last_write + self._window - time.monotonic()
+        if wait <= 0 or not all(_is_delta(e) for e in self._pending):
+            return
+        self._holding = holding = asyncio.Event()
+        try:
+            await asyncio.wait_for(holding.wait(), wait)
+        except TimeoutError:
+            pass
+        finally:
+            self._holding = None

@@ -144,7 +144,7 @@ class RunExecutor:
                 await self._count_takeover(run_id, config)
             # Deltas only matter to a stream; a polled run skips publishing them.
             publish_deltas = config.get("stream", True)
-            execution.pump = pump = EventPump(self.sink, run_id)
+            execution.pump = pump = EventPump(self.sink, run_id, window=self.settings.delta_window_ms / 1000)
             pump.put([e for e in plan.replay if publish_deltas or not e.event.endswith(".delta")])
             if plan.graph_input is not resume.FINISHED:
                 # Checkpointed after every step, before the next starts: a run whose process dies is
