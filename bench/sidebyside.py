@@ -732,8 +732,9 @@ def main(argv: list[str] | None = None) -> int:
     fd_limit = raise_fd_limit(max(args.streams) * 4 + 256)
     texts = {"long": long_text(args.relay_chunks, args.chunk_size),
              "conc": long_text(args.stream_chunks, args.chunk_size)}
-    results: dict = {"benchmark": "sidebyside", "environment": environment(), "params": {
-        k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}}
+    # Where the logs were copied says nothing about the figures, and is a path on someone's machine.
+    params = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "keep_logs"}
+    results: dict = {"benchmark": "sidebyside", "environment": environment(), "params": params}
     results["environment"].update(open_files_limit=fd_limit, **_versions())
     server_env = {"ASSISTGRAPH_WORKERS": str(args.server_workers), "PYTHONPATH": str(ROOT)}
     assert_imports_this_checkout({**os.environ, **server_env}, ROOT)
