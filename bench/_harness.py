@@ -20,9 +20,9 @@ import sys
 import tempfile
 import time
 import warnings
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import httpx
 
@@ -55,14 +55,14 @@ class Child:
         return "\n".join(text.splitlines()[-lines:])
 
 
-def start_child(name: str, args: list[str], env: dict, log_path: Path) -> Child:
+def start_child(name: str, args: list[str], env: dict, log_path: Path, *, cwd: Path = ROOT) -> Child:
     log = open(log_path, "wb")
     try:
         # Own session: a Ctrl-C in the terminal reaches only this script, which then stops the
         # children in order (the server first, so it can stop its embedded Postgres).
         proc = subprocess.Popen(
-            [sys.executable, *args], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-            start_new_session=True,
+            [sys.executable, *args], cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL, start_new_session=True,
         )
     finally:
         log.close()
@@ -156,25 +156,45 @@ def cores_busy(before: dict, after: dict, wall: float) -> dict:
     return {k: round(v, 3) for k, v in busy.items()}
 
 
-def _tree_cpu(pid: int, *, skip: set[int]) -> float:
-    """A process and its live descendants (the worker processes of `serve --workers N`)."""
+def tree_pids(pid: int, *, skip: Collection[int] = ()) -> list[int]:
+    """A process and its live descendants (the worker processes of `serve --workers N`), leaving out
+    the subtrees of the pids in `skip`."""
     children: dict[int, list[int]] = {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             f = _stat_fields(int(entry.name))
             if f is not None:
                 children.setdefault(int(f[1]), []).append(int(entry.name))
-    total, todo = 0.0, [pid]
+    found, todo = [], [pid]
     while todo:
         current = todo.pop()
         if current in skip:
             continue
-        total += _proc_cpu(current)
+        found.append(current)
         todo += children.get(current, [])
+    return found
+
+
+def tree_cpu(pid: int, *, skip: Collection[int] = ()) -> float:
+    return sum(_proc_cpu(p) for p in tree_pids(pid, skip=skip))
+
+
+_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
+def tree_rss_bytes(pid: int, *, skip: Collection[int] = ()) -> int:
+    """Resident memory of a process tree, summed (pages shared between the processes count once per
+    process, so this overstates a forked tree a little)."""
+    total = 0
+    for p in tree_pids(pid, skip=skip):
+        try:
+            total += int(Path(f"/proc/{p}/statm").read_text().split()[1]) * _PAGE
+        except (OSError, ValueError, IndexError):
+            pass
     return total
 
 
-def _postmaster_pid(pgdata: Path) -> int | None:
+def postmaster_pid(pgdata: Path) -> int | None:
     try:
         return int((pgdata / "postmaster.pid").read_text().splitlines()[0])
     except (OSError, ValueError, IndexError):
@@ -215,7 +235,7 @@ class Stack:
         """CPU time (user+sys) used so far by each component of the benchmark."""
         own = os.times()
         return {
-            "server": _tree_cpu(self.server.proc.pid, skip={_postmaster_pid(self.workdir / "data" / "pgdata") or -1}),
+            "server": tree_cpu(self.server.proc.pid, skip={postmaster_pid(self.workdir / "data" / "pgdata") or -1}),
             "postgres": _postgres_cpu(self.workdir / "data" / "pgdata"),
             "scripted model": _proc_cpu(self.model.proc.pid),
             "bench client": own.user + own.system,
@@ -315,6 +335,26 @@ def script_model(model_url: str, model: str, turns: list[dict]) -> None:
 
 
 # --- clients ------------------------------------------------------------------------------------
+
+
+class SSEDecoder:
+    """Server-sent events from lines, fed one at a time, so sync and async readers share the parsing.
+    `feed` returns (event, data) when a line completes an event; comments are skipped."""
+
+    def __init__(self) -> None:
+        self.event: str | None = None
+        self.data: list[str] = []
+
+    def feed(self, line: str) -> tuple[str | None, str] | None:
+        if line == "":
+            done = (self.event, "\n".join(self.data)) if self.event is not None or self.data else None
+            self.event, self.data = None, []
+            return done
+        if line.startswith("event:"):
+            self.event = line[6:].strip()
+        elif line.startswith("data:"):
+            self.data.append(line[5:].lstrip(" "))
+        return None
 
 
 def sdk_kwargs(url: str) -> dict:

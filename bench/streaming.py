@@ -28,6 +28,7 @@ import httpx
 import openai
 
 from bench._harness import (
+    SSEDecoder,
     environment,
     print_table,
     script_model,
@@ -60,18 +61,11 @@ def long_text(chunks: int, chunk_size: int) -> str:
 
 def iter_sse(response: httpx.Response):
     """(event, data, arrival perf_counter) for each SSE block; comments skipped."""
-    event, data = None, []
+    decoder = SSEDecoder()
     for line in response.iter_lines():
-        if line == "":
-            if event is not None or data:
-                yield event, "\n".join(data), time.perf_counter()
-            event, data = None, []
-        elif line.startswith(":"):
-            continue
-        elif line.startswith("event:"):
-            event = line[6:].strip()
-        elif line.startswith("data:"):
-            data.append(line[5:].lstrip(" "))
+        done = decoder.feed(line)
+        if done is not None:
+            yield *done, time.perf_counter()
 
 
 def stream_run(http: httpx.Client, server_url: str, thread_id: str, assistant_id: str, *, keep_deltas: bool):
