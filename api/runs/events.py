@@ -369,6 +369,10 @@ def _merge_delta(prev: Event, event: Event) -> Event | None:
         )
         if a["index"] != b["index"] or field is None or b.get("type") != a["type"] or set(b.get(field, ())) != {text}:
             return None
+        if "id" in a:
+            # The delta that announces a call stays apart: the SDK's stream helpers report it as
+            # the call's creation and only the deltas after it as input (on_tool_call_delta).
+            return None
         if text not in a[field]:
             return None
         call = {**a, field: {**a[field], text: a[field][text] + b[field][text]}}
