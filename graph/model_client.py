@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from typing import Any
 
 from langchain_openai import StreamChunkTimeoutError
@@ -54,10 +55,14 @@ class DirectCompletions:
             # as parsed, where a dict type is walked key by key (a tenth of a stream's CPU).
             stream_cls=AsyncStream[object],
         )
+        if not body.get("stream"):
+            return response
         limit = body.get("max_completion_tokens") or body.get("max_tokens")
-        if body.get("stream") and (limit or self._chunk_timeout):
-            return GuardedStream(response, body, limit=limit, chunk_timeout=self._chunk_timeout)
-        return response
+        return GuardedStream(response, body, limit=limit, chunk_timeout=self._chunk_timeout)
+
+
+# Longest a stream of already-buffered chunks keeps the event loop to itself.
+TURN_SECONDS = 0.002
 
 
 class GuardedStream:
@@ -73,7 +78,12 @@ class GuardedStream:
     Silence: a chunk that does not come within `chunk_timeout` seconds raises langchain's
     StreamChunkTimeoutError, as its `stream_chunk_timeout` would. Done here because langchain's
     wraps every chunk in `asyncio.wait_for`, a task per chunk (a twentieth of a stream's CPU);
-    an `asyncio.timeout` around the read costs a timer handle."""
+    an `asyncio.timeout` around the read costs a timer handle.
+
+    Turns: reading chunks the connection has already buffered never suspends, so a model faster
+    than the server would hold the event loop for its whole answer: its own events would not be
+    written nor other runs' streams served until it ended. The stream lets the loop turn at least
+    every `TURN_SECONDS`."""
 
     def __init__(self, stream: AsyncStream, body: dict, *, limit: int | None, chunk_timeout: float | None):
         self._stream = stream
@@ -94,15 +104,15 @@ class GuardedStream:
         return self._chunks()
 
     async def _received(self):
-        if not self._chunk_timeout:
-            async for chunk in self._stream:
-                yield chunk
-            return
         source = self._stream.__aiter__()
         received = 0
+        turned = time.monotonic()
         while True:
             try:
-                async with asyncio.timeout(self._chunk_timeout):
+                if self._chunk_timeout:
+                    async with asyncio.timeout(self._chunk_timeout):
+                        chunk = await anext(source)
+                else:
                     chunk = await anext(source)
             except StopAsyncIteration:
                 return
@@ -112,6 +122,10 @@ class GuardedStream:
                 ) from None
             received += 1
             yield chunk
+            now = time.monotonic()
+            if now - turned > TURN_SECONDS:
+                await asyncio.sleep(0)
+                turned = time.monotonic()
 
     async def _chunks(self):
         if self._budget is None:
