@@ -221,7 +221,7 @@ class AssistGraph:
 
     async def deltas(self, thread: str, model: str) -> AsyncIterator[str]:
         body = {"assistant_id": self.assistants[model], "stream": True}
-        last = None
+        last = last_error = None
         async with self.http.stream("POST", f"{self.s.server_url}/threads/{thread}/runs", json=body,
                                     headers=SERVER_HEADERS) as r:
             await _open_stream(r)
@@ -234,10 +234,11 @@ class AssistGraph:
                     raise RunFailed(f"error event: {data[:300]}")
                 elif event and event.startswith("thread.run.") and not event.startswith("thread.run.step."):
                     last = event
+                    last_error = json.loads(data).get("last_error")
                 elif data == "[DONE]":
                     break
         if last != "thread.run.completed":
-            raise RunFailed(f"stream ended with {last}")
+            raise RunFailed(f"stream ended with {last}: {last_error}")
 
     def rss(self) -> int:
         pgdata = self.s.workdir / "data" / "pgdata"
@@ -744,7 +745,9 @@ def main(argv: list[str] | None = None) -> int:
             script_model(s.model_url, model, [{"content": text, "chunk_size": args.chunk_size, "chunk_delay": delay,
                                                "repeat": True}])
         results.update(asyncio.run(run_all(Bench(s, dev), args, texts)))
-        results["assistgraph_log_problem_lines"] = len(s.server_log_problems())
+        problems = s.server_log_problems()
+        results["assistgraph_log_problem_lines"] = len(problems)
+        results["assistgraph_log_problem_samples"] = problems[:20]
     results["environment"]["loadavg_at_end"] = os.getloadavg()
     results["summary"] = summarise(results["rounds"])
     report(results, args)
