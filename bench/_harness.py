@@ -287,7 +287,10 @@ def stack(
             ASSISTGRAPH_DATA_DIR=str(workdir / "data"),
             OPENAI_BASE_URL=model_url,
             OPENAI_API_KEY="sk-bench-model-key",
-            ASSISTGRAPH_MODEL_MAX_RETRIES="0",
+            # The server's default: one retry, as deployed. Model servers on uvicorn (the scripted
+            # one, vLLM) close a keep-alive connection after 5 s idle, the moment the client's pool
+            # may reuse it; without a retry that race fails a run now and then under 1,000 streams.
+            ASSISTGRAPH_MODEL_MAX_RETRIES="1",
             ASSISTGRAPH_LOG_LEVEL="warning",
         )
         env.update(server_env or {})

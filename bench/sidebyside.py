@@ -102,7 +102,8 @@ class RunFailed(Exception):
 def model_context(model_url: str, model: str) -> dict:
     """What a Studio user would put in the run's context to reach the scripted model; assistgraph
     builds the same Context from the assistant and its own settings."""
-    return {"model": model, "base_url": model_url, "api_key": MODEL_KEY, "max_retries": 0}
+    # One retry, as assistgraph's (see _harness: a keep-alive connection the model closes as it is reused).
+    return {"model": model, "base_url": model_url, "api_key": MODEL_KEY, "max_retries": 1}
 
 
 # --- langgraph dev as a child process -----------------------------------------------------------
