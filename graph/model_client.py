@@ -101,7 +101,7 @@ class GuardedStream:
         await self._stream.close()
 
     def __aiter__(self):
-        return self._chunks()
+        return self._received() if self._budget is None else self._capped()
 
     async def _received(self):
         source = self._stream.__aiter__()
@@ -122,16 +122,11 @@ class GuardedStream:
                 ) from None
             received += 1
             yield chunk
-            now = time.monotonic()
-            if now - turned > TURN_SECONDS:
+            if time.monotonic() - turned > TURN_SECONDS:
                 await asyncio.sleep(0)
                 turned = time.monotonic()
 
-    async def _chunks(self):
-        if self._budget is None:
-            async for chunk in self._received():
-                yield chunk
-            return
+    async def _capped(self):
         last: dict | None = None
         async for chunk in self._received():
             for choice in chunk.get("choices") or []:

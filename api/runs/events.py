@@ -408,8 +408,7 @@ class EventPump:
             raise self._error
         self._pending.extend(events)
         self._idle.clear()
-        if not self._wake.is_set():
-            self._wake.set()
+        self._wake.set()
         if self._holding is not None and not all(_is_delta(e) for e in events):
             self._holding.set()
 
