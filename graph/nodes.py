@@ -383,7 +383,9 @@ async def await_client_tools(state: State) -> dict:
     }
 
 
-def route_after_model(state: State, runtime: Runtime[Context]) -> str:
+# Routes are async although they never await: LangGraph runs a sync route in a worker thread, a
+# thread hop on every edge of every run.
+async def route_after_model(state: State, runtime: Runtime[Context]) -> str:
     if state.get("incomplete"):
         return END
     pending = _unanswered_calls(state)
@@ -396,5 +398,5 @@ def route_after_model(state: State, runtime: Runtime[Context]) -> str:
     return "client_tools"
 
 
-def route_after_server_tools(state: State) -> str:
+async def route_after_server_tools(state: State) -> str:
     return "client_tools" if _unanswered_calls(state) else "model"

@@ -10,6 +10,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
+import psycopg
 import pytest
 
 from tests.conftest import _extra_server, _own_database, sdk, stop_process, wait_for
@@ -114,6 +115,33 @@ def test_only_declared_functions_pause_a_run_that_also_invents_one(client, scrip
     assert run.status == "completed", run.last_error
     results = {m["content"] for m in _tool_messages(scripted.requests(model_name)[1])}
     assert results == {"sunny", "Error: there is no tool named 'lookup_forecast'. Available tools: get_weather."}
+
+
+def test_a_runs_checkpoints_keep_its_whole_history(client, scripted, model_name, database_url):
+    """A fresh run's first saves (its input, LangGraph's start) go to Postgres with its first node's,
+    in one transaction: every step is there, each checkpoint's parent the one before it."""
+    scripted.script(
+        model_name, [{"tool_calls": [{"name": "get_weather", "arguments": {"city": "Paris"}}]}, {"content": "Sunny."}]
+    )
+    _, thread, run = _run(client, model_name, tools=[WEATHER])
+    assert run.status == "requires_action"
+    call = run.required_action.submit_tool_outputs.tool_calls[0]
+    run = client.beta.threads.runs.submit_tool_outputs_and_poll(
+        thread_id=thread.id, run_id=run.id, tool_outputs=[{"tool_call_id": call.id, "output": "sunny"}],
+        poll_interval_ms=50,
+    )
+    assert run.status == "completed", run.last_error
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT checkpoint_id, parent_checkpoint_id, (metadata->>'step')::int, metadata->>'source'"
+            " FROM checkpoints WHERE thread_id = %s ORDER BY checkpoint_id",
+            (run.id,),
+        ).fetchall()
+        (writes,) = conn.execute("SELECT count(*) FROM checkpoint_writes WHERE thread_id = %s", (run.id,)).fetchone()
+    # input, start, model (then the pause), client_tools (resumed with the outputs), model
+    assert [(step, source) for _, _, step, source in rows] == [(-1, "input"), (0, "loop"), (1, "loop"), (2, "loop"), (3, "loop")]
+    assert [parent for _, parent, _, _ in rows] == [None, *[cid for cid, _, _, _ in rows[:-1]]]
+    assert writes > 0
 
 
 def test_a_model_calling_tools_forever_is_stopped_at_the_model_call_limit(client, scripted, model_name):

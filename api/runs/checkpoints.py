@@ -9,7 +9,11 @@ serialised where it is made (a run's state is the thread's history and the run's
 the thread hop cost more than the encoding), sent as one statement, on a pool connection of its own.
 
 A save is as durable as before: LangGraph still awaits each one before the next super-step starts
-(`durability="sync"`), and a statement is committed when it returns.
+(`durability="sync"`), and a statement is committed when it returns. One exception, a fresh run's
+first saves (its input, and LangGraph's start step): they hold nothing the thread does not, so they
+are sent with the save after the first node instead, in one transaction, rather than each making
+the model wait for a commit. An execution lost before that save leaves no checkpoint, and the next
+one starts the run over from the thread (see `resume.py`), as it would have from those saves.
 """
 
 from __future__ import annotations
@@ -62,14 +66,33 @@ class RunSaver(AsyncPostgresSaver):
     def __init__(self, pool: AsyncConnectionPool):
         super().__init__(pool)
         self._fresh: set[str] = set()
+        # Fresh runs' saves not sent yet: (statement, parameters) in the order they were made.
+        self._held: dict[str, list[tuple[str, dict]]] = {}
 
     def expect_fresh(self, thread_id: str) -> None:
         """The next read of this checkpoint thread finds nothing: a run that no execution has
-        checkpointed yet (still `queued`, never resumed), so the read is not made."""
+        checkpointed yet (still `queued`, never resumed), so the read is not made; and its saves
+        up to the first node's are sent together."""
         self._fresh.add(thread_id)
+        self._held[thread_id] = []
 
     def forget(self, thread_id: str) -> None:
         self._fresh.discard(thread_id)
+        self._held.pop(thread_id, None)
+
+    async def _save(self, thread_id: str, statement: str, params: dict, *, after_node: bool) -> None:
+        held = self._held.get(thread_id)
+        if held is None:
+            async with self.conn.connection() as conn:
+                await conn.execute(statement, params)
+            return
+        held.append((statement, params))
+        if not after_node:
+            return
+        del self._held[thread_id]
+        async with self.conn.connection() as conn, conn.pipeline(), conn.transaction():
+            for query, values in held:
+                await conn.execute(query, values)
 
     async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
         thread_id = config["configurable"]["thread_id"]
@@ -104,22 +127,24 @@ class RunSaver(AsyncPostgresSaver):
             elif not (value is None or isinstance(value, (str, int, float, bool))):
                 blobs[key] = values.pop(key)
         rows = self._dump_blobs(thread_id, ns, blobs, {k: v for k, v in new_versions.items() if k in blobs})
-        async with self.conn.connection() as conn:
-            await conn.execute(
-                PUT_CHECKPOINT,
-                {
-                    "thread": thread_id,
-                    "ns": ns,
-                    "channels": [row[2] for row in rows],
-                    "versions": [row[3] for row in rows],
-                    "types": [row[4] for row in rows],
-                    "blobs": [row[5] for row in rows],
-                    "id": checkpoint["id"],
-                    "parent": configurable.get("checkpoint_id"),
-                    "checkpoint": Jsonb(copy),
-                    "metadata": Jsonb(get_serializable_checkpoint_metadata(config, metadata)),
-                },
-            )
+        await self._save(
+            thread_id,
+            PUT_CHECKPOINT,
+            {
+                "thread": thread_id,
+                "ns": ns,
+                "channels": [row[2] for row in rows],
+                "versions": [row[3] for row in rows],
+                "types": [row[4] for row in rows],
+                "blobs": [row[5] for row in rows],
+                "id": checkpoint["id"],
+                "parent": configurable.get("checkpoint_id"),
+                "checkpoint": Jsonb(copy),
+                "metadata": Jsonb(get_serializable_checkpoint_metadata(config, metadata)),
+            },
+            # step -1 is the input, 0 LangGraph's start: the first node's save comes at step 1
+            after_node=metadata.get("step", 1) >= 1,
+        )
         return {"configurable": {"thread_id": thread_id, "checkpoint_ns": ns, "checkpoint_id": checkpoint["id"]}}
 
     async def aput_writes(
@@ -134,21 +159,22 @@ class RunSaver(AsyncPostgresSaver):
             configurable["thread_id"], configurable["checkpoint_ns"], configurable["checkpoint_id"], task_id, task_path, writes
         )
         replace = all(channel in WRITES_IDX_MAP for channel, _ in writes)
-        async with self.conn.connection() as conn:
-            await conn.execute(
-                _PUT_WRITES_UPSERT if replace else _PUT_WRITES_INSERT,
-                {
-                    "thread": configurable["thread_id"],
-                    "ns": configurable["checkpoint_ns"],
-                    "id": configurable["checkpoint_id"],
-                    "task": task_id,
-                    "path": task_path,
-                    "idxs": [row[5] for row in rows],
-                    "channels": [row[6] for row in rows],
-                    "types": [row[7] for row in rows],
-                    "blobs": [row[8] for row in rows],
-                },
-            )
+        await self._save(
+            configurable["thread_id"],
+            _PUT_WRITES_UPSERT if replace else _PUT_WRITES_INSERT,
+            {
+                "thread": configurable["thread_id"],
+                "ns": configurable["checkpoint_ns"],
+                "id": configurable["checkpoint_id"],
+                "task": task_id,
+                "path": task_path,
+                "idxs": [row[5] for row in rows],
+                "channels": [row[6] for row in rows],
+                "types": [row[7] for row in rows],
+                "blobs": [row[8] for row in rows],
+            },
+            after_node=False,
+        )
 
 
 _PUT_WRITES_UPSERT = PUT_WRITES.format(on_conflict=UPSERT)

@@ -128,14 +128,15 @@ async def create_run(
     and its opening events; the caller announces them (which defers its execution), commits, then
     calls `launch`. `assistant`: the defaults the run starts from (an assistant's fields, or a
     response's own), instead of the assistant `body.assistant_id` names."""
+    found = await store.lock_thread_for_run(conn, thread_id, svc.tenant, None if assistant else body.assistant_id)
     if assistant is None:
-        assistant = await store.get(conn, "assistants", body.assistant_id, svc.tenant)
+        assistant = found["assistant"] if found else await store.get(conn, "assistants", body.assistant_id, svc.tenant)
         if assistant is None:
             raise not_found("assistant", body.assistant_id)
-    await lock_thread(conn, thread_id, svc.tenant)
-    active = await store.active_run_id(conn, thread_id)
-    if active:
-        raise InvalidRequest(f"Thread {thread_id} already has an active run {active}.")
+    if found is None:
+        raise not_found("thread", thread_id)
+    if found["active_run"]:
+        raise InvalidRequest(f"Thread {thread_id} already has an active run {found['active_run']}.")
     await add_messages(conn, thread_id, additional_messages, svc, jobs)
     run = objects.run(
         thread_id, assistant, body, svc.settings.run_expires_after, additional_instructions=additional_instructions

@@ -32,6 +32,16 @@ INSERT_RUN = """
 """
 
 SELECT_ACTIVE_RUN = "SELECT id FROM runs WHERE thread_id = %s AND status = ANY(%s) LIMIT 1"
+# What creating a run reads, in one round trip: the thread (locked: serialises "is a run active?"
+# decisions), its active run, and the assistant the run starts from (absent: not found, or not asked).
+LOCK_THREAD_FOR_RUN = """
+    SELECT t.obj AS thread, a.obj AS assistant,
+        (SELECT r.id FROM runs r WHERE r.thread_id = t.id AND r.status = ANY(%(active)s) LIMIT 1) AS active_run
+    FROM threads t
+    LEFT JOIN assistants a ON a.id = %(assistant)s AND a.tenant_id = %(tenant)s
+    WHERE t.id = %(thread)s AND t.tenant_id = %(tenant)s
+    FOR UPDATE OF t
+"""
 SELECT_RUN_ROW = "SELECT obj, status, config, tenant_id FROM runs WHERE id = %s"
 # The run's internal settings: resume values, usage of its executions so far, ...
 MERGE_RUN_CONFIG = "UPDATE runs SET config = config || %s WHERE id = %s"
@@ -174,6 +184,15 @@ async def run_start(conn: AsyncConnection, run_id: str) -> dict | None:
     """The run's row (as `run_row`), with `history`: the thread's messages (as `thread_history`)
     for a run no execution has started, else None."""
     cur = await conn.execute(SELECT_RUN_START, (run_id,))
+    return await cur.fetchone()
+
+
+async def lock_thread_for_run(conn: AsyncConnection, thread_id: str, tenant: str, assistant_id: str | None) -> dict | None:
+    """{"thread", "assistant", "active_run"} of `LOCK_THREAD_FOR_RUN`; None when the thread does not exist."""
+    cur = await conn.execute(
+        LOCK_THREAD_FOR_RUN,
+        {"thread": thread_id, "tenant": tenant, "assistant": assistant_id, "active": list(ACTIVE_RUN_STATUSES)},
+    )
     return await cur.fetchone()
 
 
