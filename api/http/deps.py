@@ -48,12 +48,15 @@ def _id_checker(param: str, prefix: str):
     return check
 
 
+_check_thread_id = _id_checker("thread_id", "thread_")
+
+
 async def _thread_id(value: str = Path(alias="thread_id")) -> str:
     """A thread's id; a conversation's id (`conv_…`, the Conversations API's name of the same thread)
     works too."""
     if value.startswith("conv_"):
         return "thread_" + value[len("conv_") :]
-    return await _id_checker("thread_id", "thread_")(value)
+    return await _check_thread_id(value)
 
 
 AssistantId = Annotated[str, Depends(_id_checker("assistant_id", "asst_"))]
