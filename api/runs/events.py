@@ -422,6 +422,11 @@ class EventPump:
         if self._error is not None:
             raise self._error
 
+    @property
+    def error(self) -> BaseException | None:
+        """Why a write failed (RunPreempted: the run moved on without this execution), if one did."""
+        return self._error
+
     async def close(self) -> None:
         self._task.cancel()
         await asyncio.gather(self._task, return_exceptions=True)

@@ -135,7 +135,10 @@ class RunExecutor:
         config = row["config"]
         execution.mapper = RunEventMapper(row["obj"])
         try:
-            await self.sink.emit(execution.mapper.start(), run_id=run_id)
+            # Stored while the run's tools and input are prepared: a cancel that came first fails
+            # that write, and the pump raises it at the next event.
+            execution.pump = pump = EventPump(self.sink, run_id, window=self.settings.delta_window_ms / 1000)
+            pump.put(execution.mapper.start())
             run = execution.mapper.run  # now in_progress, with its start time
             context, kinds = await self.binder.context(run, row["tenant_id"], config)
             plan = await resume.plan(self.pool, self.graph, {**row, "obj": run}, kinds, self.settings.data_dir)
@@ -144,7 +147,6 @@ class RunExecutor:
                 await self._count_takeover(run_id, config)
             # Deltas only matter to a stream; a polled run skips publishing them.
             publish_deltas = config.get("stream", True)
-            execution.pump = pump = EventPump(self.sink, run_id, window=self.settings.delta_window_ms / 1000)
             pump.put([e for e in plan.replay if publish_deltas or not e.event.endswith(".delta")])
             if plan.graph_input is not resume.FINISHED:
                 # Checkpointed after every step, before the next starts: a run whose process dies is
@@ -187,9 +189,13 @@ class RunExecutor:
         except RunPreempted:
             await self._after_preemption(execution)
         except Exception as exc:  # the model, the network, a bad tool schema: the run fails, never hangs
+            await self._settle(execution.pump)
+            if execution.pump is not None and isinstance(execution.pump.error, RunPreempted):
+                # Cancelled (or expired) before this failure: that ending stands.
+                await self._after_preemption(execution)
+                return
             log.warning("run %s failed: %s", run_id, exc)
             code, message = describe_model_error(exc, self.settings)
-            await self._settle(execution.pump)
             usage = execution.totals.usage if execution.totals else config.get("usage")
             await self._emit_quietly(execution.mapper.fail(code, message, usage), run_id)
 
