@@ -350,8 +350,8 @@ def main(argv: list[str] | None = None) -> int:
               f"{r['server_cpu_us_per_delta_median']:,.0f} us/delta event")
         v = r["relayed_tokens_per_s_median"]
         checks.append(("relayed tokens/s >= 2000 (model chunks)", v, verdict(v, TARGET_TOKENS_PER_S, at_most=False)))
-        v = r["relayed_deltas_per_s_median"]
-        checks.append(("  same, counted as delta events/s", v, verdict(v, TARGET_TOKENS_PER_S, at_most=False)))
+        # Not a check on delta events/s: the server gathers a fast model's tokens into one delta per
+        # ASSISTGRAPH_DELTA_WINDOW_MS by design, so their rate says nothing of the tokens relayed.
     if "concurrent" in results:
         c = results["concurrent"]
         print_table(f"{c['streams']} concurrent streams ({c['chunks']} chunks, chunk_delay {c['chunk_delay_s']}s)", [(

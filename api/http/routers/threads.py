@@ -18,12 +18,14 @@ async def create_thread(app: App, body: schemas.CreateThread | None = None) -> d
     body = body or schemas.CreateThread()
     thread = objects.thread(body.metadata)
     jobs: list = []
-    async with app.pool.connection() as conn, conn.transaction():
+    # Pipelined: the inserts need no answer, so a plain thread with its messages is one round trip.
+    async with app.pool.connection() as conn, conn.pipeline(), conn.transaction():
         thread["tool_resources"] = await tool_resources.resolve(conn, app, body.tool_resources, jobs, for_thread=True)
         await store.insert_thread(conn, thread, app.tenant)
         await add_messages(conn, thread["id"], body.messages, app, jobs)
-        # Attachments may have given the thread a vector store.
-        thread = await store.get(conn, "threads", thread["id"], app.tenant)
+        if any(m.attachments for m in body.messages or []):
+            # Attachments may have given the thread a vector store.
+            thread = await store.get(conn, "threads", thread["id"], app.tenant)
     await vs.enqueue(app.queue, app.pool, jobs)
     return thread
 
