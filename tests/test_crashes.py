@@ -15,6 +15,7 @@ import time
 import uuid
 from pathlib import Path
 
+import openai
 import psycopg
 import pytest
 
@@ -258,3 +259,34 @@ def test_many_runs_in_flight_survive_a_killed_worker(cluster, scripted, model_na
     for thread_id, run_id, text in runs:
         settle(client, thread_id, run_id, timeout=45)
         assert_one_answer(client, thread_id, run_id, text)
+
+
+def test_a_database_dropping_every_connection_stops_nothing_for_good(cluster, scripted, model_name):
+    """What a database restart or failover does to a server: every connection closed at once, the
+    executor's LISTEN connection included (procrastinate stops a worker that loses it). The server's
+    executor comes back, the run in flight at that moment is continued, and new runs complete."""
+    srv = cluster.serve()
+    client = sdk(srv.url)
+    gate = f"{model_name}-drop"
+    scripted.script(model_name, [{"content": ANSWER, "gate": gate}, {"content": ANSWER}])
+    assistant = client.beta.assistants.create(model=model_name)
+    thread = client.beta.threads.create(messages=[{"role": "user", "content": "weather?"}])
+    run = client.beta.threads.runs.create(thread_id=thread.id, assistant_id=assistant.id)
+    scripted.wait_for_gate(gate)
+    with psycopg.connect(cluster.url, autocommit=True) as conn:
+        dropped = conn.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        ).fetchone()[0]
+    assert dropped >= 3  # the pools' connections and the LISTEN ones
+    scripted.release(gate)
+    # The OpenAI SDK retries a 503: a request may meet a connection closed under the pool.
+    patient = openai.OpenAI(base_url=srv.url, api_key="sk-client", _strict_response_validation=True, max_retries=3)
+    run = settle(patient, thread.id, run.id, timeout=60)
+    assert_one_answer(patient, thread.id, run.id, ANSWER)
+    scripted.script(model_name, [{"content": "Still here."}])
+    later = patient.beta.threads.create(messages=[{"role": "user", "content": "still there?"}])
+    again = patient.beta.threads.runs.create_and_poll(thread_id=later.id, assistant_id=assistant.id, poll_interval_ms=100)
+    assert again.status == "completed", again.last_error
+    log = srv.log_path.read_text(errors="replace")
+    assert "run executor stopped" in log or "run executor failed" in log

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 
 import psycopg
+import psycopg_pool
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -132,6 +133,19 @@ def install_error_handlers(app: FastAPI) -> None:
         log.warning("a request's value was refused by the database: %s", detail)
         return JSONResponse(
             error_body(f"Invalid value in the request: {detail[:200]}", "invalid_request_error"), status_code=400
+        )
+
+    # The database went away (a restart, a failover, a network cut): nothing the request did, and
+    # worth trying again; the pool replaces the broken connection meanwhile. A 503, which the
+    # OpenAI SDKs retry, with a line in the log (not a traceback per request).
+    @app.exception_handler(psycopg.OperationalError)
+    @app.exception_handler(psycopg_pool.PoolTimeout)
+    async def _database_unavailable(_: Request, exc: Exception):
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        log.warning("a request found the database unavailable: %s", detail)
+        return JSONResponse(
+            error_body("The server's database is unavailable or overloaded right now. Please try again.", "server_error"),
+            status_code=503,
         )
 
     @app.exception_handler(UnicodeEncodeError)

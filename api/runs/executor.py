@@ -13,9 +13,10 @@ import logging
 from dataclasses import dataclass
 
 import procrastinate
+import psycopg
 from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
 from procrastinate.job_context import AbortReason, JobContext
-from psycopg_pool import AsyncConnectionPool
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from api.contract.ids import now
 from api.contract.objects import ACTIVE_RUN_STATUSES
@@ -194,6 +195,13 @@ class RunExecutor:
                 # Cancelled (or expired) before this failure: that ending stands.
                 await self._after_preemption(execution)
                 return
+            if _database_unavailable(exc) or _database_unavailable(execution.pump and execution.pump.error):
+                # Not the run's fault (a database restart or failover): the execution is lost, not
+                # the run. Its job ends here; once the database is back the recovery sweep queues
+                # the run again (an active run without a job) and the next execution continues it
+                # from its checkpoint.
+                log.warning("run %s: the database went away mid-execution (%s); it is continued once it is back", run_id, exc.__class__.__name__)
+                return
             log.warning("run %s failed: %s", run_id, exc)
             code, message = describe_model_error(exc, self.settings)
             usage = execution.totals.usage if execution.totals else config.get("usage")
@@ -278,6 +286,10 @@ class RunExecutor:
             return True
         except RunPreempted:
             return False
+
+
+def _database_unavailable(exc: BaseException | None) -> bool:
+    return isinstance(exc, (psycopg.OperationalError, PoolTimeout))
 
 
 async def setup_checkpointer(pool: AsyncConnectionPool) -> None:

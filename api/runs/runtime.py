@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
+import time
+from collections.abc import Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
@@ -22,6 +25,14 @@ from api.storage.queue import RunQueue
 from api.tooling import tool_types
 from api.tooling.code_sessions import CodeSessions
 from tools.registry import ToolRegistry
+
+log = logging.getLogger(__name__)
+
+# Seconds before a stopped worker is started again: doubling up to the maximum while it keeps
+# stopping, back to the first once it ran for a while.
+RESTART_FIRST = 0.5
+RESTART_MAX = 10.0
+RESTART_RESET_AFTER = 60.0
 
 
 @dataclass
@@ -48,13 +59,44 @@ class Workers:
     ingestion: IngestionJobs
 
     async def run(self) -> None:
-        tasks = [asyncio.create_task(self.executor.run_worker()), asyncio.create_task(self.ingestion.run_worker())]
+        tasks = [
+            asyncio.create_task(_keep_running("run executor", self.executor.run_worker)),
+            asyncio.create_task(_keep_running("ingestion worker", self.ingestion.run_worker)),
+        ]
         try:
             await asyncio.gather(*tasks)
         finally:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def _keep_running(name: str, worker: Callable[[], Awaitable[None]]) -> None:
+    """Runs a procrastinate worker until this task is cancelled. procrastinate stops a worker whose
+    LISTEN connection broke (a database restart or failover does that): this process would then
+    accept runs and never execute them. So a worker that stops is started again, at growing
+    intervals while the database stays away; the jobs it held are taken over once it is back
+    (`recovery.py`)."""
+    delay = RESTART_FIRST
+    while True:
+        started = time.monotonic()
+        try:
+            await worker()
+            reason = "stopped"
+        except Exception as exc:
+            reason = f"failed ({exc.__class__.__name__}: {str(exc).strip()})"
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            # This process is stopping (a worker that cannot reach the database to say goodbye
+            # raises instead of being cancelled): nothing to start again.
+            if reason != "stopped":
+                log.warning("%s %s while stopping", name, reason)
+            raise asyncio.CancelledError
+        if time.monotonic() - started > RESTART_RESET_AFTER:
+            delay = RESTART_FIRST
+        log.warning("%s %s; starting it again in %.1f s", name, reason, delay)
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, RESTART_MAX)
 
 
 @asynccontextmanager

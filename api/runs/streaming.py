@@ -61,6 +61,11 @@ class Subscription:
         return None
 
 
+# Seconds between attempts to listen again after the connection broke: doubling up to the maximum.
+RECONNECT_FIRST = 0.5
+RECONNECT_MAX = 5.0
+
+
 class EventHub:
     def __init__(self, database_url: str):
         self._url = database_url
@@ -105,18 +110,25 @@ class EventHub:
         self._relayed[run_id] = max(self._relayed.get(run_id, 0), events[-1][0])
 
     async def _listen(self) -> None:
+        delay = RECONNECT_FIRST
         while True:
             try:
                 async with await psycopg.AsyncConnection.connect(self._url, autocommit=True) as conn:
                     await conn.execute(f"LISTEN {CHANNEL}")
+                    if delay > RECONNECT_FIRST:
+                        log.info("event listener connected again")
+                    delay = RECONNECT_FIRST
                     self._ready.set()
                     async for note in conn.notifies():
                         self._dispatch(note.payload)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # the database restarted: listen again; streams fill the gap from run_events
-                log.warning("event listener lost its connection (%s); reconnecting", exc)
-                await asyncio.sleep(0.5)
+                # One line per failed attempt, attempts further and further apart: a database that
+                # stays away does not fill the log.
+                log.warning("event listener lost its connection (%s); trying again in %.1f s", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RECONNECT_MAX)
 
     def _dispatch(self, payload: str) -> None:
         run_id = notification_run(payload)

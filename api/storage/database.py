@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from contextlib import AbstractContextManager, nullcontext
 
 from procrastinate.schema import SchemaManager
@@ -46,6 +47,20 @@ class _EmbeddedPostgres(AbstractContextManager[str]):
             self._server.cleanup()
 
 
+# A connection handed out less than this ago is handed out again without being checked.
+CHECK_IDLE_AFTER = 5.0
+
+
+async def check_when_idle(conn) -> None:
+    """The pools' check of a connection they hand out. A round trip for every one (psycopg_pool's
+    `check_connection`, which procrastinate sets) cost three per run; one handed out a moment ago has
+    just worked, so only one that may have sat idle for a while is checked. A database restart
+    closes idle connections: those are replaced instead of failing the request that gets them."""
+    used, conn.assistgraph_used_at = getattr(conn, "assistgraph_used_at", 0.0), time.monotonic()
+    if conn.assistgraph_used_at - used >= CHECK_IDLE_AFTER:
+        await AsyncConnectionPool.check_connection(conn)
+
+
 def connection_kwargs(prepare: bool = True) -> dict:
     # autocommit + dict rows is what langgraph's AsyncPostgresSaver requires of a shared pool. A
     # statement run a few times on a connection is prepared there (psycopg's default threshold):
@@ -56,7 +71,7 @@ def connection_kwargs(prepare: bool = True) -> dict:
 
 async def open_pool(url: str, max_size: int, *, prepare: bool = True) -> AsyncConnectionPool:
     pool = AsyncConnectionPool(
-        url, min_size=2, max_size=max_size, kwargs=connection_kwargs(prepare), open=False
+        url, min_size=2, max_size=max_size, kwargs=connection_kwargs(prepare), open=False, check=check_when_idle
     )
     await pool.open(wait=True, timeout=30)
     return pool

@@ -7,12 +7,13 @@ number of `assistgraph worker` processes) claim and execute them.
 from __future__ import annotations
 
 import logging
-import time
 
 import procrastinate
 import psycopg_pool
 from psycopg import AsyncConnection
 from procrastinate.psycopg_connector import PsycopgConnector
+
+from api.storage.database import check_when_idle
 
 log = logging.getLogger(__name__)
 
@@ -26,22 +27,8 @@ QUEUE = "runs"
 INGESTION_QUEUE = "ingestion"
 
 
-# A connection handed out less than this ago is handed out again without being checked.
-CHECK_IDLE_AFTER = 5.0
-
-
 async def _autocommit(conn) -> None:
     await conn.set_autocommit(True)
-
-
-async def _check_when_idle(conn) -> None:
-    # procrastinate checks every connection it takes with a round trip of its own (an empty query),
-    # three per run. One handed out a moment ago has just worked; only one that may have sat idle
-    # for a while is checked (a database restart closes idle connections: a closed one is then
-    # replaced, as before).
-    used, conn.assistgraph_used_at = getattr(conn, "assistgraph_used_at", 0.0), time.monotonic()
-    if conn.assistgraph_used_at - used >= CHECK_IDLE_AFTER:
-        await psycopg_pool.AsyncConnectionPool.check_connection(conn)
 
 
 def _autocommit_pool(**pool_args) -> psycopg_pool.AsyncConnectionPool:
@@ -49,7 +36,7 @@ def _autocommit_pool(**pool_args) -> psycopg_pool.AsyncConnectionPool:
     # transaction of its own it would cost a BEGIN and a COMMIT round trip each, twice per run.
     # (Set when a connection is made, not through `kwargs`: procrastinate reuses those for its
     # LISTEN connection, which it opens with autocommit itself.)
-    pool_args["check"] = _check_when_idle
+    pool_args["check"] = check_when_idle
     return psycopg_pool.AsyncConnectionPool(**pool_args, configure=_autocommit)
 
 
