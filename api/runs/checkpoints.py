@@ -133,10 +133,7 @@ class RunSaver(AsyncPostgresSaver):
             {
                 "thread": thread_id,
                 "ns": ns,
-                "channels": [row[2] for row in rows],
-                "versions": [row[3] for row in rows],
-                "types": [row[4] for row in rows],
-                "blobs": [row[5] for row in rows],
+                **_columns(rows, 2, ("channels", "versions", "types", "blobs")),
                 "id": checkpoint["id"],
                 "parent": configurable.get("checkpoint_id"),
                 "checkpoint": Jsonb(copy),
@@ -168,13 +165,16 @@ class RunSaver(AsyncPostgresSaver):
                 "id": configurable["checkpoint_id"],
                 "task": task_id,
                 "path": task_path,
-                "idxs": [row[5] for row in rows],
-                "channels": [row[6] for row in rows],
-                "types": [row[7] for row in rows],
-                "blobs": [row[8] for row in rows],
+                **_columns(rows, 5, ("idxs", "channels", "types", "blobs")),
             },
             after_node=False,
         )
+
+
+def _columns(rows: list[tuple], start: int, names: tuple[str, ...]) -> dict[str, list]:
+    """The stock saver's rows (as its `_dump_blobs` / `_dump_writes` make them) as the statement's
+    arrays: `names` for the columns from `start` on."""
+    return {name: [row[start + i] for row in rows] for i, name in enumerate(names)}
 
 
 _PUT_WRITES_UPSERT = PUT_WRITES.format(on_conflict=UPSERT)
