@@ -6,13 +6,13 @@ from __future__ import annotations
 import logging
 
 import psycopg
-import psycopg_pool
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.contract.errors import APIError, error_body
+from api.storage.database import DATABASE_UNAVAILABLE
 
 log = logging.getLogger(__name__)
 
@@ -138,8 +138,6 @@ def install_error_handlers(app: FastAPI) -> None:
     # The database went away (a restart, a failover, a network cut): nothing the request did, and
     # worth trying again; the pool replaces the broken connection meanwhile. A 503, which the
     # OpenAI SDKs retry, with a line in the log (not a traceback per request).
-    @app.exception_handler(psycopg.OperationalError)
-    @app.exception_handler(psycopg_pool.PoolTimeout)
     async def _database_unavailable(_: Request, exc: Exception):
         detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         log.warning("a request found the database unavailable: %s", detail)
@@ -147,6 +145,9 @@ def install_error_handlers(app: FastAPI) -> None:
             error_body("The server's database is unavailable or overloaded right now. Please try again.", "server_error"),
             status_code=503,
         )
+
+    for unavailable in DATABASE_UNAVAILABLE:
+        app.add_exception_handler(unavailable, _database_unavailable)
 
     @app.exception_handler(UnicodeEncodeError)
     async def _unencodable(_: Request, exc: UnicodeEncodeError):

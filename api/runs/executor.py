@@ -13,10 +13,9 @@ import logging
 from dataclasses import dataclass
 
 import procrastinate
-import psycopg
 from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
 from procrastinate.job_context import AbortReason, JobContext
-from psycopg_pool import AsyncConnectionPool, PoolTimeout
+from psycopg_pool import AsyncConnectionPool
 
 from api.contract.ids import now
 from api.contract.objects import ACTIVE_RUN_STATUSES
@@ -30,6 +29,7 @@ from api.runs.mapper import RunEventMapper
 from api.runs.recovery import RunRecovery
 from api.settings import Settings
 from api.storage import store
+from api.storage.database import DATABASE_UNAVAILABLE
 from api.storage.queue import ADVANCE_RUN, EXPIRE_RUNS, PRUNE_EVENTS, QUEUE, RunQueue
 from api.tooling.code_sessions import CodeSessions
 from graph.graph import builder
@@ -195,7 +195,7 @@ class RunExecutor:
                 # Cancelled (or expired) before this failure: that ending stands.
                 await self._after_preemption(execution)
                 return
-            if _database_unavailable(exc) or _database_unavailable(execution.pump and execution.pump.error):
+            if isinstance(exc, DATABASE_UNAVAILABLE) or isinstance(execution.pump and execution.pump.error, DATABASE_UNAVAILABLE):
                 # Not the run's fault (a database restart or failover): the execution is lost, not
                 # the run. Its job ends here; once the database is back the recovery sweep queues
                 # the run again (an active run without a job) and the next execution continues it
@@ -286,10 +286,6 @@ class RunExecutor:
             return True
         except RunPreempted:
             return False
-
-
-def _database_unavailable(exc: BaseException | None) -> bool:
-    return isinstance(exc, (psycopg.OperationalError, PoolTimeout))
 
 
 async def setup_checkpointer(pool: AsyncConnectionPool) -> None:

@@ -20,7 +20,7 @@ from api.runs.executor import RunExecutor, setup_checkpointer
 from api.runs.streaming import EventHub
 from api.security.auth import DEFAULT_CALLER, Caller
 from api.settings import Settings
-from api.storage.database import migrate, open_pool
+from api.storage.database import Backoff, migrate, open_pool
 from api.storage.queue import RunQueue
 from api.tooling import tool_types
 from api.tooling.code_sessions import CodeSessions
@@ -77,7 +77,7 @@ async def _keep_running(name: str, worker: Callable[[], Awaitable[None]]) -> Non
     accept runs and never execute them. So a worker that stops is started again, at growing
     intervals while the database stays away; the jobs it held are taken over once it is back
     (`recovery.py`)."""
-    delay = RESTART_FIRST
+    backoff = Backoff(RESTART_FIRST, RESTART_MAX)
     while True:
         started = time.monotonic()
         try:
@@ -93,10 +93,9 @@ async def _keep_running(name: str, worker: Callable[[], Awaitable[None]]) -> Non
                 log.warning("%s %s while stopping", name, reason)
             raise asyncio.CancelledError
         if time.monotonic() - started > RESTART_RESET_AFTER:
-            delay = RESTART_FIRST
-        log.warning("%s %s; starting it again in %.1f s", name, reason, delay)
-        await asyncio.sleep(delay)
-        delay = min(delay * 2, RESTART_MAX)
+            backoff.reset()
+        log.warning("%s %s; starting it again in %.1f s", name, reason, backoff.delay)
+        await backoff.wait()
 
 
 @asynccontextmanager

@@ -24,6 +24,7 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 from api.contract.objects import TERMINAL_RUN_STATUSES, present_step
 from api.runs.events import CHANNEL, REVOKED, decode_notification, event_data, events_after, notification_run
 from api.storage import store
+from api.storage.database import Backoff
 
 log = logging.getLogger(__name__)
 
@@ -110,14 +111,13 @@ class EventHub:
         self._relayed[run_id] = max(self._relayed.get(run_id, 0), events[-1][0])
 
     async def _listen(self) -> None:
-        delay = RECONNECT_FIRST
+        backoff = Backoff(RECONNECT_FIRST, RECONNECT_MAX)
         while True:
             try:
                 async with await psycopg.AsyncConnection.connect(self._url, autocommit=True) as conn:
                     await conn.execute(f"LISTEN {CHANNEL}")
-                    if delay > RECONNECT_FIRST:
+                    if backoff.reset():
                         log.info("event listener connected again")
-                    delay = RECONNECT_FIRST
                     self._ready.set()
                     async for note in conn.notifies():
                         self._dispatch(note.payload)
@@ -126,9 +126,8 @@ class EventHub:
             except Exception as exc:  # the database restarted: listen again; streams fill the gap from run_events
                 # One line per failed attempt, attempts further and further apart: a database that
                 # stays away does not fill the log.
-                log.warning("event listener lost its connection (%s); trying again in %.1f s", exc, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, RECONNECT_MAX)
+                log.warning("event listener lost its connection (%s); trying again in %.1f s", exc, backoff.delay)
+                await backoff.wait()
 
     def _dispatch(self, payload: str) -> None:
         run_id = notification_run(payload)

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from contextlib import AbstractContextManager, nullcontext
 
+import psycopg
 from procrastinate.schema import SchemaManager
 from psycopg.rows import dict_row
-from psycopg_pool import AsyncConnectionPool
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from api.settings import Settings
 from api.storage.migrations import MIGRATIONS
@@ -45,6 +47,28 @@ class _EmbeddedPostgres(AbstractContextManager[str]):
     def __exit__(self, *exc) -> None:
         if self._server is not None:
             self._server.cleanup()
+
+
+# What a database that went away (a restart, a failover, a network cut) raises: nothing the caller
+# did, and worth trying again once it is back.
+DATABASE_UNAVAILABLE = (psycopg.OperationalError, PoolTimeout)
+
+
+class Backoff:
+    """Growing pauses between attempts to reach a database that went away: `first` seconds,
+    doubling up to `most`, back to `first` after `reset()`."""
+
+    def __init__(self, first: float, most: float):
+        self.first, self.most, self.delay = first, most, first
+
+    def reset(self) -> bool:
+        """Back to the first pause; True when attempts had been failing."""
+        failing, self.delay = self.delay > self.first, self.first
+        return failing
+
+    async def wait(self) -> None:
+        await asyncio.sleep(self.delay)
+        self.delay = min(self.delay * 2, self.most)
 
 
 # A connection handed out less than this ago is handed out again without being checked.
