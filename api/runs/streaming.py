@@ -24,7 +24,7 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 from api.contract.objects import TERMINAL_RUN_STATUSES, present_step
 from api.runs.events import CHANNEL, REVOKED, decode_notification, event_data, events_after, notification_run
 from api.storage import store
-from api.storage.database import Backoff
+from api.storage.database import OUTAGE, Backoff
 
 log = logging.getLogger(__name__)
 
@@ -118,15 +118,18 @@ class EventHub:
                     await conn.execute(f"LISTEN {CHANNEL}")
                     if backoff.reset():
                         log.info("event listener connected again")
+                    OUTAGE.over()
                     self._ready.set()
                     async for note in conn.notifies():
                         self._dispatch(note.payload)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # the database restarted: listen again; streams fill the gap from run_events
-                # One line per failed attempt, attempts further and further apart: a database that
-                # stays away does not fill the log.
-                log.warning("event listener lost its connection (%s); trying again in %.1f s", exc, backoff.delay)
+                if isinstance(exc, psycopg.OperationalError):
+                    OUTAGE.seen(exc)  # one warning for the whole outage
+                    log.debug("event listener lost its connection (%s); trying again in %.1f s", exc, backoff.delay)
+                else:
+                    log.warning("event listener failed (%s); trying again in %.1f s", exc, backoff.delay)
                 await backoff.wait()
 
     def _dispatch(self, payload: str) -> None:

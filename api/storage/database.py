@@ -83,6 +83,73 @@ def _forget_dead_holders(pgdata: Path) -> None:
 DATABASE_UNAVAILABLE = (psycopg.OperationalError, PoolTimeout)
 
 
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+class DatabaseOutage:
+    """Whether this process finds its database gone. Everything that meets the outage (a request,
+    the event listener, the queue's workers, the pools) reports it here: one warning when it starts
+    and one line when a new connection is made again, instead of a line or a traceback from each of
+    them at every attempt. While it lasts, a request waits `OUTAGE_CHECKOUT_SECONDS` at most for a
+    connection (its 503 comes at once and the SDK retries it) instead of the pool's full timeout."""
+
+    def __init__(self) -> None:
+        self.since: float | None = None
+        self._ended = float("-inf")
+
+    def recent(self, seconds: float) -> bool:
+        """In an outage, or out of one for less than `seconds` (pools still reconnecting)."""
+        return self.since is not None or time.monotonic() - self._ended < seconds
+
+    def seen(self, exc: BaseException) -> None:
+        if self.since is None:
+            self.since = time.monotonic()
+            log.warning("the database is unavailable (%s); retrying until it is back", _first_line(exc))
+
+    def over(self) -> None:
+        if self.since is not None:
+            self._ended = time.monotonic()
+            log.info("the database is back after %.1f s", self._ended - self.since)
+            self.since = None
+
+
+OUTAGE = DatabaseOutage()
+# How long a connection attempt keeps being retried (growing pauses) before the pool gives it up. The
+# pool's own default (5 minutes of pauses doubling from 1 s) left a pool whose database had been away
+# for minutes waiting up to a minute after its return; given up sooner, the pool makes a fresh
+# attempt as soon as a request needs a connection.
+RECONNECT_TIMEOUT = 8.0
+OUTAGE_CHECKOUT_SECONDS = 2.0
+
+
+class Pool(AsyncConnectionPool):
+    """psycopg's pool, reporting to `OUTAGE`: a new connection proves the database is back, and during
+    an outage a checkout fails fast."""
+
+    def __init__(self, *args, configure=None, **kwargs):
+        async def connected(conn) -> None:
+            if configure is not None:
+                await configure(conn)
+            OUTAGE.over()
+
+        async def gave_up(pool) -> None:
+            OUTAGE.seen(PoolTimeout(f"no connection could be made for {RECONNECT_TIMEOUT:g} s"))
+
+        kwargs.setdefault("reconnect_timeout", RECONNECT_TIMEOUT)
+        super().__init__(*args, configure=connected, reconnect_failed=gave_up, **kwargs)
+
+    async def getconn(self, timeout: float | None = None):
+        if OUTAGE.since is not None:
+            timeout = min(self.timeout if timeout is None else timeout, OUTAGE_CHECKOUT_SECONDS)
+        try:
+            return await super().getconn(timeout)
+        except psycopg.OperationalError as exc:
+            OUTAGE.seen(exc)
+            raise
+
+
 class Backoff:
     """Growing pauses between attempts to reach a database that went away: `first` seconds,
     doubling up to `most`, back to `first` after `reset()`."""
@@ -123,9 +190,10 @@ def connection_kwargs(prepare: bool = True) -> dict:
 
 
 async def open_pool(url: str, max_size: int, *, prepare: bool = True) -> AsyncConnectionPool:
-    pool = AsyncConnectionPool(
-        url, min_size=2, max_size=max_size, kwargs=connection_kwargs(prepare), open=False, check=check_when_idle
-    )
+    # One connection first: a database that refuses it (a wrong address or password) fails the start
+    # with its own reason, which the pool would only log (quietly: see api/observability/logs.py).
+    await (await psycopg.AsyncConnection.connect(url, connect_timeout=30)).close()
+    pool = Pool(url, min_size=2, max_size=max_size, kwargs=connection_kwargs(prepare), open=False, check=check_when_idle)
     await pool.open(wait=True, timeout=30)
     return pool
 
