@@ -11,6 +11,8 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass
 
+from api.runs.events import KeptEvent
+
 
 @dataclass
 class Streamed:
@@ -26,10 +28,10 @@ class Streamed:
         return cls({}, {})
 
     @classmethod
-    def from_deltas(cls, deltas: list[tuple[str, dict]]) -> "Streamed":
+    def from_deltas(cls, deltas: list[KeptEvent]) -> "Streamed":
         """From the run's kept `thread.message.delta` / `thread.run.step.delta` events, in order."""
         seen = cls.none()
-        for name, data in deltas:
+        for name, data in ((event.name, event.data.value) for event in deltas):
             if name == "thread.message.delta":
                 for block in data["delta"].get("content") or []:
                     value = (block.get("text") or {}).get("value") or ""

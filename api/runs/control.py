@@ -253,7 +253,7 @@ async def cancel_run(svc: Services, thread_id: str, run_id: str) -> dict:
             raise InvalidRequest(f"Cannot cancel run with status '{run['status']}'.")
         previous = run["status"]
         mapper = await lifecycle.stored_mapper(conn, run)
-        events = mapper.cancelling()
+        events = lifecycle.cancelling(mapper)
         if previous != RunStatus.IN_PROGRESS:
             # No execution holds a queued or waiting run (one that starts later finds it cancelled,
             # and the row lock orders it after this): it is cancelled here, atomically.

@@ -140,7 +140,7 @@ class RunExecutor:
             # Stored while the run's tools and input are prepared: a cancel that came first fails
             # that write, and the pump raises it at the next event.
             execution.pump = pump = EventPump(self.sink, run_id, window=self.settings.delta_window_ms / 1000)
-            pump.put(execution.mapper.start())
+            pump.put(lifecycle.start(execution.mapper))
             run = execution.mapper.run  # now in_progress, with its start time
             context, kinds = await self.binder.context(run, row["tenant_id"], config)
             plan = await resume.plan(self.pool, self.graph, {**row, "obj": run}, kinds, self.settings.data_dir)
@@ -187,7 +187,7 @@ class RunExecutor:
             await pump.flush()
             if plan.mapper.run["status"] == RunStatus.REQUIRES_ACTION:
                 return
-            await self.sink.emit(plan.mapper.finish(plan.totals.usage, plan.totals.incomplete), run_id=run_id)
+            await self.sink.emit(lifecycle.finish(plan.mapper, plan.totals.usage, plan.totals.incomplete), run_id=run_id)
         except RunPreempted:
             await self._after_preemption(execution)
         except Exception as exc:  # the model, the network, a bad tool schema: the run fails, never hangs
@@ -206,7 +206,7 @@ class RunExecutor:
             log.warning("run %s failed: %s", run_id, exc)
             code, message = describe_model_error(exc, self.settings)
             usage = execution.totals.usage if execution.totals else config.get("usage")
-            await self._emit_quietly(execution.mapper.fail(code, message, usage), run_id)
+            await self._emit_quietly(lifecycle.fail(execution.mapper, code, message, usage), run_id)
 
     async def _count_takeover(self, run_id: str, config: dict) -> None:
         takeovers = config.get("takeovers", 0) + 1

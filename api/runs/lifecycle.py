@@ -1,5 +1,7 @@
-"""The run engine's operations on a run's lifecycle (the statuses and the moves between them are
-`api/contract/run_status.py`, where storage can read them too).
+"""The run engine's operations on a run's lifecycle: the events that move a run (start, finish,
+fail, cancel, expire), with what it has open closed as the move asks. The statuses and the moves
+allowed between them are `api/contract/run_status.py` (where storage reads them too); the objects a
+run has open are the mapper's (`mapper.py`), which only follows the graph's stream.
 
 Closing a run that is cut short (cancelled, expired) is one operation whoever does it: the request
 that cancels a run nobody executes, the executor that was preempted (it knows the partial answer),
@@ -14,7 +16,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from api.contract.run_status import RunStatus
 from api.runs.events import Event
-from api.runs.mapper import RunEventMapper
+from api.runs.mapper import RunEventMapper, usage_json
 from api.runs.sink import EventSink, RunPreempted
 from api.storage import store
 
@@ -29,13 +31,51 @@ async def stored_mapper(conn: AsyncConnection, run: dict) -> RunEventMapper:
     )
 
 
+def start(mapper: RunEventMapper) -> list[Event]:
+    return [mapper.transition(RunStatus.IN_PROGRESS, started_at=mapper.run.get("started_at") or mapper.now())]
+
+
+def finish(mapper: RunEventMapper, usage: dict | None, incomplete: str | None) -> list[Event]:
+    """The run's last events when the graph is done: its answer, its step and its status, stored in
+    one batch. `incomplete`: why a budget stopped it early."""
+    events = mapper.close_answer(incomplete)
+    common = {"usage": usage_json(usage), "required_action": None, "expires_at": None}
+    if incomplete:
+        events.append(mapper.transition(RunStatus.INCOMPLETE, incomplete_details={"reason": incomplete}, **common))
+    else:
+        events.append(mapper.transition(RunStatus.COMPLETED, completed_at=mapper.now(), **common))
+    return events
+
+
+def fail(mapper: RunEventMapper, code: str, message: str, usage: dict | None = None) -> list[Event]:
+    error = {"code": code, "message": message}
+    events = mapper.close_open("failed", "run_failed", last_error=error)
+    events.append(
+        mapper.transition(
+            RunStatus.FAILED, failed_at=mapper.now(), last_error=error, required_action=None,
+            expires_at=None, usage=usage_json(usage) if usage else None,
+        )
+    )
+    return events
+
+
+def cancelling(mapper: RunEventMapper) -> list[Event]:
+    return [mapper.transition(RunStatus.CANCELLING)]
+
+
 def close_events(mapper: RunEventMapper, to: str, usage: dict | None) -> list[Event]:
-    """The events that close the mapper's run as `to` (cancelled or expired)."""
+    """The events that close the mapper's run as `to` (cancelled or expired): its open steps end
+    with that status, its open message is incomplete."""
+    summed = usage_json(usage) if usage else None
     if to == RunStatus.CANCELLED:
-        return mapper.cancel(usage)
-    if to == RunStatus.EXPIRED:
-        return mapper.expire(usage)
-    raise ValueError(f"a run is not closed as {to}")
+        events = mapper.close_open("cancelled", "run_cancelled")
+        fields = {"cancelled_at": mapper.now(), "required_action": None, "expires_at": None, "usage": summed}
+    elif to == RunStatus.EXPIRED:
+        events = mapper.close_open("expired", "run_expired")
+        fields = {"required_action": None, "usage": summed}
+    else:
+        raise ValueError(f"a run is not closed as {to}")
+    return [*events, mapper.transition(to, **fields)]
 
 
 async def close(

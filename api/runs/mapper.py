@@ -116,60 +116,30 @@ class RunEventMapper:
         handler = getattr(self, f"on_{mode}", None)
         return handler(payload) if handler else []
 
-    # --- run lifecycle ------------------------------------------------------------------------
+    # --- what the lifecycle asks of the run's open objects (`lifecycle.py` moves the run) -----------
 
-    def _run_event(self, status: str, **fields) -> Event:
+    def now(self) -> int:
+        return self._now()
+
+    def transition(self, status: str, **fields) -> Event:
+        """The run moved to `status` (with these fields): its event, carrying the run as it is now."""
         self.run.update(status=status, **fields)
         return Event(f"thread.run.{status}", copy.deepcopy(self.run))
 
-    def start(self) -> list[Event]:
-        return [self._run_event("in_progress", started_at=self.run.get("started_at") or self._now())]
-
-    def finish(self, usage: dict | None, incomplete: str | None) -> list[Event]:
-        """The run's last events: its answer, its step and its status, stored in one transaction."""
+    def close_answer(self, incomplete: str | None) -> list[Event]:
+        """The run's answer (the last model call's message) and its step, closed as the run ends
+        (the message incomplete when a budget cut it short)."""
         final = self._final or {}
         events = self._close_message(
             incomplete_reason="max_tokens" if incomplete else None, usage=final.get("usage"), text=final.get("text")
         )
-        events += self._close_steps("completed" if not incomplete else "cancelled")
-        common = {"usage": usage_json(usage), "required_action": None, "expires_at": None}
-        if incomplete:
-            events.append(self._run_event("incomplete", incomplete_details={"reason": incomplete}, **common))
-        else:
-            events.append(self._run_event("completed", completed_at=self._now(), **common))
-        return events
+        return events + self._close_steps("completed" if not incomplete else "cancelled")
 
-    def fail(self, code: str, message: str, usage: dict | None = None) -> list[Event]:
-        error = {"code": code, "message": message}
-        events = self._close_steps("failed", last_error=error)
-        events += self._close_message(incomplete_reason="run_failed")
-        events.append(
-            self._run_event(
-                "failed", failed_at=self._now(), last_error=error, required_action=None,
-                expires_at=None, usage=usage_json(usage) if usage else None,
-            )
-        )
-        return events
-
-    def cancelling(self) -> list[Event]:
-        return [self._run_event("cancelling")]
-
-    def cancel(self, usage: dict | None = None) -> list[Event]:
-        events = self._close_steps("cancelled")
-        events += self._close_message(incomplete_reason="run_cancelled")
-        events.append(
-            self._run_event(
-                "cancelled", cancelled_at=self._now(), required_action=None, expires_at=None,
-                usage=usage_json(usage) if usage else None,
-            )
-        )
-        return events
-
-    def expire(self, usage: dict | None = None) -> list[Event]:
-        events = self._close_steps("expired")
-        events += self._close_message(incomplete_reason="run_expired")
-        events.append(self._run_event("expired", required_action=None, usage=usage_json(usage) if usage else None))
-        return events
+    def close_open(self, step_status: str, message_reason: str, last_error: dict | None = None) -> list[Event]:
+        """Whatever is open, closed as a run cut short leaves it: steps as `step_status`, the
+        message incomplete for `message_reason`."""
+        events = self._close_steps(step_status, last_error=last_error)
+        return events + self._close_message(incomplete_reason=message_reason)
 
     # --- graph events -------------------------------------------------------------------------
 
@@ -559,7 +529,7 @@ class RunEventMapper:
                 {**copy.deepcopy(step), "_pending_usage": self.pending_tool_usage.get(step["id"])},
                 publish=False,
             ),
-            self._run_event(
+            self.transition(
                 "requires_action",
                 required_action={"type": "submit_tool_outputs", "submit_tool_outputs": {"tool_calls": calls}},
             ),

@@ -20,7 +20,6 @@ the notification to come back from the database.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Callable, Sequence
@@ -35,7 +34,7 @@ from api.runs.events import Event, EventData, KeptEvent, compact_json
 SELECT_EVENTS_AFTER = "SELECT seq, event, data FROM run_events WHERE run_id = %s AND seq > %s ORDER BY seq"
 SELECT_EVENT_DATA = "SELECT data FROM run_events WHERE run_id = %s AND seq = %s"
 SELECT_KEPT_DELTAS = """
-    SELECT event, data FROM run_events
+    SELECT seq, event, data FROM run_events
     WHERE run_id = %s AND event IN ('thread.message.delta', 'thread.run.step.delta') ORDER BY seq
 """
 DELETE_OLD_EVENTS = "DELETE FROM run_events WHERE created_at < now() - make_interval(secs => %s)"
@@ -264,10 +263,10 @@ async def event_data(conn: AsyncConnection, run_id: str, seq: int) -> EventData 
     return EventData.of_json(row["data"]) if row else None
 
 
-async def kept_deltas(conn: AsyncConnection, run_id: str) -> list[tuple[str, dict]]:
+async def kept_deltas(conn: AsyncConnection, run_id: str) -> list[KeptEvent]:
     """The run's kept delta events, in order: what its clients were sent of objects still open."""
     rows = await (await conn.execute(SELECT_KEPT_DELTAS, (run_id,))).fetchall()
-    return [(row["event"], json.loads(row["data"])) for row in rows]
+    return [KeptEvent(row["seq"], row["event"], EventData.of_json(row["data"])) for row in rows]
 
 
 async def prune_events(conn: AsyncConnection, retention: float) -> None:

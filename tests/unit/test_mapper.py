@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 from langchain_core.messages import AIMessage, AIMessageChunk, ToolMessage
 
+from api.runs import lifecycle
 from api.runs.adoption import Streamed
+from api.runs.events import EventData, KeptEvent
 from tests.unit.runs_fixtures import a_mapper, names
 
 MODEL = {"langgraph_node": "model"}
@@ -85,10 +87,10 @@ SERVER_TOOLS = {"text then a server tool, then the answer": {"get_weather": "fun
 def test_graph_stream_to_events(name):
     script, during, ending = SCENARIOS[name]
     mapper = a_mapper(server_tools=SERVER_TOOLS.get(name))
-    assert names(mapper.start()) == ["thread.run.in_progress"]
+    assert names(lifecycle.start(mapper)) == ["thread.run.in_progress"]
     assert names(drive(mapper, script)) == during
     if ending is not None:
-        assert names(mapper.finish(USAGE, None)) == ending
+        assert names(lifecycle.finish(mapper, USAGE, None)) == ending
 
 
 def test_deltas_carry_the_text_and_the_answer_closes_with_it():
@@ -97,7 +99,7 @@ def test_deltas_carry_the_text_and_the_answer_closes_with_it():
     deltas = [e.data["delta"]["content"][0]["text"] for e in events if e.event == "thread.message.delta"]
     # The first delta carries annotations: [] (the SDK's snapshot needs it), later ones do not.
     assert deltas == [{"value": "Hel", "annotations": []}, {"value": "lo"}]
-    message, step, run = (e.data for e in mapper.finish(USAGE, None))
+    message, step, run = (e.data for e in lifecycle.finish(mapper, USAGE, None))
     assert message["content"] == [{"type": "text", "text": {"value": "Hello", "annotations": []}}]
     assert step["usage"] == {"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8}
     assert run["status"] == "completed" and run["usage"]["total_tokens"] == 8
@@ -118,7 +120,7 @@ def test_a_call_is_announced_once_then_its_arguments_follow():
 def test_max_tokens_leaves_the_answer_incomplete():
     mapper = a_mapper()
     drive(mapper, [chunk("Trunc"), model_done("Trunc")])
-    events = mapper.finish(USAGE, "max_output_tokens")
+    events = lifecycle.finish(mapper, USAGE, "max_output_tokens")
     assert names(events) == ["thread.message.incomplete", "thread.run.step.completed", "thread.run.incomplete"]
     assert events[0].data["incomplete_details"] == {"reason": "max_tokens"}
 
@@ -126,7 +128,7 @@ def test_max_tokens_leaves_the_answer_incomplete():
 def test_a_failure_closes_open_objects_as_failed():
     mapper = a_mapper()
     drive(mapper, [chunk("Half")])
-    events = mapper.fail("server_error", "boom")
+    events = lifecycle.fail(mapper, "server_error", "boom")
     assert names(events) == ["thread.run.step.failed", "thread.message.incomplete", "thread.run.failed"]
     assert events[-1].data["last_error"] == {"code": "server_error", "message": "boom"}
 
@@ -137,7 +139,7 @@ def test_a_taken_over_run_sends_only_what_clients_have_not_seen():
     first = a_mapper()
     opened = drive(first, [chunk("Hel")])
     stored = [e.data for e in opened if e.event in ("thread.run.step.created", "thread.message.created")]
-    seen = Streamed.from_deltas([(e.event, e.data) for e in opened if e.is_delta])
+    seen = Streamed.from_deltas([KeptEvent(n, e.event, EventData(e.data)) for n, e in enumerate(opened, 1) if e.is_delta])
     again = a_mapper(known=stored, streamed=seen)
     events = drive(again, [chunk("Hello"), model_done("Hello")])
     assert names(events) == ["thread.message.delta"]

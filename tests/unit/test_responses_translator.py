@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from api.responses.translator import ResponseEventTranslator
+from api.runs import lifecycle
 from tests.unit.runs_fixtures import a_mapper
 from tests.unit.test_mapper import CALL, SCENARIOS, USAGE, chunk, drive, model_done
 
@@ -19,7 +20,7 @@ def translator(**kinds) -> ResponseEventTranslator:
 def run_events(script, *, finish: bool) -> list:
     """The published events of a run driven by this graph stream."""
     mapper = a_mapper()
-    events = mapper.start() + drive(mapper, script) + (mapper.finish(USAGE, None) if finish else [])
+    events = lifecycle.start(mapper) + drive(mapper, script) + (lifecycle.finish(mapper, USAGE, None) if finish else [])
     return [e for e in events if e.publish]
 
 

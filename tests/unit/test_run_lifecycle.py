@@ -102,7 +102,7 @@ def test_closing_from_what_is_stored_closes_the_stored_objects():
     step = {"id": "step_1", "object": "thread.run.step", "status": "in_progress", "type": "tool_calls",
             "step_details": {"type": "tool_calls", "tool_calls": []}, "_pending_usage": {"total_tokens": 1}}
     mapper = a_mapper(a_run(R), open_steps=[step])
-    events = mapper.cancelling() + lifecycle.close_events(mapper, X, None)
+    events = lifecycle.cancelling(mapper) + lifecycle.close_events(mapper, X, None)
     assert names(events) == ["thread.run.cancelling", "thread.run.step.cancelled", "thread.run.cancelled"]
     assert "_pending_usage" not in events[1].data and events[2].data["usage"] is None
 
