@@ -20,8 +20,11 @@ from api.runs.mapper import RunEventMapper, usage_json
 from api.runs.sink import EventSink, RunPreempted
 from api.storage import store
 
-# `close` takes the usage its executions stored with the run (at its last pause).
-STORED_USAGE: dict | None = {}
+class _StoredUsage:
+    """`close` takes the usage the run's executions stored with it (at its last pause)."""
+
+
+STORED_USAGE = _StoredUsage()
 
 
 async def stored_mapper(conn: AsyncConnection, run: dict) -> RunEventMapper:
@@ -85,7 +88,7 @@ async def close(
     to: str,
     *,
     mapper: RunEventMapper | None = None,
-    usage: dict | None = STORED_USAGE,
+    usage: dict | None | _StoredUsage = STORED_USAGE,
 ) -> bool:
     """Close the run of `row` (as `store.run_row` reads it) as `to`, from `mapper` when an
     execution has one, else from what is stored.
@@ -93,7 +96,7 @@ async def close(
     if mapper is None:
         async with pool.connection() as conn:
             mapper = await stored_mapper(conn, row["obj"])
-    if usage is STORED_USAGE:
+    if isinstance(usage, _StoredUsage):
         usage = row["config"].get("usage")
     try:
         await sink.emit(close_events(mapper, to, usage), run_id=row["obj"]["id"])

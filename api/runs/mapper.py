@@ -123,6 +123,7 @@ class RunEventMapper:
 
     def transition(self, status: str, **fields) -> Event:
         """The run moved to `status` (with these fields): its event, carrying the run as it is now."""
+        status = str(status)  # the text, not a RunStatus member: the run dict is also what streams relay
         self.run.update(status=status, **fields)
         return Event(f"thread.run.{status}", copy.deepcopy(self.run))
 
