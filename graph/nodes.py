@@ -21,6 +21,7 @@ from langgraph.types import interrupt
 from graph.context import Context
 from graph.errors import ModelCallLimitReached, ModelCallTimedOut, ModelStalled
 from graph.model_client import DirectCompletions
+from graph.node_names import CLIENT_TOOLS, MODEL, SERVER_TOOLS
 from graph.state import State
 from graph.tokens import Budget
 from tools.registry import default_registry
@@ -394,9 +395,9 @@ async def route_after_model(state: State, runtime: Runtime[Context]) -> str:
     # Only the client's own functions pause the run; server tools and invented names are answered here.
     client = _client_function_names(runtime.context or Context())
     if any(c["name"] not in client for c in pending):
-        return "server_tools"
-    return "client_tools"
+        return SERVER_TOOLS
+    return CLIENT_TOOLS
 
 
 async def route_after_server_tools(state: State) -> str:
-    return "client_tools" if _unanswered_calls(state) else "model"
+    return CLIENT_TOOLS if _unanswered_calls(state) else MODEL

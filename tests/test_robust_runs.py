@@ -324,6 +324,14 @@ def test_event_stream_errors(client, server, scripted, model_name):
     assert r.status_code == 404 and r.json()["error"]["type"] == "invalid_request_error"
     r = httpx.get(f"{base}/{run.id}/events", headers={**BETA, "Last-Event-ID": "abc"})
     assert r.status_code == 400 and r.json()["error"]["param"] == "Last-Event-ID"
+    # Digits, but more than any event number has (and more than int() reads).
+    for huge in ("9" * 5000, "9" * 19):
+        r = httpx.get(f"{base}/{run.id}/events", headers={**BETA, "Last-Event-ID": huge})
+        assert r.status_code == 400
+        assert set(r.json()["error"]) == {"message", "type", "param", "code"}
+        assert r.json()["error"]["type"] == "invalid_request_error" and r.json()["error"]["param"] == "Last-Event-ID"
+    r = httpx.get(f"{base}/{run.id}/events?after={'9' * 30}", headers=BETA)
+    assert r.status_code == 400 and r.json()["error"]["type"] == "invalid_request_error"
     r = httpx.get(f"{base}/{run.id}/events?after=-1", headers=BETA)
     assert r.status_code == 400
     # Past the last event of a finished run: nothing more to say.

@@ -186,6 +186,28 @@ def test_raw_create_then_poll(client, scripted, model_name):
     assert retrieve(client, run) == done
 
 
+def test_metadata_set_while_a_run_is_in_progress_outlives_its_end(client, scripted, model_name):
+    """Metadata is the client's: set while the run works, it is kept when the run ends (the
+    execution's final write of the run does not put back the metadata it started with)."""
+    gate = f"{model_name}-held"
+    scripted.script(model_name, [{"content": "the answer", "gate": gate, "gate_after": 1}])
+    assistant = make_assistant(client, model_name)
+    thread = client.beta.threads.create(messages=[{"role": "user", "content": "q"}])
+    run = client.beta.threads.runs.create(thread_id=thread.id, assistant_id=assistant.id, metadata={"a": "1"})
+    try:
+        scripted.wait_for_gate(gate)
+        wait_for(lambda: retrieve(client, run).status == "in_progress")
+        modified = client.beta.threads.runs.update(run.id, thread_id=thread.id, metadata={"a": "1", "label": "x"})
+        assert modified.status == "in_progress" and modified.metadata == {"a": "1", "label": "x"}
+    finally:
+        scripted.release(gate)
+    done = client.beta.threads.runs.poll(run.id, thread_id=thread.id, poll_interval_ms=50)
+    assert done.status == "completed" and done.metadata == {"a": "1", "label": "x"}
+    assert retrieve(client, run).metadata == {"a": "1", "label": "x"}
+    listed = client.beta.threads.runs.list(thread_id=thread.id)
+    assert listed.data[0].metadata == {"a": "1", "label": "x"}
+
+
 def test_runs_list_retrieve_modify_and_paginate(client, scripted, model_name):
     assistant = make_assistant(client, model_name)
     thread = client.beta.threads.create(messages=[{"role": "user", "content": "count"}])

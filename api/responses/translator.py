@@ -21,15 +21,6 @@ from typing import Any
 from api.responses import items as item_views
 from api.responses.ids import call_item_id
 
-END_EVENTS = {
-    "thread.run.requires_action",
-    "thread.run.completed",
-    "thread.run.incomplete",
-    "thread.run.failed",
-    "thread.run.cancelled",
-    "thread.run.expired",
-}
-
 
 @dataclass
 class _Call:

@@ -16,7 +16,7 @@ import psycopg
 from psycopg_pool import AsyncConnectionPool
 
 from api.files.ingest_jobs import IngestionJobs
-from api.runs.events import EventSink
+from api.runs.sink import EventSink
 from api.runs.executor import RunExecutor, setup_checkpointer
 from api.runs.streaming import EventHub
 from api.security.auth import DEFAULT_CALLER, Caller

@@ -8,7 +8,8 @@ from typing import Any, Literal
 from psycopg import AsyncConnection, sql
 from psycopg.types.json import Jsonb
 
-from api.contract.objects import ACTIVE_RUN_STATUSES
+from api.contract.run_status import ACTIVE as ACTIVE_RUN_STATUSES
+from api.contract.run_status import EXECUTING, sql_list
 from api.observability import runs as observed_runs
 
 Table = Literal[
@@ -49,9 +50,10 @@ SELECT_RUN_ROW = "SELECT obj, status, config, tenant_id FROM runs WHERE id = %s"
 MERGE_RUN_CONFIG = "UPDATE runs SET config = config || %s WHERE id = %s"
 # Polling reads a run as the JSON text the API returns: no decoding and re-encoding per poll.
 SELECT_RUN_JSON = "SELECT obj::text AS json, status FROM runs WHERE id = %s AND thread_id = %s AND tenant_id = %s"
-SELECT_OVERDUE_RUNS = """
+# The status list is the one of the `runs_expiring` partial index (a literal, so the planner uses it).
+SELECT_OVERDUE_RUNS = f"""
     SELECT id FROM runs
-    WHERE status IN ('queued', 'in_progress', 'requires_action', 'cancelling') AND expires_at <= %s
+    WHERE status IN {sql_list(ACTIVE_RUN_STATUSES)} AND expires_at <= %s
     ORDER BY expires_at LIMIT %s
 """
 # What a run's prompt needs of each message, not the whole object (decoding is per run, per message);
@@ -75,9 +77,9 @@ SELECT_RUN_STEPS = "SELECT obj, pending_usage FROM run_steps WHERE run_id = %s O
 SELECT_RUN_MESSAGES = "SELECT obj FROM messages WHERE run_id = %s ORDER BY seq"
 # Active runs no job will ever move on (their job was lost between a crash and a hand-back, or
 # ended without settling the run), quiet for a while so a transition in flight is not taken for one.
-SELECT_ORPHANED_RUNS = """
+SELECT_ORPHANED_RUNS = f"""
     SELECT r.id, r.status FROM runs r
-    WHERE r.status IN ('queued', 'in_progress', 'cancelling')
+    WHERE r.status IN {sql_list(EXECUTING)}
       AND r.updated_at < now() - make_interval(secs => %s)
       AND NOT EXISTS (
           SELECT 1 FROM procrastinate_jobs j WHERE j.lock = r.id AND j.status IN ('todo', 'doing')
@@ -92,20 +94,6 @@ COUNT_FILES_IN_PROGRESS = """
     SELECT count(*) AS n FROM vector_store_files WHERE vector_store_id = ANY(%s) AND status = 'in_progress'
 """
 
-# A run's status only moves along the lifecycle: a status change is stored only from these
-# statuses (the WHERE clause of the statement that stores it, `runs/events.py`), so a late write (a
-# finishing executor racing a cancel or an expiry) changes nothing.
-ALLOWED_FROM: dict[str, tuple[str, ...]] = {
-    "queued": ("queued", "requires_action"),
-    "in_progress": ("queued", "in_progress"),
-    "requires_action": ("in_progress",),
-    "completed": ("in_progress",),
-    "incomplete": ("in_progress",),
-    "failed": ("queued", "in_progress"),
-    "cancelling": ("queued", "in_progress", "requires_action"),
-    "cancelled": ("queued", "in_progress", "requires_action", "cancelling"),
-    "expired": ("queued", "in_progress", "requires_action", "cancelling"),
-}
 
 
 @lru_cache(maxsize=None)

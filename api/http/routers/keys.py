@@ -11,7 +11,7 @@ from api.contract import objects
 from api.contract.errors import NotFound
 from api.contract.schemas import Body
 from api.http.deps import PageParams, Server
-from api.runs.events import publish_revocation
+from api.runs.notify import publish_revocation
 from api.security import keys
 from api.security.auth import Forbidden, Unauthorized, bearer
 from api.storage import store
