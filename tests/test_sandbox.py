@@ -145,6 +145,40 @@ async def test_output_is_capped_with_head_and_tail(store):
     assert any("characters in the middle were cut" in note for note in result.notes)
 
 
+async def test_nul_bytes_and_binary_output_come_back_as_readable_text(store):
+    result = await run(
+        store,
+        "binary",
+        r"""
+        import os
+        print('a\x00b')
+        os.write(1, b'raw \xff\xfe \x00 end\n')
+        print(bytes(range(256)).decode('latin-1'))
+        open(bytes([0x72, 0xff]).decode('utf-8', 'surrogateescape'), 'w').write('x')
+        """,
+    )
+    assert result.error is None
+    assert "\x00" not in result.logs and all(not 0xD800 <= ord(c) <= 0xDFFF for c in result.logs)
+    assert result.logs.startswith("a\\x00b") and "end" in result.logs
+    saved = SavedFiles()
+    tool = CodeInterpreterTool(session=lambda: store.session("binary"), save_output=saved)
+    content, artifact = await tool._arun("print('\\0'.join(['x', 'y'])); _ = open(b'w\\xfe'.decode('utf-8', 'surrogateescape'), 'w').write('1')")
+    assert content.startswith("x\\x00y") and "sandbox:/mnt/data/w\\xfe" in content
+    assert set(artifact["files"]) == {"/mnt/data/w\\xfe"} and artifact["outputs"][0]["logs"] == "x\\x00y"
+    content.encode("utf-8")  # strict: no lone surrogates left
+
+
+async def test_a_session_whose_kernel_cannot_be_read_is_restarted_and_works_again(store):
+    """Code that breaks the kernel's messages (here: signing them with a forged key, as a fork bomb's
+    children or a flood of output can garble them) gets a restarted kernel, not an error for good."""
+    await run(store, "garbled", "x = 1")
+    broken = await run(store, "garbled", "get_ipython().kernel.session.key = b'forged'\nprint('lost')")
+    assert broken.kernel_restarted and broken.tool_failure == "ValueError"
+    assert any("sandbox failed while running this code" in note for note in broken.notes)
+    again = await run(store, "garbled", "'x' in dir()")
+    assert again.logs == "False" and not again.kernel_restarted
+
+
 async def test_timeout_interrupts_and_the_session_survives(store):
     await run(store, "slow", "kept = 'still here'")
     started = time.monotonic()

@@ -40,29 +40,10 @@ STAGED_SESSIONS_KEPT = 1000
 
 
 def config_from(settings: Settings) -> CodeInterpreterConfig:
-    token = settings.code_interpreter_gateway_token
+    group = settings.code_interpreter
+    token = group.gateway_token
     return CodeInterpreterConfig(
-        backend=settings.code_interpreter_backend,
-        idle_timeout=settings.code_interpreter_idle_timeout,
-        execution_timeout=settings.code_interpreter_execution_timeout,
-        startup_timeout=settings.code_interpreter_startup_timeout,
-        max_output_chars=settings.code_interpreter_max_output_chars,
-        max_output_files=settings.code_interpreter_max_output_files,
-        max_file_mb=settings.code_interpreter_max_file_mb,
-        max_sessions=settings.code_interpreter_max_sessions,
-        memory_mb=settings.code_interpreter_memory_mb,
-        max_processes=settings.code_interpreter_max_processes,
-        cpu_seconds=settings.code_interpreter_cpu_seconds,
-        cpus=settings.code_interpreter_cpus,
-        tmp_mb=settings.code_interpreter_tmp_mb,
-        sessions_dir=settings.code_interpreter_sessions_dir,
-        nsjail_path=settings.code_interpreter_nsjail_path,
-        host_uid_base=settings.code_interpreter_host_uid_base,
-        unsandboxed=settings.code_interpreter_unsandboxed,
-        gateway_url=settings.code_interpreter_gateway_url,
-        gateway_token=token.get_secret_value() if token else None,
-        gateway_kernel_name=settings.code_interpreter_gateway_kernel_name,
-        gateway_data_dir=settings.code_interpreter_gateway_data_dir,
+        **group.model_dump(exclude={"gateway_token"}), gateway_token=token.get_secret_value() if token else None
     )
 
 
@@ -98,7 +79,7 @@ class CodeSessions:
 
     @classmethod
     async def open(cls, pool: AsyncConnectionPool, settings: Settings) -> "CodeSessions":
-        mapping = PostgresKernelIds(pool) if settings.code_interpreter_backend == "gateway" else None
+        mapping = PostgresKernelIds(pool) if settings.code_interpreter.backend == "gateway" else None
         return cls(await open_session_store(config_from(settings), mapping=mapping), pool, settings)
 
     async def close(self) -> None:

@@ -32,8 +32,8 @@ def check_name(name: str) -> str:
         not name
         or "\x00" in name
         or name.startswith("/")
-        or len(name.encode()) > MAX_PATH_BYTES
-        or any(p in ("", ".", "..") or len(p.encode()) > MAX_NAME_BYTES for p in parts)
+        or len(os.fsencode(name)) > MAX_PATH_BYTES
+        or any(p in ("", ".", "..") or len(os.fsencode(p)) > MAX_NAME_BYTES for p in parts)
     ):
         raise InvalidFileName(f"{name!r} is not a valid file name under /mnt/data")
     return str(PurePosixPath(*parts))
