@@ -418,6 +418,31 @@ async def test_fork_bomb_is_capped_and_the_host_is_fine(store):
     assert subprocess.run(["true"]).returncode == 0
 
 
+async def test_background_shell_commands_leave_no_zombie(store):
+    """The jail's PID 1 is an init that reaps orphans: 70 background shell commands (each an orphan
+    once its shell exits) leave no zombie holding one of the session's process slots."""
+    result = await run(
+        store,
+        "zombies",
+        """
+        import os, time
+        for _ in range(70):
+            os.system('sleep 0.01 &')
+            time.sleep(0.02)
+        time.sleep(0.5)
+        states = []
+        for pid in filter(str.isdigit, os.listdir('/proc')):
+            try:
+                states.append(open(f'/proc/{pid}/stat').read().rsplit(')', 1)[1].split()[0])
+            except OSError:
+                pass
+        print(states.count('Z'), 'zombies;', 'init', open('/proc/1/cmdline').read().split(chr(0))[0].rsplit('/', 1)[-1])
+        """,
+    )
+    assert result.error is None and "Cannot fork" not in result.logs, result.logs
+    assert result.logs == "0 zombies; init dumb-init"
+
+
 # --- availability and process hygiene --------------------------------------------------------------
 
 

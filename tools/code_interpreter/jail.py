@@ -171,12 +171,22 @@ class SessionPaths:
                     os.chown(directory, identity.uid, identity.gid)
 
 
+def bundled_init() -> Path:
+    """dumb-init, the jail's PID 1: the `dumb-init` wheel installs it next to the interpreter's scripts."""
+    return Path(sysconfig.get_path("scripts"), "dumb-init")
+
+
 @dataclass(frozen=True)
 class Jail:
-    """Builds the nsjail command line for one session."""
+    """Builds the nsjail command line for one session.
+
+    The jail's PID 1 is `init` (dumb-init), with the kernel as its child: PID 1 of a namespace inherits
+    every orphan, so a kernel in that place would leave each background process it did not start as a
+    zombie holding one of the session's process slots; dumb-init reaps them and passes signals on."""
 
     config: CodeInterpreterConfig
     nsjail: Path
+    init: Path = field(default_factory=bundled_init)
     python: str = field(default_factory=lambda: sys.executable)
     readonly: tuple[Path, ...] = field(default_factory=lambda: tuple(python_paths()))
 
@@ -258,12 +268,14 @@ class Jail:
         return options
 
     def command(self, paths: SessionPaths, identity: Identity, argv: list[str]) -> list[str]:
-        return [str(self.nsjail), *self.options(paths, identity).build_args(), "--", *argv]
+        init = self.inside(self.init)
+        return [str(self.nsjail), *self.options(paths, identity).build_args(), "--", init, *argv]
 
     async def probe(self, scratch: Path, leases: UidLeases) -> str | None:
         """Run a jailed interpreter once: None if the sandbox works here, else why not."""
-        if not os.access(self.nsjail, os.X_OK):
-            return f"the nsjail binary {self.nsjail} is missing or not executable"
+        for binary in (self.nsjail, self.init):
+            if not os.access(binary, os.X_OK):
+                return f"the {binary.name} binary {binary} is missing or not executable"
         lease = None
         try:
             if os.geteuid() == 0:
