@@ -67,6 +67,11 @@ class CodeInterpreterSettings(BaseSettings):
     )
     cpus: int = Field(default=1, ge=1, description="CPUs one sandbox may run on at once.")
     tmp_mb: int = Field(default=256, ge=1, description="Size of a sandbox's private /tmp (memory-backed, MB).")
+    data_mb: int = Field(
+        default=1024,
+        ge=0,
+        description="Size of a session's /mnt/data (MB): a memory-backed tmpfs where writes past it fail with ENOSPC (a server running as root only). 0: no limit.",
+    )
     sessions_dir: Path | None = Field(
         default=None,
         description="Directory for the sessions' /mnt/data and kernel sockets (unset: the system temp dir). Keep the path short: unix socket paths are limited to 107 bytes.",

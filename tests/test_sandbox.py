@@ -29,6 +29,7 @@ from tools.code_interpreter import (
     CodeInterpreterConfig,
     CodeInterpreterTool,
     FileNotInSession,
+    FileTooLarge,
     InMemoryKernelIdMapping,
     InvalidFileName,
     SandboxUnavailable,
@@ -48,6 +49,7 @@ CONFIG = CodeInterpreterConfig(
     max_processes=48,
     max_file_mb=8,
     tmp_mb=32,
+    data_mb=16,
 )
 
 
@@ -264,6 +266,38 @@ async def test_files_in_and_out(store):
     assert {f.name for f in await session.list_files()} == {"in/data.csv", "out.csv", "notes.txt"}
     # Unchanged files are not reported again.
     assert (await session.execute("1")).files == []
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="/mnt/data is a size-limited tmpfs only for a server running as root")
+async def test_mnt_data_has_a_size_limit_per_session(store):
+    """Writes past the session's /mnt/data budget fail with ENOSPC inside the sandbox; the host side
+    never holds more than the budget, and the session works on once files are removed."""
+    result = await run(
+        store,
+        "disk",
+        """
+        import errno
+        written = 0
+        try:
+            for i in range(10):
+                with open(f'block{i}', 'wb') as f:
+                    for _ in range(6):
+                        f.write(b'x' * 1024 * 1024)
+                        written += 1
+        except OSError as exc:
+            print('stopped after', written, 'MB:', errno.errorcode[exc.errno])
+        """,
+    )
+    assert result.logs.startswith("stopped after") and result.logs.endswith("ENOSPC"), result.logs
+    assert int(result.logs.split()[2]) <= CONFIG.data_mb
+    session = await store.session("disk")
+    assert sum(f.size for f in await session.list_files()) <= CONFIG.data_mb * 1024 * 1024
+    with pytest.raises(FileTooLarge, match="full"):
+        await session.put_file("more.bin", b"y" * 4 * 1024 * 1024)
+    assert "more.bin" not in {f.name for f in await session.list_files()}
+    cleared = await run(store, "disk", "import glob, os\nfor name in glob.glob('block*'): os.remove(name)\nopen('small.txt', 'w').write('ok')")
+    assert cleared.error is None
+    assert await session.read_file("small.txt") == b"ok"
 
 
 async def test_file_names_and_sizes_are_guarded(store):

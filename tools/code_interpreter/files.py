@@ -9,6 +9,7 @@ path "beneath" a directory like Linux's openat2 RESOLVE_BENEATH does), and only 
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from pathlib import PurePosixPath
@@ -120,12 +121,18 @@ def write_file(root: str, name: str, data: bytes, owner: tuple[int, int] | None)
         fd = os.open(
             parts[-1], os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644, dir_fd=parent
         )
+        try:
+            with os.fdopen(fd, "wb") as file:
+                if owner is not None:
+                    os.fchown(file.fileno(), *owner)
+                file.write(data)
+        except OSError as exc:
+            if exc.errno != errno.ENOSPC:
+                raise
+            os.unlink(parts[-1], dir_fd=parent)  # no half-written file left behind
+            raise FileTooLarge(f"/mnt/data is full: {normalised} ({len(data)} bytes) does not fit") from exc
     finally:
         os.close(parent)
-    with os.fdopen(fd, "wb") as file:
-        if owner is not None:
-            os.fchown(file.fileno(), *owner)
-        file.write(data)
     return f"/mnt/data/{normalised}"
 
 

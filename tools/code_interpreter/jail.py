@@ -18,8 +18,10 @@ import asyncio
 import fcntl
 import logging
 import os
+import re
 import shutil
 import site
+import subprocess
 import sys
 import sysconfig
 from dataclasses import dataclass, field
@@ -156,8 +158,11 @@ class SessionPaths:
     def log_file(self) -> Path:
         return self.root / "jail.log"
 
-    def create(self, identity: Identity | None) -> None:
-        """Make the directories (blocking: call from a thread), owned by the jail's host uid when it has one."""
+    def create(self, identity: Identity | None, data_mb: int = 0) -> None:
+        """Make the directories (blocking: call from a thread), owned by the jail's host uid when it has one.
+
+        With `data_mb` and a jail of its own host uid (the server is root), /mnt/data is a tmpfs of that
+        size, so code that writes past it gets ENOSPC and the host's disk is never filled."""
         self.root.mkdir(mode=0o700)
         for directory in (self.data, self.sockets, self.etc):
             directory.mkdir(mode=0o700)
@@ -169,6 +174,44 @@ class SessionPaths:
             if not identity.user_namespace:
                 for directory in (self.root, self.data, self.sockets):
                     os.chown(directory, identity.uid, identity.gid)
+                if data_mb:
+                    mount_data(self.data, data_mb, identity)
+
+    def remove(self) -> None:
+        """Unmount /mnt/data's tmpfs, if any, and delete the directory (blocking: call from a thread)."""
+        unmount_under(self.root)
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def mount_data(path: Path, size_mb: int, identity: Identity) -> None:
+    options = f"size={size_mb}m,mode=0700,uid={identity.uid},gid={identity.gid},nosuid,nodev"
+    subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", options, "assistgraph-data", str(path)],
+        check=True,
+        capture_output=True,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def data_limited() -> bool:
+    """Whether sessions' /mnt/data gets its own size-limited tmpfs here (the server must be root)."""
+    return os.geteuid() == 0
+
+
+def unmount_under(root: Path) -> None:
+    """Detach every mount at or below `root`, deepest first (blocking: call from a thread)."""
+    try:
+        lines = Path("/proc/self/mountinfo").read_text().splitlines()
+    except OSError:
+        return
+    prefix = str(root)
+    # Field 5 is the mount point, with space, tab, newline and backslash written as octal escapes.
+    points = [_OCTAL.sub(lambda m: chr(int(m[1], 8)), line.split()[4]) for line in lines if len(line.split()) > 4]
+    for point in sorted((p for p in points if p == prefix or p.startswith(prefix + "/")), key=len, reverse=True):
+        subprocess.run(["umount", "-l", point], capture_output=True, stdin=subprocess.DEVNULL)
+
+
+_OCTAL = re.compile(r"\\([0-7]{3})")
 
 
 def bundled_init() -> Path:
@@ -313,7 +356,7 @@ class Jail:
             await process.wait()
             return "a jailed interpreter did not finish within the startup timeout"
         finally:
-            await asyncio.to_thread(_remove_tree, paths.root)
+            await asyncio.to_thread(paths.remove)
         if process.returncode == 0 and out.strip() == b"ok":
             return None
         if out.strip() == b"network":
@@ -328,7 +371,3 @@ def _shadowed(path: Path) -> bool:
 
 def _covered_by_system(path: Path) -> bool:
     return any(str(path).startswith(directory + "/") for directory in SYSTEM_DIRS if os.path.isdir(directory))
-
-
-def _remove_tree(path: Path) -> None:
-    shutil.rmtree(path, ignore_errors=True)

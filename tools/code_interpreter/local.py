@@ -25,7 +25,16 @@ from . import files
 from .config import CodeInterpreterConfig
 from .errors import CodeInterpreterError, SessionStartFailed
 from .execution import FileInfo
-from .jail import SOCKET_DIR, UID_LEASES_DIR, Identity, Jail, SessionPaths, UidLeases, identity_for_slot
+from .jail import (
+    SOCKET_DIR,
+    UID_LEASES_DIR,
+    Identity,
+    Jail,
+    SessionPaths,
+    UidLeases,
+    identity_for_slot,
+    unmount_under,
+)
 from .kernel import SESSION_ENDED, SHUTTING_DOWN, KernelSession, KernelStore
 from .provisioner import JailProvisioner, SandboxedKernelManager, kernel_spec
 from .store import UnavailableStore
@@ -66,7 +75,7 @@ class LocalSession(KernelSession):
                 self.identity = identity_for_slot(store.config, index)
             else:
                 self.identity = identity_for_slot(store.config, self.slot)
-        await asyncio.to_thread(self.paths.create, self.identity)
+        await asyncio.to_thread(self.paths.create, self.identity, self._config.data_mb)
         store, paths = self._store, self.paths
         km = SandboxedKernelManager(
             transport="ipc",
@@ -170,7 +179,7 @@ class LocalSession(KernelSession):
             except Exception:  # the process is gone either way; the directory must go too
                 log.exception("code_interpreter: stopping session %s failed", self.id)
             self._km = None
-        await asyncio.to_thread(shutil.rmtree, self.paths.root, True)
+        await asyncio.to_thread(self.paths.remove)
         if self._uid_lease is not None:
             UidLeases.release(self._uid_lease)  # only once the jail's processes are gone
             self._uid_lease = None
@@ -279,7 +288,7 @@ class LocalSessionStore(KernelStore[LocalSession]):
 
     async def _release_resources(self) -> None:
         self.zmq_context.destroy(linger=0)
-        await asyncio.to_thread(shutil.rmtree, self.base, True)
+        await asyncio.to_thread(_remove_base, self.base)
 
 
 def _make_base(parent: Path | None) -> Path:
@@ -292,10 +301,16 @@ def _make_base(parent: Path | None) -> Path:
         except (OSError, ValueError):
             continue
         if not _process_exists(pid):
+            unmount_under(stale)  # /mnt/data tmpfs of its sessions
             shutil.rmtree(stale, ignore_errors=True)
     base = Path(tempfile.mkdtemp(prefix=BASE_PREFIX, dir=root))
     (base / OWNER_FILE).write_text(str(os.getpid()))
     return base
+
+
+def _remove_base(base: Path) -> None:
+    unmount_under(base)
+    shutil.rmtree(base, ignore_errors=True)
 
 
 def _process_exists(pid: int) -> bool:
