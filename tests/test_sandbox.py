@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import fcntl
 import io
 import os
@@ -477,6 +478,57 @@ async def test_background_shell_commands_leave_no_zombie(store):
     assert result.logs == "0 zombies; init dumb-init"
 
 
+async def test_a_sessions_processes_share_one_memory_budget(server_secrets):
+    """Three children that each fit the per-process limit but together exceed the session's budget:
+    the session's cgroup stops them, and other sessions and this server are unaffected."""
+    config = dataclasses.replace(CONFIG, memory_mb=768, execution_timeout=30.0)
+    store = await open_session_store(config)
+    try:
+        if store.limits == "rlimits":
+            pytest.skip("this host delegates no cgroups: memory is limited per process only")
+        result = await run(
+            store,
+            "memory-children",
+            """
+            import subprocess, sys
+            child = "b = bytearray(300 * 1024 * 1024); import time; time.sleep(1); print('held')"
+            procs = [subprocess.Popen([sys.executable, '-c', child], stdout=subprocess.PIPE) for _ in range(3)]
+            print(sum(p.communicate()[0] == b'held\\n' for p in procs), 'of 3 held')
+            """,
+        )
+        if not result.kernel_died:  # the kernel itself may be the process the budget's OOM kill picks
+            assert result.logs.endswith("of 3 held") and int(result.logs.split()[0]) < 3, result.logs
+        assert (await run(store, "memory-children", "1 + 1")).logs == "2"
+        assert (await run(store, "memory-neighbour", "len(bytearray(100 * 1024 * 1024))")).logs == str(100 * 1024 * 1024)
+        assert subprocess.run(["true"]).returncode == 0
+    finally:
+        await store.aclose()
+
+
+async def test_a_fork_bombs_leftovers_never_stop_another_session_forking(store):
+    bomb = await run(
+        store,
+        "bomb",
+        """
+        import os, time
+        count = 0
+        try:
+            while True:
+                if os.fork() == 0:
+                    time.sleep(60)
+                    os._exit(0)
+                count += 1
+        except OSError:
+            print('forked', count)
+        """,
+    )
+    assert bomb.logs.startswith("forked") and int(bomb.logs.split()[1]) < CONFIG.max_processes
+    other = await run(store, "bomb-neighbour", "import subprocess\nsubprocess.run(['true']).returncode")
+    assert other.logs == "0"
+    assert (await run(store, "bomb", "'alive'")).logs == "'alive'"
+    await store.stop("bomb")  # its sleeping children go with the jail
+
+
 # --- availability and process hygiene --------------------------------------------------------------
 
 
@@ -531,29 +583,31 @@ async def test_shutdown_stops_every_kernel(server_secrets):
     assert not store.base.exists()
 
 
+async def _other_server(tmp_path: Path, sessions_dir: Path, then: str) -> asyncio.subprocess.Process:
+    """Another process with a store of its own in `sessions_dir`: runs `then` (with `store` open),
+    printing what the test reads, and waits to be killed."""
+    body = textwrap.indent(then, " " * 8)
+    script = tmp_path / "server.py"
+    script.write_text(
+        "import asyncio, sys\n"
+        f"sys.path.insert(0, {str(ROOT)!r})\n"
+        "from tools.code_interpreter import CodeInterpreterConfig, open_session_store\n\n"
+        "async def main():\n"
+        f"        store = await open_session_store(CodeInterpreterConfig(sessions_dir={str(sessions_dir)!r}))\n"
+        f"{body}\n"
+        "        await asyncio.sleep(120)\n\n"
+        "asyncio.run(main())\n"
+    )
+    return await asyncio.create_subprocess_exec(
+        sys.executable, str(script), stdout=asyncio.subprocess.PIPE, env={"PATH": os.environ["PATH"]}
+    )
+
+
 async def test_kernels_die_with_a_killed_server(tmp_path):
     # Unix socket paths are short (107 bytes): pytest's tmp_path is too deep to hold the sessions.
     sessions_dir = Path(tempfile.mkdtemp(prefix="ag-test-"))
-    script = tmp_path / "server.py"
-    script.write_text(
-        textwrap.dedent(
-            f"""
-            import asyncio, sys
-            sys.path.insert(0, {str(ROOT)!r})
-            from tools.code_interpreter import CodeInterpreterConfig, open_session_store
-
-            async def main():
-                store = await open_session_store(CodeInterpreterConfig(sessions_dir={str(sessions_dir)!r}))
-                await (await store.session("k")).execute("1")
-                print(store.base, flush=True)
-                await asyncio.sleep(120)
-
-            asyncio.run(main())
-            """
-        )
-    )
-    server = await asyncio.create_subprocess_exec(
-        sys.executable, str(script), stdout=asyncio.subprocess.PIPE, env={"PATH": os.environ["PATH"]}
+    server = await _other_server(
+        tmp_path, sessions_dir, 'await (await store.session("k")).execute("1")\nprint(store.base, flush=True)'
     )
     base = (await asyncio.wait_for(server.stdout.readline(), 60)).decode().strip()
     assert base and len(_jail_processes(base)) >= 2
@@ -778,13 +832,20 @@ async def test_gateway_replaces_a_vanished_kernel_and_says_so(gateway):
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="host uids are leased only by a server running as root")
-async def test_two_servers_never_run_sandboxes_as_the_same_uid():
-    """Two stores (as two servers, or two `--workers` processes, on one machine) lease distinct
-    host uids, and a stopped session's uid comes free for the next one."""
-    first, second = await open_session_store(CONFIG), await open_session_store(CONFIG)
+async def test_two_servers_never_run_sandboxes_as_the_same_uid(tmp_path):
+    """Two servers on one machine with different sessions (and data) directories lease distinct host
+    uids from one machine-wide pool, and a stopped session's uid comes free for the next one."""
+    other_dir, own_dir = Path(tempfile.mkdtemp(prefix="ag-other-")), Path(tempfile.mkdtemp(prefix="ag-own-"))
+    other = await _other_server(
+        tmp_path, other_dir, 'session = await store.session("theirs")\nprint((await session.execute("import os\\nos.getuid()")).logs, flush=True)'
+    )
+    first = second = None
     try:
+        their_uid = int((await asyncio.wait_for(other.stdout.readline(), 60)).decode())
+        first = await open_session_store(dataclasses.replace(CONFIG, sessions_dir=own_dir))
+        second = await open_session_store(CONFIG)
         a, b = await first.session("a"), await second.session("b")
-        assert a.identity.uid != b.identity.uid
+        assert len({a.identity.uid, b.identity.uid, their_uid}) == 3
         uid_of = "import os\nos.getuid()"
         assert (await a.execute(uid_of)).logs == str(a.identity.uid)
         assert (await b.execute(uid_of)).logs == str(b.identity.uid)
@@ -795,5 +856,10 @@ async def test_two_servers_never_run_sandboxes_as_the_same_uid():
             await first.stop("a")
             fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)  # free again
     finally:
-        await first.aclose()
-        await second.aclose()
+        other.send_signal(signal.SIGKILL)
+        await other.wait()
+        for store in (first, second):
+            if store is not None:
+                await store.aclose()
+        for directory in (other_dir, own_dir):
+            shutil.rmtree(directory, ignore_errors=True)

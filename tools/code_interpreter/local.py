@@ -16,22 +16,25 @@ import shutil
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import zmq.asyncio
 from jupyter_client.asynchronous import AsyncKernelClient
 
 from . import files
+from .budget import RLIMITS_ONLY, Budget
+from .budget import detect as detect_budget
 from .config import CodeInterpreterConfig
 from .errors import CodeInterpreterError, SessionStartFailed
 from .execution import FileInfo
 from .jail import (
     SOCKET_DIR,
-    UID_LEASES_DIR,
     Identity,
     Jail,
     SessionPaths,
     UidLeases,
+    data_limited,
     identity_for_slot,
     unmount_under,
 )
@@ -71,7 +74,7 @@ class LocalSession(KernelSession):
         store = self._store
         if store.jail is not None:
             if os.geteuid() == 0:
-                index, self._uid_lease = await asyncio.to_thread(store.uid_leases.acquire)
+                index, self._uid_lease = await asyncio.to_thread(store.uid_leases.acquire, store.config.host_uid_base)
                 self.identity = identity_for_slot(store.config, index)
             else:
                 self.identity = identity_for_slot(store.config, self.slot)
@@ -196,8 +199,7 @@ class LocalSessionStore(KernelStore[LocalSession]):
         self.zmq_context = zmq.asyncio.Context()
         self.unsandboxed_environment = _unsandboxed_environment(config) if jail is None else {}
         self._free_slots = list(range(config.max_sessions))
-        # Shared by every server using the same sessions directory (the system temp dir by default).
-        self.uid_leases = UidLeases(base.parent / UID_LEASES_DIR)
+        self.uid_leases = UidLeases()
 
     @classmethod
     async def open(cls, config: CodeInterpreterConfig) -> LocalSessionStore | UnavailableStore:
@@ -210,20 +212,22 @@ class LocalSessionStore(KernelStore[LocalSession]):
             return UnavailableStore(reason)
         jail = None
         if not config.unsandboxed:
-            try:
-                jail = Jail.for_config(config)
-                reason = await jail.probe(base, UidLeases(base.parent / UID_LEASES_DIR))
-            except Exception as exc:  # noqa: BLE001 - any failure to set up the jail means "no sandbox"
-                reason = f"{type(exc).__name__}: {exc}"
-            if reason is not None:
+            jail, reason = await _working_jail(config, base)
+            if jail is None:
                 log.error("code_interpreter disabled: no working sandbox on this machine (%s)", reason)
                 await asyncio.to_thread(shutil.rmtree, base, True)
                 return UnavailableStore("no working sandbox on this machine")
+            log.info("code_interpreter: %s", _limits_line(config, jail.budget))
         else:
             log.warning("code_interpreter runs code UNSANDBOXED, as the server's user (unsandboxed setting)")
         store = cls(config, base, jail)
         store.start_reaper()
         return store
+
+    @property
+    def limits(self) -> str:
+        """What bounds a session's resources here: `cgroup v2`, `cgroup v1`, `rlimits` or `none`."""
+        return self.jail.budget.kind if self.jail is not None else "none"
 
     async def _open(self, key: str, replacing: LocalSession | None) -> LocalSession:
         if replacing is not None:
@@ -289,6 +293,31 @@ class LocalSessionStore(KernelStore[LocalSession]):
     async def _release_resources(self) -> None:
         self.zmq_context.destroy(linger=0)
         await asyncio.to_thread(_remove_base, self.base)
+
+
+async def _working_jail(config: CodeInterpreterConfig, base: Path) -> tuple[Jail | None, str]:
+    """The jail with the best budget that runs here, or None and why no jail does."""
+    try:
+        budget = await asyncio.to_thread(detect_budget)
+        jail = Jail.for_config(config, budget)
+        reason = await jail.probe(base, UidLeases())
+        if reason is not None and budget is not RLIMITS_ONLY:
+            # A cgroup this server may create but not use (a host that refuses to move the jail
+            # into it): per-process limits are still a sandbox.
+            jail = replace(jail, budget=Budget("rlimits", reason=f"{budget.kind} refused: {reason}"))
+            reason = await jail.probe(base, UidLeases())
+    except Exception as exc:  # noqa: BLE001 - any failure to set up the jail means "no sandbox"
+        return None, f"{type(exc).__name__}: {exc}"
+    return (jail, "") if reason is None else (None, reason)
+
+
+def _limits_line(config: CodeInterpreterConfig, budget: Budget) -> str:
+    data = f"{config.data_mb} MB" if config.data_mb and data_limited() else "unlimited (the server is not root)"
+    scope = "each session" if budget.kind != "rlimits" else "each process"
+    return (
+        f"limits by {budget.describe()}: {config.memory_mb} MB of memory and {config.max_processes} processes "
+        f"for {scope}, {config.cpus} CPU(s); /mnt/data {data}"
+    )
 
 
 def _make_base(parent: Path | None) -> Path:
