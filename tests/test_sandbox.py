@@ -119,6 +119,22 @@ async def test_matplotlib_figure_becomes_a_png(store):
     assert "<Figure" not in result.logs
 
 
+@pytest.mark.parametrize(
+    ("code", "figures"),
+    [
+        ("import matplotlib\nmatplotlib.use('Agg')\nimport matplotlib.pyplot as plt\nplt.plot([1, 2])\nplt.show()", 1),
+        ("import matplotlib\nmatplotlib.use('Agg')\nimport matplotlib.pyplot as plt\nplt.figure(); plt.plot([1, 2])\nplt.figure(); plt.bar([1], [2]); None", 2),
+    ],
+    ids=["shown", "never shown"],
+)
+async def test_figures_of_a_non_interactive_backend_become_pngs_at_the_end_of_the_cell(store, code, figures):
+    result = await run(store, "agg", code)
+    assert result.error is None and result.logs == "", result.logs  # no "cannot be shown" warning
+    assert len(result.images) == figures and all(i.data.startswith(b"\x89PNG") for i in result.images)
+    assert (await run(store, "agg", "print('next')")).images == []  # shown once, then closed
+    assert (await run(store, "agg", "[n for n in dir() if n.startswith('__ag')]")).logs == "[]"
+
+
 async def test_display_of_an_image(store):
     import matplotlib
 

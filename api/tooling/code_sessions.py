@@ -37,6 +37,12 @@ CLAIM_KERNEL = """
 RELEASE_KERNEL = "DELETE FROM code_interpreter_kernels WHERE key = %s AND kernel_id = %s"
 # Sessions whose staged files are remembered; one that falls out has its files placed again.
 STAGED_SESSIONS_KEPT = 1000
+# What bounds this process's sessions (the store's `limits`), for /readyz; None: it runs no code.
+_limits_in_force: str | None = None
+
+
+def limits_in_force() -> str | None:
+    return _limits_in_force
 
 
 def config_from(settings: Settings) -> CodeInterpreterConfig:
@@ -79,10 +85,15 @@ class CodeSessions:
 
     @classmethod
     async def open(cls, pool: AsyncConnectionPool, settings: Settings) -> "CodeSessions":
+        global _limits_in_force
         mapping = PostgresKernelIds(pool) if settings.code_interpreter.backend == "gateway" else None
-        return cls(await open_session_store(config_from(settings), mapping=mapping), pool, settings)
+        sessions = await open_session_store(config_from(settings), mapping=mapping)
+        _limits_in_force = sessions.limits
+        return cls(sessions, pool, settings)
 
     async def close(self) -> None:
+        global _limits_in_force
+        _limits_in_force = None
         await self.sessions.aclose()
 
     async def tool_for(self, run: dict, tenant: str) -> CodeInterpreterTool:

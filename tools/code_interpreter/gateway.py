@@ -44,6 +44,7 @@ from .errors import (
     SessionStartFailed,
 )
 from .execution import FileInfo, run_code
+from .figures import SHOW_OPEN_FIGURES
 from .kernel import KernelSession, KernelStore, new_session_notice
 
 log = logging.getLogger(__name__)
@@ -83,7 +84,7 @@ class InMemoryKernelIdMapping:
 def _prelude(data_dir: str) -> str:
     # Runs in the kernel on connect and after every restart. Names start with `__ag_` to stay out of
     # the way of the model's code; they are looked up again if the code deletes them.
-    return f"""
+    return SHOW_OPEN_FIGURES + f"""
 import os as __ag_os, stat as __ag_stat, json as __ag_json, base64 as __ag_b64, sys as __ag_sys
 __ag_os.makedirs({data_dir!r}, exist_ok=True)
 __ag_os.chdir({data_dir!r})
@@ -313,6 +314,7 @@ class GatewaySessionStore(KernelStore[GatewaySession]):
     """Kernels in a Jupyter Kernel Gateway; this process keeps connections, the mapping keeps ids."""
 
     reaper_name = "code_interpreter gateway reaper"
+    limits = "gateway"
 
     def __init__(self, config: CodeInterpreterConfig, mapping: KernelIdMapping) -> None:
         if not config.gateway_url:

@@ -36,6 +36,10 @@ class Session(Protocol):
 
 @runtime_checkable
 class SessionStore(Protocol):
+    # What bounds a session's resources: `cgroup v2`, `cgroup v1` or `rlimits` (see budget.py), `none`
+    # (unsandboxed), `gateway` (the gateway's operator decides) or `unavailable`.
+    limits: str
+
     async def session(self, key: str) -> Session:
         """The running session of `key`, started if there is none."""
         ...
@@ -53,6 +57,8 @@ class SessionStore(Protocol):
 
 class UnavailableStore:
     """Stands in when no sandbox works: every call says why, nothing runs."""
+
+    limits = "unavailable"
 
     def __init__(self, reason: str) -> None:
         self.reason = reason
