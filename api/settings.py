@@ -67,6 +67,10 @@ class CodeInterpreterSettings(BaseSettings):
     )
     cpus: int = Field(default=1, ge=1, description="CPUs one sandbox may run on at once.")
     tmp_mb: int = Field(default=256, ge=1, description="Size of a sandbox's private /tmp (memory-backed, MB).")
+    cgroups: bool = Field(
+        default=True,
+        description="Give each session one memory and process budget in a cgroup where the host allows it (v2 delegated, or v1); false: per-process rlimits only.",
+    )
     data_mb: int = Field(
         default=1024,
         ge=0,

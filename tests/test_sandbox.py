@@ -542,6 +542,10 @@ async def test_a_fork_bombs_leftovers_never_stop_another_session_forking(store):
     other = await run(store, "bomb-neighbour", "import subprocess\nsubprocess.run(['true']).returncode")
     assert other.logs == "0"
     assert (await run(store, "bomb", "'alive'")).logs == "'alive'"
+    # A flood of output on top of the fork bomb's leftovers: cut, and the session still answers.
+    flood = await run(store, "bomb", "print('x' * 20_000_000)")
+    assert flood.omitted_chars or flood.kernel_restarted
+    assert (await run(store, "bomb", "'still alive'")).logs == "'still alive'"
     await store.stop("bomb")  # its sleeping children go with the jail
 
 

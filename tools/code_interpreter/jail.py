@@ -327,7 +327,7 @@ class Jail:
             max_cpus=config.cpus,
             seccomp_string=SECCOMP_POLICY,
         )
-        self.budget.apply(options, memory_mb=config.memory_mb, max_processes=config.max_processes, cpus=config.cpus)
+        self.budget.apply(options, memory_mb=config.memory_mb, max_processes=config.max_processes)
         if identity.user_namespace:
             options.user = f"{JAIL_UID}:{identity.uid}:1"
             options.group = f"{JAIL_UID}:{identity.gid}:1"

@@ -298,7 +298,7 @@ class LocalSessionStore(KernelStore[LocalSession]):
 async def _working_jail(config: CodeInterpreterConfig, base: Path) -> tuple[Jail | None, str]:
     """The jail with the best budget that runs here, or None and why no jail does."""
     try:
-        budget = await asyncio.to_thread(detect_budget)
+        budget = await asyncio.to_thread(detect_budget) if config.cgroups else Budget("rlimits", reason="cgroups off")
         jail = Jail.for_config(config, budget)
         reason = await jail.probe(base, UidLeases())
         if reason is not None and budget is not RLIMITS_ONLY:
@@ -312,7 +312,10 @@ async def _working_jail(config: CodeInterpreterConfig, base: Path) -> tuple[Jail
 
 
 def _limits_line(config: CodeInterpreterConfig, budget: Budget) -> str:
-    data = f"{config.data_mb} MB" if config.data_mb and data_limited() else "unlimited (the server is not root)"
+    if not config.data_mb:
+        data = "unlimited"
+    else:
+        data = f"{config.data_mb} MB" if data_limited() else "unlimited (the server is not root)"
     scope = "each session" if budget.kind != "rlimits" else "each process"
     return (
         f"limits by {budget.describe()}: {config.memory_mb} MB of memory and {config.max_processes} processes "
