@@ -37,6 +37,7 @@ from tools.code_interpreter import (
     UnavailableStore,
     open_session_store,
 )
+from tools.code_interpreter.jail import unmount_under
 from tools.code_interpreter.local import LocalSessionStore
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -521,6 +522,30 @@ async def test_a_sessions_processes_share_one_memory_budget(server_secrets):
         await store.aclose()
 
 
+async def test_cgroups_of_killed_jails_are_swept(store):
+    """An nsjail killed outright (a server killed with its jails, an OOM kill) leaves its jail's cgroup
+    behind; the store's periodic sweep removes it once its processes are gone."""
+    if store.limits == "rlimits":
+        pytest.skip("this host delegates no cgroups")
+    budget = store.jail.budget
+    parents = [Path(mount, parent) for _, mount, parent in budget.v1] or [Path(budget.v2_parent)]
+
+    def leftovers() -> list[Path]:
+        return [d for p in parents for d in p.glob("NSJAIL.*") if not Path(f"/proc/{d.name.split('.')[1]}").exists()]
+
+    session = await store.session("sweep")
+    await session.execute("1")
+    (nsjail,) = [pid for pid in _jail_processes(str(session.paths.root)) if b"nsjail" in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0]]
+    os.kill(nsjail, signal.SIGKILL)
+    assert (await session.execute("1 + 1")).kernel_restarted  # a new jail
+    assert leftovers()
+    deadline = time.monotonic() + 20
+    while leftovers() and time.monotonic() < deadline:
+        await store.reap_idle()
+        await asyncio.sleep(0.2)
+    assert leftovers() == []
+
+
 async def test_a_fork_bombs_leftovers_never_stop_another_session_forking(store):
     bomb = await run(
         store,
@@ -882,4 +907,5 @@ async def test_two_servers_never_run_sandboxes_as_the_same_uid(tmp_path):
             if store is not None:
                 await store.aclose()
         for directory in (other_dir, own_dir):
+            unmount_under(directory)  # the killed server's /mnt/data tmpfs
             shutil.rmtree(directory, ignore_errors=True)

@@ -59,6 +59,12 @@ class Budget:
                     options.cgroup_pids_max, options.cgroup_pids_mount = max_processes, mount
                     options.cgroup_pids_parent = parent
 
+    def sweep(self) -> None:
+        """Remove the cgroups jails left behind (blocking: call from a thread)."""
+        parents = [Path(mount, parent) for _, mount, parent in self.v1]
+        for parent in parents + ([Path(self.v2_parent)] if self.v2_parent else []):
+            _remove_stale(parent)
+
     def describe(self) -> str:
         if self.kind == "rlimits":
             return f"per-process rlimits only ({self.reason})"
@@ -71,8 +77,8 @@ RLIMITS_ONLY = Budget("rlimits", reason="no cgroup this server may manage")
 def detect() -> Budget:
     """The best budget this machine allows this process (blocking: call from a thread)."""
     try:
-        memberships = _memberships()
-        mounts = _cgroup_mounts()
+        memberships = memberships_of(Path("/proc/self/cgroup").read_text())
+        mounts = cgroup_mounts(Path("/proc/self/mountinfo").read_text())
     except OSError as exc:
         return Budget("rlimits", reason=f"cgroups unreadable: {exc.strerror}")
     reasons = []
@@ -89,10 +95,10 @@ def detect() -> Budget:
     return Budget("rlimits", reason="; ".join(reasons))
 
 
-def _memberships() -> dict[str, str]:
-    """controller (or "" for the v2 hierarchy) -> this process's cgroup path, from /proc/self/cgroup."""
+def memberships_of(proc_cgroup: str) -> dict[str, str]:
+    """controller (or "" for the v2 hierarchy) -> the process's cgroup path, from /proc/<pid>/cgroup."""
     found = {}
-    for line in Path("/proc/self/cgroup").read_text().splitlines():
+    for line in proc_cgroup.splitlines():
         number, controllers, path = line.split(":", 2)
         if number == "0" and not controllers:
             found[""] = path
@@ -102,10 +108,10 @@ def _memberships() -> dict[str, str]:
     return found
 
 
-def _cgroup_mounts() -> dict[str, str]:
-    """controller (or "" for cgroup2) -> its mount point, from /proc/self/mountinfo."""
+def cgroup_mounts(mountinfo: str) -> dict[str, str]:
+    """controller (or "" for cgroup2) -> its mount point, from /proc/<pid>/mountinfo."""
     found: dict[str, str] = {}
-    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+    for line in mountinfo.splitlines():
         left, _, right = line.partition(" - ")
         fields, tail = left.split(), right.split()
         if len(fields) < 5 or len(tail) < 3 or fields[3] != "/":
@@ -114,7 +120,8 @@ def _cgroup_mounts() -> dict[str, str]:
             found.setdefault("", fields[4])
         elif tail[0] == "cgroup":
             for option in tail[2].split(","):
-                found.setdefault(option, fields[4])
+                if option not in ("rw", "ro") and "=" not in option:  # controllers, not mount flags
+                    found.setdefault(option, fields[4])
     return found
 
 
@@ -165,9 +172,13 @@ def _enable(directory: Path, controllers: list[str]) -> None:
 
 
 def _remove_stale(parent: Path) -> None:
-    """Cgroups of jails whose nsjail was killed before it could remove them (rmdir spares busy ones)."""
+    """Cgroups of jails whose nsjail was killed (as a kernel restart or a session stop does) before it
+    could remove them: NSJAIL.<pid> whose process is gone (a live one may still be moving into its own)."""
     for stale in parent.glob("NSJAIL.*"):
+        pid = stale.name.removeprefix("NSJAIL.")
+        if pid.isdigit() and os.path.exists(f"/proc/{pid}"):
+            continue
         try:
-            stale.rmdir()
+            stale.rmdir()  # refused while processes are still in it
         except OSError:
             continue

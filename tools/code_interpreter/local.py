@@ -285,6 +285,8 @@ class LocalSessionStore(KernelStore[LocalSession]):
         limit = time.monotonic() - self.config.idle_timeout
         expired = [s for s in self._sessions.values() if not s.busy and s.last_used < limit]
         await asyncio.gather(*(self._end(s, "idle") for s in expired))
+        if self.jail is not None:
+            await asyncio.to_thread(self.jail.budget.sweep)
         return [s.key for s in expired]
 
     async def _disconnect(self, session: LocalSession) -> None:
