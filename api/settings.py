@@ -57,10 +57,12 @@ class CodeInterpreterSettings(BaseSettings):
         default=50, ge=1, description="Sessions one process keeps at once; past it the least recently used idle one is stopped."
     )
     memory_mb: int = Field(
-        default=4096, ge=256, description="Address-space limit of each process in the sandbox (MB)."
+        default=4096,
+        ge=256,
+        description="Memory of a session (MB): all its processes together where a cgroup budget is in force, and each process's address-space limit.",
     )
     max_processes: int = Field(
-        default=64, ge=16, description="Processes and threads a sandbox may run at once."
+        default=64, ge=16, description="Processes and threads a session may run at once."
     )
     cpu_seconds: int = Field(
         default=1800, ge=10, description="CPU seconds a session's kernel may use over its life; past it the kernel is restarted."

@@ -26,8 +26,8 @@ class CodeInterpreterConfig:
     max_sessions: int = 50
 
     # Local jail limits.
-    memory_mb: int = 4096  # RLIMIT_AS of every process in the jail
-    max_processes: int = 64  # RLIMIT_NPROC (threads count too) inside the jail
+    memory_mb: int = 4096  # the session's memory (cgroup budget), and RLIMIT_AS of every process in the jail
+    max_processes: int = 64  # the session's processes (cgroup pids), and RLIMIT_NPROC (threads count too)
     cpu_seconds: int = 1800  # RLIMIT_CPU: CPU time one kernel process may use over its life
     cpus: int = 1  # CPUs a jail may run on at once (affinity)
     tmp_mb: int = 256  # size of the jail's private /tmp (memory-backed)

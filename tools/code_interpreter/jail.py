@@ -218,6 +218,21 @@ def mount_data(path: Path, size_mb: int, identity: Identity) -> None:
     )
 
 
+def data_mount_problem(scratch: Path) -> str | None:
+    """Why a session's /mnt/data cannot be a tmpfs here (no `mount`, no right to mount), or None."""
+    point = scratch / "data-probe"
+    point.mkdir(mode=0o700, exist_ok=True)
+    try:
+        mount_data(point, 1, Identity(uid=os.geteuid(), gid=os.getegid(), user_namespace=False))
+    except (OSError, subprocess.CalledProcessError) as exc:
+        detail = getattr(exc, "stderr", b"") or b""
+        return (detail.decode(errors="replace").strip() or str(exc))[-200:]
+    finally:
+        unmount_under(point)
+        point.rmdir()
+    return None
+
+
 def data_limited() -> bool:
     """Whether sessions' /mnt/data gets its own size-limited tmpfs here (the server must be root)."""
     return os.geteuid() == 0

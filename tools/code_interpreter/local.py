@@ -35,6 +35,7 @@ from .jail import (
     SessionPaths,
     UidLeases,
     data_limited,
+    data_mount_problem,
     identity_for_slot,
     unmount_under,
 )
@@ -212,6 +213,11 @@ class LocalSessionStore(KernelStore[LocalSession]):
             return UnavailableStore(reason)
         jail = None
         if not config.unsandboxed:
+            if config.data_mb and data_limited():
+                problem = await asyncio.to_thread(data_mount_problem, base)
+                if problem is not None:
+                    log.warning("code_interpreter: /mnt/data cannot be size-limited here (%s)", problem)
+                    config = replace(config, data_mb=0)
             jail, reason = await _working_jail(config, base)
             if jail is None:
                 log.error("code_interpreter disabled: no working sandbox on this machine (%s)", reason)
