@@ -119,7 +119,7 @@ class CodeInterpreterTool(BaseTool):
 
 
 def _failure(message: str) -> tuple[str, dict[str, Any]]:
-    text = f"Error: {message}"
+    text = readable(f"Error: {message}")
     return text, {"outputs": [{"type": "logs", "logs": text}], "files": {}}
 
 
