@@ -478,9 +478,8 @@ async def test_background_shell_commands_leave_no_zombie(store):
         "zombies",
         """
         import os, time
-        for _ in range(70):
-            os.system('sleep 0.01 &')
-            time.sleep(0.02)
+        # Each `(sleep &)` is an orphan as soon as its subshell exits.
+        os.system('for i in $(seq 70); do (sleep 0.001 &); done')
         time.sleep(0.5)
         states = []
         for pid in filter(str.isdigit, os.listdir('/proc')):
