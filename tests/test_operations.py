@@ -118,7 +118,9 @@ def test_health_and_readiness(ops):
     assert httpx.get(_root(srv) + "/healthz").json() == {"status": "ok"}
     ready = httpx.get(_root(srv) + "/readyz")
     assert ready.status_code == 200
-    assert ready.json() == {"status": "ready", "checks": {"database": "ok", "migrations": "ok", "executor": "ok"}}
+    body = ready.json()
+    assert body.pop("code_interpreter")["limits"] in ("cgroup v2", "cgroup v1", "rlimits")  # what bounds a session here
+    assert body == {"status": "ready", "checks": {"database": "ok", "migrations": "ok", "executor": "ok"}}
     # A database whose schema is behind this code is not ready (as after a failed migration).
     with psycopg.connect(url, autocommit=True) as conn:
         version = conn.execute("SELECT max(v) FROM assistgraph_migrations").fetchone()[0]

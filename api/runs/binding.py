@@ -77,7 +77,7 @@ class RunBinder:
             # The sandbox enforces its own limits (kernel start, execution, interrupt); the call as a
             # whole also reads the files back.
             s = self.settings
-            limit = s.code_interpreter_startup_timeout + s.code_interpreter_execution_timeout + CODE_SLACK_SECONDS
+            limit = s.code_interpreter.startup_timeout + s.code_interpreter.execution_timeout + CODE_SLACK_SECONDS
             context = dataclasses.replace(context, tool_timeouts={"code_interpreter": max(limit, s.tool_timeout)})
         return await self._routed(context, config.get("key_id")), kinds
 
