@@ -14,12 +14,13 @@ import uuid
 from pathlib import Path
 
 import boto3
+import openai
 import httpx
 import psutil
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.conftest import _extra_server, _own_database, assert_error, free_port, sdk, stop_process, wait_for
+from tests.conftest import _extra_server, _own_database, assert_error, free_port, sdk, stop_process
 from tests.test_code_interpreter import code_call
 
 BUCKET = "assistgraph-files"
@@ -30,36 +31,43 @@ LARGE_UPLOAD_MB = 96
 RSS_GROWTH_LIMIT = 150 * 1024 * 1024
 
 
-@pytest.fixture(scope="session")
-def moto_s3(workdir: Path):
-    """moto's standalone S3 server on an ephemeral port, with the store's bucket."""
+def start_moto(workdir: Path, name: str):
+    """moto's standalone S3 server on an ephemeral port, with the store's bucket: the process and a
+    boto3 client of it."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    log = open(workdir / "moto.log", "wb")
+    log_path = workdir / f"{name}.log"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=subprocess.STDOUT
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=open(log_path, "wb"),
+        stderr=subprocess.STDOUT,
     )
-    try:
-        deadline = time.time() + 60
-        while True:
-            try:
-                httpx.get(url, timeout=2)
-                break
-            except httpx.HTTPError:
-                if time.time() > deadline or proc.poll() is not None:
-                    raise RuntimeError((workdir / "moto.log").read_text(errors="replace")) from None
-                time.sleep(0.2)
-        s3 = boto3.client(
-            "s3",
-            endpoint_url=url,
-            region_name=CREDENTIALS["AWS_REGION"],
-            aws_access_key_id=CREDENTIALS["AWS_ACCESS_KEY_ID"],
-            aws_secret_access_key=CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
-        )
-        s3.create_bucket(Bucket=BUCKET)
-        yield s3
-    finally:
-        stop_process(proc)
+    deadline = time.time() + 60
+    while True:
+        try:
+            httpx.get(url, timeout=2)
+            break
+        except httpx.HTTPError:
+            if time.time() > deadline or proc.poll() is not None:
+                stop_process(proc)
+                raise RuntimeError(log_path.read_text(errors="replace")) from None
+            time.sleep(0.2)
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=url,
+        region_name=CREDENTIALS["AWS_REGION"],
+        aws_access_key_id=CREDENTIALS["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+    )
+    s3.create_bucket(Bucket=BUCKET)
+    return proc, s3
+
+
+@pytest.fixture(scope="session")
+def moto_s3(workdir: Path):
+    proc, s3 = start_moto(workdir, "moto")
+    yield s3
+    stop_process(proc)
 
 
 @pytest.fixture(scope="session")
@@ -225,27 +233,44 @@ def test_a_large_upload_streams_with_flat_memory(s3_server, moto_s3):
 
 
 @pytest.fixture(scope="module")
-def unreachable_store_server(scripted, workdir: Path, database_url: str):
-    """A server whose bucket is behind a port nothing listens on."""
+def store_that_goes_away(scripted, workdir: Path, database_url: str):
+    """A server on a bucket of a moto server of its own, which the test stops."""
+    moto, s3 = start_moto(workdir, "moto-stopped")
     srv = _extra_server(
         scripted,
         workdir,
         "s3-unreachable",
         _own_database(database_url, "s3_unreachable"),
         ASSISTGRAPH_FILE_STORE=f"s3://{BUCKET}/{PREFIX}",
-        AWS_ENDPOINT_URL=f"http://127.0.0.1:{free_port()}",
+        AWS_ENDPOINT_URL=s3.meta.endpoint_url,
         ASSISTGRAPH_EXECUTOR="false",
         **CREDENTIALS,
     )
-    yield srv
+    yield srv, moto, s3
     stop_process(srv.proc)
+    stop_process(moto)
 
 
-def test_an_unreachable_store_answers_503_and_keeps_no_row(unreachable_store_server):
-    http = httpx.Client(base_url=unreachable_store_server.url, timeout=60)
+def test_an_unreachable_store_answers_503_and_loses_nothing(store_that_goes_away):
+    server, moto, s3 = store_that_goes_away
+    client = sdk(server.url)
+    kept = client.files.create(file=("kept.txt", b"still here"), purpose="assistants")
+    stop_process(moto)
+
+    http = httpx.Client(base_url=server.url, timeout=60)
     for data in (b"small", b"y" * (9 * 1024 * 1024)):  # a single PUT, and a multipart upload
         resp = http.post("/files", files={"file": ("a.txt", data)}, data={"purpose": "assistants"})
         assert_error(resp, 503, type_="server_error")
-    assert http.get("/files").json()["data"] == []
-    wait_for(lambda: "file store unavailable" in unreachable_store_server.log())
-    assert "Traceback" not in unreachable_store_server.log()
+    assert [f["id"] for f in http.get("/files").json()["data"]] == [kept.id]  # no row for either
+    assert_error(http.get(f"/files/{kept.id}/content"), 503, type_="server_error")
+    # A delete that cannot remove the bytes keeps the row, to be tried again.
+    assert_error(http.delete(f"/files/{kept.id}"), 503, type_="server_error")
+    assert client.files.retrieve(kept.id).id == kept.id
+    # The SDK retries a 503 (here, until it gives up).
+    retrying = sdk(server.url).with_options(max_retries=1)
+    with pytest.raises(openai.InternalServerError) as failed:
+        retrying.files.content(kept.id)
+    assert failed.value.status_code == 503
+    log = server.log()
+    assert "file store unavailable" in log
+    assert "Traceback" not in log

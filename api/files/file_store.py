@@ -170,7 +170,7 @@ class LocalStore:
     async def local_copy(self, stored: str, scratch: Path) -> AsyncIterator[Path]:
         path = self.path(stored)
         if not await anyio.to_thread.run_sync(path.is_file):
-            raise FileNotFoundError(f"{path} (every server and worker process must share the same data_dir)")
+            raise FileNotFoundError(f"{path}; every server and worker process must share the same data_dir")
         yield path
 
 

@@ -20,10 +20,10 @@ Fairness, so one tenant's huge files never starve another tenant's small ones:
   never hold every slot; and one extra slot is kept for a small file of a tenant that has nothing
   running, so it starts at once even while every regular slot is busy with long files.
 
-A worker that cannot serve a job (the file's bytes are not under its `data_dir`, or it cannot build
-the store's embedding model, e.g. an endpoint only other workers are configured for) hands it back
-to the queue for another worker, up to `MAX_HOPS` times; then the file fails with a message saying
-what was missing.
+A worker that cannot serve a job (it cannot get the file's bytes: not under its `data_dir`, or the
+file store unreachable; or it cannot build the store's embedding model, e.g. an endpoint only other
+workers are configured for) hands it back to the queue for another worker, up to `MAX_HOPS` times;
+then the file fails with a message saying what was missing.
 
 A worker that dies mid-job (killed, machine lost) leaves its job `doing` and the file `in_progress`.
 A periodic sweep retries ingestion jobs whose worker stopped heart-beating; a job that lost its

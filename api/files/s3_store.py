@@ -82,7 +82,7 @@ class _MultipartWriter:
 
     async def finish(self, last: bytes) -> None:
         if self.upload_id is None:
-            await self.store.put(self.key, last, raw_key=True)
+            await self.store.put_key(self.key, last)
             return
         try:
             if last:
@@ -179,8 +179,10 @@ class S3Store:
     async def writer(self, stored: str) -> _MultipartWriter:
         return _MultipartWriter(self, self.key(stored))
 
-    async def put(self, stored: str, data: bytes, raw_key: bool = False) -> None:
-        key = stored if raw_key else self.key(stored)
+    async def put(self, stored: str, data: bytes) -> None:
+        await self.put_key(self.key(stored), data)
+
+    async def put_key(self, key: str, data: bytes) -> None:
         async with self.client(key) as s3:
             await s3.put_object(Bucket=self.bucket, Key=key, Body=data)
 
