@@ -274,3 +274,68 @@ def test_an_unreachable_store_answers_503_and_loses_nothing(store_that_goes_away
     log = server.log()
     assert "file store unavailable" in log
     assert "Traceback" not in log
+
+
+# --- the pure parts --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "url, bucket, key",
+    [
+        ("s3://files-bucket", "files-bucket", "files/t/file-1"),
+        ("s3://files-bucket/", "files-bucket", "files/t/file-1"),
+        ("s3://files.example/a/b", "files.example", "a/b/files/t/file-1"),
+        ("s3://files-bucket/prod/", "files-bucket", "prod/files/t/file-1"),
+    ],
+)
+def test_the_setting_names_bucket_and_prefix(tmp_path, url, bucket, key):
+    from api.files.file_store import store_for
+    from api.settings import Settings
+
+    store = store_for(Settings(file_store=url, data_dir=tmp_path))
+    assert (store.bucket, store.key("files/t/file-1")) == (bucket, key)
+
+
+@pytest.mark.parametrize("url", ["bucket/prefix", "s3://", "s3://B", "file:///tmp/x", "s3://Upper-Case"])
+def test_a_store_url_that_is_not_s3_is_refused_at_start(tmp_path, url):
+    import pydantic
+
+    from api.settings import Settings
+
+    with pytest.raises(pydantic.ValidationError):
+        Settings(file_store=url, data_dir=tmp_path)
+
+
+def test_unset_is_the_local_directory(tmp_path):
+    from api.files.file_store import LocalStore, store_for
+    from api.settings import Settings
+
+    store = store_for(Settings(data_dir=tmp_path))
+    assert isinstance(store, LocalStore) and store.path("files/t/f") == tmp_path / "files/t/f"
+
+
+@pytest.mark.parametrize(
+    "error, becomes",
+    [
+        (ClientError({"Error": {"Code": "NoSuchKey", "Message": "gone"}}, "GetObject"), FileNotFoundError),
+        (ClientError({"Error": {"Code": "404", "Message": "Not Found"}}, "HeadObject"), FileNotFoundError),
+        (ClientError({"Error": {"Code": "SlowDown", "Message": "slow"}}, "PutObject"), "StoreUnavailable"),
+        (ClientError({"Error": {"Code": "NoSuchBucket", "Message": "no"}}, "PutObject"), "StoreUnavailable"),
+        (ClientError({"Error": {"Code": "AccessDenied", "Message": "no"}}, "PutObject"), "StoreUnavailable"),
+        (ConnectionRefusedError(111, "refused"), "StoreUnavailable"),
+        (TimeoutError(), "StoreUnavailable"),
+        (FileNotFoundError("local"), None),
+        (ValueError("a bug"), None),
+    ],
+)
+def test_store_failures_become_unavailable_or_missing(error, becomes):
+    from api.files.file_store import StoreUnavailable
+    from api.files.s3_store import _translate
+
+    got = _translate(error, "k")
+    if becomes is None:
+        assert got is None
+    elif becomes == "StoreUnavailable":
+        assert isinstance(got, StoreUnavailable)
+    else:
+        assert isinstance(got, becomes)
