@@ -272,6 +272,34 @@ class Settings(BaseSettings):
     action_max_response_bytes: int = Field(
         default=1_000_000, description="Largest action response read; a bigger one fails the call."
     )
+    # Where file bytes live (api/files/file_store.py); the AWS variables only matter for an s3:// store.
+    file_store: str | None = Field(
+        default=None,
+        pattern=r"^s3://[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9](/.*)?$",
+        description=(
+            "Where uploaded and generated files' bytes live. Unset: <data_dir>/files on the local disk. "
+            "`s3://bucket/prefix`: S3-compatible object storage, reached with the AWS_* settings."
+        ),
+    )
+    aws_access_key_id: str | None = Field(
+        default=None, validation_alias=AliasChoices("AWS_ACCESS_KEY_ID"), description="Access key of the S3 file store."
+    )
+    aws_secret_access_key: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("AWS_SECRET_ACCESS_KEY"), description="Secret key of the S3 file store."
+    )
+    aws_session_token: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("AWS_SESSION_TOKEN"), description="Session token of temporary credentials."
+    )
+    aws_region: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("AWS_REGION", "AWS_DEFAULT_REGION"),
+        description="Region of the S3 file store's bucket (us-east-1 when unset).",
+    )
+    aws_endpoint_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"),
+        description="Endpoint of an S3-compatible server other than AWS (MinIO, R2, GCS…); addressed by path.",
+    )
 
     # --- hardening and operations: request limits, bounded ingestion, logs, metrics, traces ---
     max_request_bytes: int = Field(

@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.contract.errors import APIError, error_body
+from api.files.file_store import StoreUnavailable
 from api.storage.database import DATABASE_UNAVAILABLE, OUTAGE
 
 log = logging.getLogger(__name__)
@@ -151,6 +152,15 @@ def install_error_handlers(app: FastAPI) -> None:
 
     for unavailable in DATABASE_UNAVAILABLE:
         app.add_exception_handler(unavailable, _database_unavailable)
+
+    # The same for the file store (a bucket that cannot be reached or refuses the operation).
+    @app.exception_handler(StoreUnavailable)
+    async def _store_unavailable(_: Request, exc: StoreUnavailable):
+        log.warning("a request found the file store unavailable: %s", str(exc).splitlines()[0] if str(exc) else "")
+        return JSONResponse(
+            error_body("The server's file store is unavailable right now. Please try again.", "server_error"),
+            status_code=503,
+        )
 
     @app.exception_handler(UnicodeEncodeError)
     async def _unencodable(_: Request, exc: UnicodeEncodeError):

@@ -12,7 +12,8 @@ from pathlib import PurePosixPath
 
 from psycopg_pool import AsyncConnectionPool
 
-from api.files import file_storage, files_store, generated
+from api.files import files_store, generated
+from api.files.file_store import StoreUnavailable, store_for
 from api.settings import Settings
 from api.storage import store
 from tools.code_interpreter import (
@@ -79,6 +80,7 @@ class CodeSessions:
         self.sessions = sessions
         self.pool = pool
         self.settings = settings
+        self.files = store_for(settings)
         # Input files already placed in each session (by session id: a replaced session starts empty),
         # for the most recently used sessions.
         self._staged: OrderedDict[str, set[str]] = OrderedDict()
@@ -111,16 +113,20 @@ class CodeSessions:
                 if file_id in staged:
                     continue
                 try:
-                    data = await file_storage.read_bytes(self.settings.data_dir, stored)
+                    data = await self.files.read_bytes(stored)
                 except FileNotFoundError:
                     log.warning("file %s of thread %s has no bytes; not placed in /mnt/data", file_id, thread_id)
+                    continue
+                except StoreUnavailable as exc:
+                    # Not remembered as placed: the next call of the tool tries again.
+                    log.warning("file %s of thread %s not placed in /mnt/data: the file store is unavailable (%s)", file_id, thread_id, exc)
                     continue
                 await current.put_file(name, data)
                 staged.add(file_id)
             return current
 
         async def save_output(name: str, data: bytes, mime: str) -> str:
-            return (await generated.create(self.pool, self.settings.data_dir, tenant, name, data))["id"]
+            return (await generated.create(self.pool, self.files, tenant, name, data))["id"]
 
         tool = CodeInterpreterTool(session=session, save_output=save_output)
         if files:
