@@ -33,6 +33,7 @@ from api.storage import store
 from api.storage.database import DATABASE_UNAVAILABLE
 from api.storage.queue import ADVANCE_RUN, EXPIRE_RUNS, PRUNE_EVENTS, QUEUE, RunQueue
 from api.tooling.code_sessions import CodeSessions
+from api.files.file_store import store_for
 from graph.graph import builder
 from tools.registry import ToolRegistry
 
@@ -143,7 +144,7 @@ class RunExecutor:
             pump.put(lifecycle.start(execution.mapper))
             run = execution.mapper.run  # now in_progress, with its start time
             context, kinds = await self.binder.context(run, row["tenant_id"], config)
-            plan = await resume.plan(self.pool, self.graph, {**row, "obj": run}, kinds, self.settings.data_dir)
+            plan = await resume.plan(self.pool, self.graph, {**row, "obj": run}, kinds, store_for(self.settings))
             execution.mapper, execution.totals = plan.mapper, plan.totals
             if plan.taken_over:
                 await self._count_takeover(run_id, config)

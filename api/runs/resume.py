@@ -14,7 +14,6 @@ here.
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 from typing import Any
 
 from langchain_core.messages import AIMessage, ToolMessage
@@ -28,6 +27,7 @@ from api.runs.events import Event
 from api.runs.mapper import RunEventMapper, turn_usage
 from api.runs.sink import kept_deltas
 from api.storage import store
+from api.files.file_store import FileStore
 from graph import node_names
 from graph.state import add_usage
 
@@ -65,11 +65,11 @@ class Plan:
     fresh: bool = False  # no execution has checkpointed the run yet
 
 
-async def plan(pool: AsyncConnectionPool, graph, row: dict, kinds: dict[str, str], data_dir: Path) -> Plan:
-    """`data_dir`: where the Files API keeps the bytes of the images the thread's messages show."""
+async def plan(pool: AsyncConnectionPool, graph, row: dict, kinds: dict[str, str], files: FileStore) -> Plan:
+    """`files`: where the Files API keeps the bytes of the images the thread's messages show."""
     run, config, run_id = row["obj"], row["config"], row["obj"]["id"]
     if row["status"] == RunStatus.QUEUED and "resume" not in config:
-        messages = await history.thread_messages(pool, run["thread_id"], row["tenant_id"], data_dir, row.get("history"))
+        messages = await history.thread_messages(pool, run["thread_id"], row["tenant_id"], files, row.get("history"))
         mapper = RunEventMapper(run, server_tools=kinds)
         return Plan({"history": messages}, mapper, RunTotals(), [], False, fresh=True)
 
@@ -87,7 +87,7 @@ async def plan(pool: AsyncConnectionPool, graph, row: dict, kinds: dict[str, str
         streamed = Streamed.from_deltas(await kept_deltas(conn, run_id))
     mapper = RunEventMapper(run, known=known, streamed=streamed, server_tools=kinds)
     if not values:  # lost before its first checkpoint: start over (adopting what it stored)
-        thread = await history.thread_messages(pool, run["thread_id"], row["tenant_id"], data_dir)
+        thread = await history.thread_messages(pool, run["thread_id"], row["tenant_id"], files)
         # The thread as the run found it: without the message the lost execution was writing (a
         # run's own messages are the thread's last, nothing else is added while it is active).
         own = sum(1 for obj in known if obj.get("object") == "thread.message")
