@@ -10,31 +10,14 @@ from __future__ import annotations
 
 import io
 import signal
-import threading
-from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 import psutil
 
 from tests.conftest import free_port, sdk, server_env, start_process, stop_process, wait_for, wait_ready
-from tests.test_vector_stores import _EmbeddingsHandler
+from tests.held_embeddings import HeldEmbeddings
 
 MARKER = "orphanmarker"
-entered = threading.Event()
-release = threading.Event()
-
-
-class _HeldEmbeddings(_EmbeddingsHandler):
-    def do_POST(self):  # noqa: N802
-        raw = self.rfile.read(int(self.headers["content-length"]))
-        if MARKER in raw.decode() and not release.is_set():
-            entered.set()
-            release.wait(60)
-        self.rfile = io.BytesIO(raw)
-        try:
-            super().do_POST()
-        except OSError:
-            pass  # the process that asked was killed
 
 
 def _running(proc: psutil.Process) -> bool:
@@ -55,17 +38,9 @@ def _postgres_of(pgdata: Path) -> list[psutil.Process]:
 
 
 def test_a_killed_server_leaves_no_ingestion_and_its_postgres_is_stopped_by_the_next(scripted, workdir):
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _HeldEmbeddings)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    embeddings = HeldEmbeddings(MARKER).start()
     data = workdir / "orphans"
-    env = server_env(
-        scripted.base_url,
-        data,
-        ASSISTGRAPH_EMBEDDING_PROVIDER="openai",
-        ASSISTGRAPH_EMBEDDING_MODEL="hash-embed",
-        ASSISTGRAPH_EMBEDDING_BASE_URL=f"http://127.0.0.1:{httpd.server_port}/v1",
-        ASSISTGRAPH_EMBEDDING_API_KEY="sk-embed",
-    )
+    env = server_env(scripted.base_url, data, **embeddings.env())
 
     def start(name: str):
         port = free_port()
@@ -81,7 +56,7 @@ def test_a_killed_server_leaves_no_ingestion_and_its_postgres_is_stopped_by_the_
         store = client.vector_stores.create(name="orphans")
         upload = client.files.create(file=("held.txt", io.BytesIO(f"Basalt. {MARKER}\n".encode())), purpose="assistants")
         client.vector_stores.files.create(vector_store_id=store.id, file_id=upload.id)
-        assert entered.wait(60), (workdir / "orphans-1.log").read_text(errors="replace")
+        assert embeddings.entered.wait(60), (workdir / "orphans-1.log").read_text(errors="replace")
         descendants = psutil.Process(first.pid).children(recursive=True)
         assert descendants, "the ingestion runs in processes of the server's"
         postgres = _postgres_of(data / "pgdata")
@@ -99,8 +74,7 @@ def test_a_killed_server_leaves_no_ingestion_and_its_postgres_is_stopped_by_the_
         assert second.returncode == 0, (workdir / "orphans-2.log").read_text(errors="replace")
         wait_for(lambda: not _postgres_of(data / "pgdata"), timeout=30)
     finally:
-        release.set()
+        embeddings.stop()
         stop_process(first)
         if second is not None:
             stop_process(second)
-        httpd.shutdown()

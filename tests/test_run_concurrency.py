@@ -15,20 +15,11 @@ import uuid
 import openai
 import pytest
 
-from tests.conftest import wait_for
+from tests.test_runs import WEATHER_TOOL
 
 THREADS = 10
 CREATES_PER_THREAD = 50
 ACTIVE = {"queued", "in_progress", "requires_action", "cancelling"}
-
-WEATHER_TOOL = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "description": "Weather of a city.",
-        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
-    },
-}
 
 
 def _held_model(scripted, model_name: str) -> str:
