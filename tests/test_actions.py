@@ -10,10 +10,10 @@ import time
 
 import httpx
 import openai
-import psycopg
 import pytest
 import yaml
 from psycopg.rows import dict_row
+from psycopg_pool import AsyncConnectionPool
 
 from api.contract.errors import InvalidRequest
 from api.settings import Settings
@@ -591,8 +591,8 @@ async def test_refused_modifications_change_nothing(client, service, database_ur
     assert client.get(f"/actions/{action['id']}", cast_to=object) == action
     # The stored document and credentials too: the same tools, still authorised.
     settings = Settings(secret_key=SECRET_KEY, actions_allowed_hosts=["127.0.0.1"], action_timeout=5)
-    async with await psycopg.AsyncConnection.connect(database_url, row_factory=dict_row) as conn:
-        tools = {t.name: t for t in await actions.tools_for_run(conn, "default", [action["id"]], settings, None)}
+    async with AsyncConnectionPool(database_url, kwargs={"row_factory": dict_row}, open=False) as pool:
+        tools = {t.name: t for t in await actions.tools_for_run(pool, settings, "default", [action["id"]], {})}
     assert sorted(tools) == sorted(op["name"] for op in action["operations"])
     assert (await tools["getProfile"].ainvoke({})).startswith("HTTP 200 OK")
 
@@ -623,11 +623,14 @@ async def test_tools_for_run_use_stored_or_run_credentials(client, service, data
     action = create(client, openapi=service.document(), auth={"type": "bearer", "token": BEARER_TOKEN})
     other = create(client, openapi=service.document(), name="second copy")
     settings = Settings(secret_key=SECRET_KEY, actions_allowed_hosts=["127.0.0.1"], action_timeout=5)
-    async with await psycopg.AsyncConnection.connect(database_url, row_factory=dict_row) as conn:
-        assert await actions.missing_actions(conn, "default", [action["id"], "action_nope"]) == ["action_nope"]
-        assert await actions.missing_actions(conn, "someone-else", [action["id"]]) == [action["id"]]
+    async with AsyncConnectionPool(database_url, kwargs={"row_factory": dict_row}, open=False) as pool:
+        async with pool.connection() as conn:
+            assert await actions.missing_actions(conn, "default", [action["id"], "action_nope"]) == ["action_nope"]
+            assert await actions.missing_actions(conn, "someone-else", [action["id"]]) == [action["id"]]
+            wrong = {action["id"]: {"type": "bearer", "token": "a-wrong-token"}}
+            sealed = await actions.seal_run_credentials(conn, settings, "default", wrong)
         tools = await actions.tools_for_run(
-            conn, "default", [action["id"], other["id"], "action_nope"], settings, None, taken_names={"keyed"}
+            pool, settings, "default", [action["id"], other["id"], "action_nope"], {}, taken_names={"keyed"}
         )
         names = [t.name for t in tools]
         assert len(names) == len(set(names)) and "keyed_2" in names and "getProfile_2" in names
@@ -635,13 +638,12 @@ async def test_tools_for_run_use_stored_or_run_credentials(client, service, data
         assert (await by_name["getProfile"].ainvoke({})).startswith("HTTP 200 OK")  # stored credentials
         assert (await by_name["getProfile_2"].ainvoke({})).startswith("Error: HTTP 401")  # none stored
 
-        wrong = {action["id"]: {"type": "bearer", "token": "a-wrong-token"}}
-        tools = await actions.tools_for_run(conn, "default", [action["id"]], settings, wrong)
+        tools = await actions.tools_for_run(pool, settings, "default", [action["id"]], {"action_credentials": sealed})
         profile = next(t for t in tools if t.name == "getProfile")
         assert (await profile.ainvoke({})).startswith("Error: HTTP 401")
         assert service.requests_to("/secure/profile")[-1]["headers"]["authorization"] == "Bearer a-wrong-token"
 
-        assert await actions.tools_for_run(conn, "someone-else", [action["id"]], settings, None) == []
+        assert await actions.tools_for_run(pool, settings, "someone-else", [action["id"]], {}) == []
 
 
 def test_actions_belong_to_their_tenant(auth_server, service):
