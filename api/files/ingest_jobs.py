@@ -183,6 +183,7 @@ class IngestionJobs:
             embedding_kind=kind,
             embedding_options=options,
             dimension=dimension,
+            pdf_engine=self.settings.ingestion_pdf_engine,
         )
         try:
             async with self.slots.slot(row["tenant_id"], row["bytes"]):
