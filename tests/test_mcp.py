@@ -17,7 +17,17 @@ import pytest
 from api.contract.errors import InvalidRequest
 from api.settings import Settings
 from api.tooling import mcp_servers
-from tests.conftest import ROOT, SECRET_KEY, _extra_server, _own_database, stop_process, wait_for
+from tests.action_service import REFUSED_URLS
+from tests.conftest import (
+    ROOT,
+    SECRET_KEY,
+    _extra_server,
+    _own_database,
+    enabling_assistant,
+    offered_tools,
+    stop_process,
+    wait_for,
+)
 from tests.mcp_service import HEADER_SECRET, TOKEN, start_in_thread
 from tests.test_playground import expect, playwright, tab  # noqa: F401 - the browser fixtures
 from tests.test_tenancy import as_key, new_key
@@ -111,16 +121,7 @@ async def test_auth_headers_are_sent_and_echoed_secrets_redacted(auth_service):
 
 
 @pytest.mark.asyncio
-@pytest.mark.parametrize(
-    "url, allowed, shown",
-    [
-        ("http://localhost:{port}/mcp", ("127.0.0.1",), "localhost"),
-        ("http://127.0.0.1:{port}/mcp", (), "127.0.0.1"),
-        ("http://[::ffff:127.0.0.1]:{port}/mcp", (), "::ffff:127.0.0.1"),
-        ("http://169.254.169.254/mcp", ("127.0.0.1",), "169.254.169.254"),
-        ("http://10.0.0.1/mcp", ("127.0.0.1",), "10.0.0.1"),
-    ],
-)
+@pytest.mark.parametrize("url, allowed, shown", [(url + "/mcp", allowed, shown) for url, allowed, shown in REFUSED_URLS])
 async def test_private_addresses_are_refused(service, url, allowed, shown):
     port = service.url.split(":")[2].split("/")[0]
     before = len(service.calls)
@@ -461,10 +462,7 @@ def test_mcp_tools_complete_a_polled_run(client, server, scripted, model_name, a
             {"content": "42, and Paris is big."},
         ],
     )
-    assistant = client.beta.assistants.create(model=model_name, tools=[{"type": "mcp", "id": registered["id"]}])
-    (entry,) = assistant.tools
-    assert entry.type == "function" and entry.function.name == registered["id"]
-    assert entry.model_extra == {"builtin": {"type": "mcp", "id": registered["id"]}}
+    assistant = enabling_assistant(client, model_name, "mcp", registered["id"])
     # Sent back unchanged, the entry still means the MCP server.
     again = client.beta.assistants.update(assistant.id, tools=assistant.tools)
     assert again.tools == assistant.tools
@@ -476,7 +474,7 @@ def test_mcp_tools_complete_a_polled_run(client, server, scripted, model_name, a
     )
     assert run.status == "completed", run.last_error
     # Only the allowed tools were offered, each with its schema.
-    offered = {t["function"]["name"]: t["function"] for t in scripted.requests(model_name)[0]["body"]["tools"]}
+    offered = offered_tools(scripted, model_name)
     assert sorted(offered) == ["add", "echo_headers", "lookup_city"]
     assert offered["add"]["parameters"]["required"] == ["a", "b"] and offered["add"]["description"] == "Add two integers."
     outputs = tool_outputs(client, run)
@@ -597,7 +595,7 @@ def test_failing_and_slow_tools_and_a_server_that_went_away(client, scripted, mo
     assert outputs["slow"] == "Error: the tool 'slow' did not finish within 5 seconds."
     assert outputs["add_2"].startswith("Error: could not connect to the MCP server")
     # The second server's tools were offered with suffixes where the first one's names were taken.
-    offered = {t["function"]["name"] for t in scripted.requests(model_name)[0]["body"]["tools"]}
+    offered = set(offered_tools(scripted, model_name))
     assert {"add", "add_2", "lookup_city", "lookup_city_2"} <= offered
     with pytest.raises(openai.APIStatusError) as exc:
         refresh(client, leaving["id"])

@@ -17,7 +17,7 @@ from api.contract.errors import InvalidRequest, not_found
 from api.contract.ids import new_id, now
 from api.security import crypto
 from api.settings import Settings
-from api.tooling.sources import ToolSource
+from api.tooling.sources import Edits, ToolSource
 from tools import openapi_actions as oa
 from tools.functions import unique_name
 
@@ -150,16 +150,13 @@ async def modify_action(
     conn: AsyncConnection,
     action_id: str,
     tenant: str,
+    edits: Edits,
     *,
-    given: set[str],
-    name: str | None = None,
-    description: str | None = None,
-    metadata: dict | None = None,
     doc: dict | None = None,
     auth: Credentials | None = None,
     sealed: bytes | None = None,
 ) -> dict:
-    """The action with the fields in `given` changed, stored in one transaction.
+    """The action with the fields `edits` gives changed, stored in one transaction.
 
     `doc` and `auth`/`sealed` are validated (and sealed) by the caller, so nothing the client gave
     is refused while the row is locked. `null` means what leaving the field out means on create: the document's title or
@@ -172,20 +169,15 @@ async def modify_action(
         info = doc.get("info") if doc is not None else row["info"]
         if doc is not None:
             obj.update(_document_fields(doc))
-        if "name" in given:
-            obj["name"] = _name(name, info)
-        if "description" in given:
-            obj["description"] = _description(description, info)
-        if "metadata" in given:
-            obj["metadata"] = metadata or {}
-        if "auth" in given:
+        edits.apply(obj, name=lambda name: _name(name, info), description=lambda text: _description(text, info))
+        if "auth" in edits.given:
             obj["auth"] = _public_auth(auth)
         await conn.execute(
             UPDATE_ACTION,
             {
                 "obj": Jsonb(obj),
                 "document": Jsonb(doc) if doc is not None else None,
-                "replace_credentials": "auth" in given,
+                "replace_credentials": "auth" in edits.given,
                 "credentials": sealed,
                 "id": action_id,
                 "tenant": tenant,

@@ -22,7 +22,7 @@ from api.contract.ids import new_id, now
 from api.security import crypto
 from api.settings import Settings, get_settings
 from api.storage import store
-from api.tooling.sources import ToolSource
+from api.tooling.sources import Edits, ToolSource
 from tools import mcp_servers as mcp
 from tools.mcp_servers.config import MAX_HEADERS, RemoteServer, StdioServer
 
@@ -265,19 +265,17 @@ async def modify_server(
     settings: Settings,
     server_id: str,
     tenant: str,
+    edits: Edits,
     *,
-    given: set[str],
     url: str | None = None,
     transport: str | None = None,
     headers: dict[str, str] | None = None,
-    name: str | None = None,
-    description: str | None = None,
     allowed_tools: list[str] | None = None,
-    metadata: dict | None = None,
 ) -> dict:
-    """The server with the fields in `given` changed (validated by the caller). A new URL, transport
-    or headers lists the tools again over the new connection (refused, nothing changes, if that
-    fails). `null` means what leaving the field out means on create."""
+    """The server with the fields `edits` gives changed (validated by the caller). A new URL,
+    transport or headers lists the tools again over the new connection (refused, nothing changes,
+    if that fails)."""
+    given = edits.given
     read = await _read(pool, server_id, tenant)
     reconnect = bool(given & {"url", "transport", "headers"})
     new_url = url if "url" in given else read["url"]
@@ -303,14 +301,9 @@ async def modify_server(
             columns.update(url=new_url, transport=new_transport, headers=sealed, tools=Jsonb(listing.tools))
         if "headers" in given:
             obj["header_names"] = sorted(plain or {})
-        if "name" in given:
-            obj["name"] = _default_name(name, obj["server_info"], obj["url"])
-        if "description" in given:
-            obj["description"] = description
         if "allowed_tools" in given:
             obj["allowed_tools"] = allowed_tools
-        if "metadata" in given:
-            obj["metadata"] = metadata or {}
+        edits.apply(obj, name=lambda name: _default_name(name, obj["server_info"], obj["url"]))
         return columns
 
     return await _write(pool, server_id, tenant, read, change, relisted=reconnect)

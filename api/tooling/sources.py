@@ -21,6 +21,37 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
+class Edits:
+    """What a modify request gives for the fields every tool source's object has. Only the fields
+    in `given` change; `null` means what leaving the field out means on create."""
+
+    given: frozenset[str]
+    name: str | None = None
+    description: str | None = None
+    metadata: dict | None = None
+
+    @classmethod
+    def of(cls, body: Any) -> Edits:
+        """The edits of a request body (a pydantic model: the fields it was given)."""
+        return cls(frozenset(body.model_fields_set), body.name, body.description, body.metadata)
+
+    def apply(
+        self,
+        obj: dict,
+        *,
+        name: Callable[[str | None], str],
+        description: Callable[[str | None], str | None] = lambda given: given,
+    ) -> None:
+        """Changes `obj`; `name` and `description` give what a value (or `null`) stands for."""
+        if "name" in self.given:
+            obj["name"] = name(self.name)
+        if "description" in self.given:
+            obj["description"] = description(self.description)
+        if "metadata" in self.given:
+            obj["metadata"] = self.metadata or {}
+
+
+@dataclass(frozen=True)
 class ToolSource:
     noun: str
     """What errors and logs call one ("action", "MCP server")."""
