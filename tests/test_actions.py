@@ -28,6 +28,7 @@ from tests.action_service import (
 )
 from tests.conftest import SECRET_KEY, enabling_assistant, offered_tools
 from tests.test_tenancy import as_key, new_key
+from tools.functions import unique_name
 from tools.openapi_actions import (
     Credentials,
     action_tools,
@@ -312,6 +313,22 @@ async def test_slow_calls_time_out(service):
 )
 def test_forbidden_addresses(address, forbidden):
     assert forbidden_address(address) is forbidden
+
+
+@pytest.mark.parametrize(
+    "name, taken, chosen",
+    [
+        ("getWeather", set(), "getWeather"),
+        ("getWeather", {"getWeather"}, "getWeather_2"),
+        ("getWeather", {"getWeather", "getWeather_2"}, "getWeather_3"),
+        ("x" * 64, {"x" * 64}, "x" * 62 + "_2"),  # cut to make room: names are at most 64 characters
+        ("x" * 64, {"x" * 64, *(f"{'x' * 62}_{n}" for n in range(2, 10))}, "x" * 61 + "_10"),
+    ],
+)
+def test_a_taken_tool_name_gets_a_numeric_suffix(name, taken, chosen):
+    before = set(taken)
+    assert unique_name(name, taken) == chosen
+    assert taken == before | {chosen}
 
 
 def _with_server(doc: dict, url: str) -> dict:
