@@ -147,14 +147,8 @@ async def insert_action(conn: AsyncConnection, obj: dict, tenant: str, doc: dict
 
 
 async def modify_action(
-    conn: AsyncConnection,
-    action_id: str,
-    tenant: str,
-    edits: Edits,
-    *,
-    doc: dict | None = None,
-    auth: Credentials | None = None,
-    sealed: bytes | None = None,
+    conn: AsyncConnection, action_id: str, tenant: str, edits: Edits, *,
+    doc: dict | None = None, auth: Credentials | None = None, sealed: bytes | None = None,
 ) -> dict:
     """The action with the fields `edits` gives changed, stored in one transaction.
 
@@ -192,12 +186,7 @@ async def missing_actions(conn: AsyncConnection, tenant: str, ids: list[str]) ->
 
 
 async def tools_for_run(
-    pool: AsyncConnectionPool,
-    settings: Settings,
-    tenant: str,
-    action_ids: list[str],
-    config: dict,
-    *,
+    pool: AsyncConnectionPool, settings: Settings, tenant: str, action_ids: list[str], config: dict, *,
     taken_names: set[str] | frozenset[str] = frozenset(),
 ) -> list[BaseTool]:
     """The tools of the tenant's actions, in the order of `action_ids`.

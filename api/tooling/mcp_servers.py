@@ -261,15 +261,8 @@ async def _write(
 
 
 async def modify_server(
-    pool: AsyncConnectionPool,
-    settings: Settings,
-    server_id: str,
-    tenant: str,
-    edits: Edits,
-    *,
-    url: str | None = None,
-    transport: str | None = None,
-    headers: dict[str, str] | None = None,
+    pool: AsyncConnectionPool, settings: Settings, server_id: str, tenant: str, edits: Edits, *,
+    url: str | None = None, transport: str | None = None, headers: dict[str, str] | None = None,
     allowed_tools: list[str] | None = None,
 ) -> dict:
     """The server with the fields `edits` gives changed (validated by the caller). A new URL,
@@ -548,12 +541,7 @@ async def seal_run_headers(conn: AsyncConnection, settings: Settings, tenant: st
 
 
 async def tools_for_run(
-    pool: AsyncConnectionPool,
-    settings: Settings,
-    tenant: str,
-    server_ids: list[str],
-    config: dict,
-    *,
+    pool: AsyncConnectionPool, settings: Settings, tenant: str, server_ids: list[str], config: dict, *,
     taken_names: set[str] | frozenset[str] = frozenset(),
 ) -> list[BaseTool]:
     """The tools of these servers, in order, from their stored listings (a shared server never listed
