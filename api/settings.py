@@ -345,6 +345,14 @@ class Settings(BaseSettings):
             "(zip bombs fail at once)."
         ),
     )
+    ingestion_pdf_engine: Literal["pdfium", "pdfminer"] = Field(
+        default="pdfium",
+        validation_alias=AliasChoices("INGESTION_PDF_ENGINE", "ASSISTGRAPH_INGESTION_PDF_ENGINE"),
+        description=(
+            "What reads a PDF's text: `pdfium` (fast, paragraphs from the text's geometry) or `pdfminer` "
+            "(`unstructured`'s layout analysis, slower)."
+        ),
+    )
     ingestion_large_file_bytes: int = Field(
         default=10 * 1024 * 1024,
         ge=1,

@@ -64,6 +64,7 @@ class Task:
     embedding_kind: str = "default"  # embeddings_from_settings(kind, **embedding_options)
     embedding_options: dict[str, Any] = field(default_factory=dict)
     dimension: int | None = None  # every vector is checked against it
+    pdf_engine: str = "pdfium"  # what reads a PDF's text (ingestion.parse.PdfEngine)
 
 
 @dataclass(frozen=True)
@@ -260,6 +261,7 @@ def _ingest(task: Task, limits: Limits) -> dict:
         task.chunking,
         max_tokens=limits.max_tokens,
         max_unzipped_bytes=limits.max_unzipped_bytes,
+        pdf_engine=task.pdf_engine,
     )
     if not chunks:
         raise EmptyFile("The file contains no text to index.")

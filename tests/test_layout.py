@@ -104,3 +104,36 @@ def test_run_statuses_are_listed_in_one_place():
                 spelled += _status_sets(path)
     assert spelled == []
     assert _status_sets(MIGRATIONS) != []  # the check sees a list where there is one
+
+
+def _environment_reads(path: Path) -> list[str]:
+    """Where a module reads the process environment. Writing it is not reading: the CLI hands the
+    database URL to the server processes it starts, and ingestion sets defaults (`setdefault`) that
+    third-party libraries read themselves (no telemetry, no downloads)."""
+    tree = ast.parse(path.read_text())
+    parents = {child: node for node in ast.walk(tree) for child in ast.iter_child_nodes(node)}
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module == "os":
+            found += [f"imports os.{a.name}" for a in node.names if a.name in ("environ", "environb", "getenv", "getenvb")]
+        if not (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "os"):
+            continue
+        if node.attr in ("getenv", "getenvb"):
+            found.append(f"line {node.lineno}: os.{node.attr}")
+        elif node.attr in ("environ", "environb"):
+            parent = parents.get(node)
+            written = isinstance(parent, ast.Subscript) and isinstance(parent.ctx, ast.Store)
+            defaulted = isinstance(parent, ast.Attribute) and parent.attr == "setdefault"
+            if not (written or defaulted):
+                found.append(f"line {node.lineno}: os.{node.attr}")
+    return found
+
+
+def test_only_settings_reads_the_environment():
+    readers = []
+    for path in sorted(ROOT.rglob("*.py")):
+        relative = path.relative_to(ROOT)
+        if relative.parts[0] in ("tests", "bench") or relative.parts[0].startswith(".") or relative == Path("api/settings.py"):
+            continue
+        readers += [f"{relative} {where}" for where in _environment_reads(path)]
+    assert readers == []

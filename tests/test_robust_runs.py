@@ -302,11 +302,19 @@ def test_re_attaching_to_a_live_run_follows_it_to_the_end(client, server, script
     run = client.beta.threads.runs.create(thread_id=thread.id, assistant_id=assistant.id, stream=False)
     scripted.wait_for_gate(model_name)
     result: dict = {}
+    attached = threading.Event()
+
+    def follow(lines: list[str]) -> bool:
+        attached.set()  # the first line: the stream is open and replaying
+        return False
+
     reader = threading.Thread(
-        target=lambda: result.update(s=raw_stream(server.url, f"/threads/{thread.id}/runs/{run.id}/events", None))
+        target=lambda: result.update(
+            s=raw_stream(server.url, f"/threads/{thread.id}/runs/{run.id}/events", None, stop_after=follow)
+        )
     )
     reader.start()
-    time.sleep(0.3)
+    assert attached.wait(30)
     scripted.release(model_name)
     reader.join(30)
     stream = result["s"]

@@ -183,6 +183,7 @@ class IngestionJobs:
                         embedding_kind=kind,
                         embedding_options=options,
                         dimension=dimension,
+                        pdf_engine=self.settings.ingestion_pdf_engine,
                     )
                     result = await self._run_child(task)
             return await self._store(job, result, rows_path, dimension)

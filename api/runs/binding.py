@@ -99,10 +99,7 @@ class RunBinder:
             # Installed tools' names are unique and never `file_search` (the registry sees to it);
             # action operations get a suffix where they would clash with any other tool.
             taken = {tool.name for tool in tools} | function_names(run["tools"]) | {"file_search", "code_interpreter"}
-            async with self.pool.connection() as conn:
-                tools += await actions.tools_for_run(
-                    conn, tenant, action_ids, self.settings, self._run_credentials(config), taken_names=taken
-                )
+            tools += await actions.tools_for_run(self.pool, self.settings, tenant, action_ids, config, taken_names=taken)
         if mcp_ids := tool_types.enabled_mcp(run["tools"]):
             taken = {tool.name for tool in tools} | function_names(run["tools"]) | {"file_search", "code_interpreter"}
             try:
@@ -119,11 +116,6 @@ class RunBinder:
             tools.append(code)
             kinds[code.name] = "code_interpreter"
         return tools, kinds
-
-    def _run_credentials(self, config: dict) -> dict[str, dict] | None:
-        """Credentials the client supplied with the run for its actions (sealed in the run's config)."""
-        sealed = config.get("action_credentials")
-        return actions.unseal(self.settings, sealed.encode()) if sealed else None
 
     async def _file_search(self, run: dict) -> FileSearchTool | None:
         spec = next((t for t in run["tools"] if t["type"] == "file_search"), None)
