@@ -58,6 +58,15 @@ class Settings(BaseSettings):
         description="Model calls one run may make; a run that needs more fails with a last_error saying so.",
     )
     model_max_retries: int = Field(default=1, description="Retries of a failed model call before the run fails.")
+    model_first_token_timeout: float = Field(
+        default=300.0,
+        ge=0,
+        description=(
+            "Seconds a model call may take to its first streamed chunk (request, retries and prompt processing "
+            "included) before the run fails; the first chunk is held to this, not to model_chunk_timeout. Keep "
+            "it below run_expires_after, or the expiry ends the run first (0: no limit but model_timeout)."
+        ),
+    )
     run_expires_after: int = Field(
         default=600, description="Seconds after creation a run that has not finished becomes `expired`."
     )

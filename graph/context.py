@@ -102,6 +102,22 @@ class Context:
             "long as `timeout` allows."
         },
     )
+    first_token_timeout: float | None = field(
+        default=300.0,
+        metadata={
+            "description": "Seconds a model call may take to its first streamed chunk (the request, its retries and "
+            "the model's reading of the prompt); the first chunk is held to this rather than to chunk_timeout. None "
+            "or 0 waits as long as `timeout` allows."
+        },
+    )
+    text_tool_calls: bool = field(
+        default=False,
+        metadata={
+            "description": "Turn an answer that is exactly a tool call written as text (bare JSON, a ```json "
+            "fence, <tool_call> tags, Llama 3.x or Mistral styles) into a real call of an offered tool, for "
+            "models whose endpoint does not parse their calls (OpenAI-compatible endpoints)."
+        },
+    )
     max_model_calls: int = field(
         default=25,
         metadata={

@@ -13,6 +13,7 @@ from openai import NOT_GIVEN, AsyncOpenAI, AsyncStream
 from openai.types.chat import ChatCompletion
 
 from graph import tokens
+from graph.errors import ModelSilent
 
 
 class DirectCompletions:
@@ -23,11 +24,21 @@ class DirectCompletions:
     thread of a hundred messages that is several milliseconds of CPU per model call, the largest
     single cost of a run in bench/runs.py. This sends the body langchain built as it is, through the
     client's public `post`, so authentication, retries, timeouts and SSE parsing stay the SDK's.
+
+    A streamed call's first chunk must come within `first_token_timeout` seconds of the request
+    (connecting, the SDK's retries and the model's reading of the prompt included): an endpoint
+    that accepts the request and never answers fails the call long before the run expires.
     """
 
-    def __init__(self, client: AsyncOpenAI, chunk_timeout: float | None = None):
+    def __init__(
+        self, client: AsyncOpenAI, chunk_timeout: float | None = None, first_token_timeout: float | None = None
+    ):
         self._client = client
         self._chunk_timeout = chunk_timeout
+        self._first_token_timeout = first_token_timeout
+
+    def endpoint(self) -> str:
+        return str(self._client.base_url).rstrip("/")
 
     async def create(
         self,
@@ -43,22 +54,32 @@ class DirectCompletions:
         options: dict[str, Any] = {"headers": extra_headers or {}, "params": extra_query or {}}
         if timeout is not NOT_GIVEN:
             options["timeout"] = timeout
-        response = await self._client.post(
-            "/chat/completions",
-            body=body,
-            options=options,
-            cast_to=ChatCompletion,
-            stream=bool(body.get("stream")),
-            # Chunks stay the JSON objects they arrive as: langchain turns a ChatCompletionChunk
-            # back into a dict first thing, and building the model costs more than the rest of
-            # relaying a token. `object`, not `dict[str, Any]`: the SDK hands `object` chunks over
-            # as parsed, where a dict type is walked key by key (a tenth of a stream's CPU).
-            stream_cls=AsyncStream[object],
-        )
-        if not body.get("stream"):
+        streamed = bool(body.get("stream"))
+        first = self._first_token_timeout if streamed else None
+        first_deadline = asyncio.get_running_loop().time() + first if first else None
+        try:
+            async with asyncio.timeout_at(first_deadline):
+                response = await self._client.post(
+                    "/chat/completions",
+                    body=body,
+                    options=options,
+                    cast_to=ChatCompletion,
+                    stream=streamed,
+                    # Chunks stay the JSON objects they arrive as: langchain turns a ChatCompletionChunk
+                    # back into a dict first thing, and building the model costs more than the rest of
+                    # relaying a token. `object`, not `dict[str, Any]`: the SDK hands `object` chunks over
+                    # as parsed, where a dict type is walked key by key (a tenth of a stream's CPU).
+                    stream_cls=AsyncStream[object],
+                )
+        except TimeoutError:
+            raise ModelSilent(first, self.endpoint()) from None
+        if not streamed:
             return response
         limit = body.get("max_completion_tokens") or body.get("max_tokens")
-        return GuardedStream(response, body, limit=limit, chunk_timeout=self._chunk_timeout)
+        return GuardedStream(
+            response, body, limit=limit, chunk_timeout=self._chunk_timeout,
+            first_deadline=first_deadline, first_token_timeout=first, endpoint=self.endpoint(),
+        )
 
 
 # Longest a stream of already-buffered chunks keeps the event loop to itself.
@@ -78,18 +99,33 @@ class GuardedStream:
     Silence: a chunk that does not come within `chunk_timeout` seconds raises langchain's
     StreamChunkTimeoutError, as its `stream_chunk_timeout` would. Done here because langchain's
     wraps every chunk in `asyncio.wait_for`, a task per chunk (a twentieth of a stream's CPU);
-    an `asyncio.timeout` around the read costs a timer handle.
+    an `asyncio.timeout` around the read costs a timer handle. The first chunk is awaited until
+    the call's first-token deadline instead (a local model may read a long prompt for minutes
+    before it writes anything, which is not a stall).
 
     Turns: reading chunks the connection has already buffered never suspends, so a model faster
     than the server would hold the event loop for its whole answer: its own events would not be
     written nor other runs' streams served until it ended. The stream lets the loop turn at least
     every `TURN_SECONDS`."""
 
-    def __init__(self, stream: AsyncStream, body: dict, *, limit: int | None, chunk_timeout: float | None):
+    def __init__(
+        self,
+        stream: AsyncStream,
+        body: dict,
+        *,
+        limit: int | None,
+        chunk_timeout: float | None,
+        first_deadline: float | None = None,
+        first_token_timeout: float | None = None,
+        endpoint: str | None = None,
+    ):
         self._stream = stream
         self._budget = tokens.Budget(limit) if limit else None
         self._body = body
         self._chunk_timeout = chunk_timeout
+        self._first_deadline = first_deadline
+        self._first_token_timeout = first_token_timeout
+        self._endpoint = endpoint
 
     async def __aenter__(self) -> "GuardedStream":
         return self
@@ -107,6 +143,16 @@ class GuardedStream:
         source = self._stream.__aiter__()
         received = 0
         turned = time.monotonic()
+        if self._first_deadline is not None:
+            try:
+                async with asyncio.timeout_at(self._first_deadline):
+                    chunk = await anext(source)
+            except StopAsyncIteration:
+                return
+            except TimeoutError:
+                raise ModelSilent(self._first_token_timeout, self._endpoint) from None
+            received += 1
+            yield chunk
         while True:
             try:
                 if self._chunk_timeout:

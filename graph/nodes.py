@@ -19,7 +19,7 @@ from langgraph.runtime import Runtime
 from langgraph.types import interrupt
 
 from graph.context import Context
-from graph.errors import ModelCallLimitReached, ModelCallTimedOut, ModelStalled
+from graph.errors import ModelCallLimitReached, ModelCallTimedOut, ModelSilent, ModelStalled
 from graph.model_client import DirectCompletions
 from graph.state import State
 from graph.tokens import Budget
@@ -62,6 +62,7 @@ def chat_model(ctx: Context, max_tokens: int | None) -> BaseChatModel:
         ctx.max_retries,
         ctx.reasoning_effort,
         json.dumps(ctx.response_format, sort_keys=True) if ctx.response_format else None,
+        ctx.first_token_timeout or None,
     )
 
 
@@ -78,6 +79,7 @@ def _chat_model(
     max_retries: int,
     reasoning_effort: str | None,
     response_format: str | None,
+    first_token_timeout: float | None = None,
 ) -> ChatOpenAI:
     # Building a client costs milliseconds; runs with the same settings share one.
     extra: dict[str, Any] = {}
@@ -104,7 +106,7 @@ def _chat_model(
         stream_usage=True,
         **extra,
     )
-    llm.async_client = DirectCompletions(llm.root_async_client, chunk_timeout)
+    llm.async_client = DirectCompletions(llm.root_async_client, chunk_timeout, first_token_timeout)
     return llm
 
 
@@ -241,10 +243,11 @@ async def call_model(state: State, runtime: Runtime[Context]) -> dict:
     model = _bind(chat_model(ctx, max_tokens), ctx, first_call=calls_so_far == 0)
     try:
         async with asyncio.timeout(ctx.timeout) as deadline:
-            if max_tokens is not None and ctx.provider != "openai":
-                response: AIMessage = await _within_budget(model, prompt, max_tokens)
+            if ctx.provider != "openai":
+                response: AIMessage = await _streamed(model, prompt, max_tokens, ctx)
             else:
-                # OpenAI-compatible streams are held to max_tokens by their client (GuardedStream).
+                # OpenAI-compatible streams are held to max_tokens and to the first-token limit by
+                # their client (GuardedStream).
                 response = await model.ainvoke(prompt)
     except StreamChunkTimeoutError as exc:
         raise ModelStalled(exc.timeout_s, exc.chunks_received) from exc
@@ -277,26 +280,34 @@ async def call_model(state: State, runtime: Runtime[Context]) -> dict:
     return {"messages": [response], "usage": usage, "incomplete": incomplete}
 
 
-async def _within_budget(model, prompt: list[AnyMessage], limit: int) -> AIMessage:
-    """The model's answer, read from its stream only until `limit` completion tokens (counted with
-    `graph.tokens`, as for OpenAI-compatible endpoints): past it the stream is closed, the text cut
-    to the limit, and the answer marked as stopped for its length."""
-    budget = Budget(limit)
+async def _streamed(model, prompt: list[AnyMessage], limit: int | None, ctx: Context) -> AIMessage:
+    """The answer of another provider's model, read from its stream: its first chunk within the
+    first-token limit, and only until `limit` completion tokens (counted with `graph.tokens`, as
+    for OpenAI-compatible endpoints): past it the stream is closed, the text cut to the limit, and
+    the answer marked as stopped for its length."""
+    budget = Budget(limit) if limit is not None else None
     merged: AIMessageChunk | None = None
     stream = model.astream(prompt)
+    first = ctx.first_token_timeout or None
     try:
-        async for chunk in stream:
-            merged = chunk if merged is None else merged + chunk
-            budget.take(chunk.text)
-            for i, call in enumerate(chunk.tool_call_chunks):
-                budget.take(call.get("args") or "", f"call {call.get('index', i)}")
-            if budget.exceeded:
-                break
+        if first:
+            try:
+                async with asyncio.timeout(first):
+                    merged = await anext(stream, None)
+            except TimeoutError:
+                raise ModelSilent(first, ctx.base_url or ctx.provider) from None
+        if merged is not None and budget is not None:
+            _take(budget, merged)
+        if budget is None or not budget.exceeded:
+            async for chunk in stream:
+                merged = chunk if merged is None else merged + chunk
+                if budget is not None and _take(budget, chunk):
+                    break
     finally:
         await stream.aclose()
     if merged is None:
         return AIMessage(content="")
-    if not budget.exceeded:
+    if budget is None or not budget.exceeded:
         return message_chunk_to_message(merged)
     kept = Budget(limit)
     text = kept.take(merged.text)
@@ -310,6 +321,14 @@ async def _within_budget(model, prompt: list[AnyMessage], limit: int) -> AIMessa
             "total_tokens": (merged.usage_metadata or {}).get("input_tokens", 0) + limit,
         },
     )
+
+
+def _take(budget: Budget, chunk: AIMessageChunk) -> bool:
+    """Counts a chunk's text and call arguments; True once the budget is spent."""
+    budget.take(chunk.text)
+    for i, call in enumerate(chunk.tool_call_chunks):
+        budget.take(call.get("args") or "", f"call {call.get('index', i)}")
+    return budget.exceeded
 
 
 def _unanswered_calls(state: State) -> list[dict]:

@@ -24,7 +24,7 @@ def transition(run: dict, tenant: str) -> None:
     status = run.get("status")
     run_id = run.get("id")
     error = run.get("last_error") or {}
-    detail = f": {error.get('code')}: {error.get('message')}" if status == "failed" and error else ""
+    detail = f": {error.get('code')}: {error.get('message')}" if status in ("failed", "expired") and error else ""
     log.info(
         "run %s %s (tenant %s)%s",
         run_id,

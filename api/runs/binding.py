@@ -55,6 +55,7 @@ def context_for(run: dict, settings: Settings, server_tools: list | None = None)
         api_key=settings.openai_api_key,
         timeout=settings.model_timeout,
         chunk_timeout=settings.model_chunk_timeout or None,
+        first_token_timeout=settings.model_first_token_timeout or None,
         max_model_calls=settings.max_model_calls,
         max_retries=settings.model_max_retries,
     )
@@ -174,4 +175,5 @@ class RunBinder:
             base_url=route.base_url,
             api_key=route.api_key,
             model_options=route.options,
+            text_tool_calls=route.text_tool_calls,
         )

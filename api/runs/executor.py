@@ -24,7 +24,7 @@ from api.runs import resume
 from api.runs.binding import RunBinder
 from api.runs.checkpoints import RunSaver
 from api.runs.events import EventPump, EventSink, RunPreempted, prune_events
-from api.runs.failures import RunLost, describe_model_error
+from api.runs.failures import RunLost, describe_model_error, expiry_error
 from api.runs.mapper import RunEventMapper
 from api.runs.recovery import RunRecovery
 from api.settings import Settings
@@ -236,7 +236,8 @@ class RunExecutor:
                 open_steps=await store.open_steps(conn, run_id),
                 open_messages=await store.open_messages(conn, run_id),
             )
-        await self._emit_quietly(mapper.expire(row["config"].get("usage")), run_id)
+        reason = expiry_error(self.settings, row["obj"], waiting_for_outputs=row["status"] == "requires_action")
+        await self._emit_quietly(mapper.expire(row["config"].get("usage"), reason), run_id)
 
     async def _wait_until_settled(self, run_id: str, timeout: float) -> bool:
         deadline = asyncio.get_running_loop().time() + timeout
@@ -278,7 +279,7 @@ class RunExecutor:
         if row["status"] == "cancelling":
             await self._emit_quietly(execution.mapper.cancel(usage), run_id)
         elif row["status"] in ACTIVE_RUN_STATUSES and now() >= (row["obj"].get("expires_at") or now() + 1):
-            await self._emit_quietly(execution.mapper.expire(usage), run_id)
+            await self._emit_quietly(execution.mapper.expire(usage, expiry_error(self.settings, row["obj"])), run_id)
 
     async def _emit_quietly(self, events, run_id: str) -> bool:
         try:

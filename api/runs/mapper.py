@@ -227,10 +227,13 @@ class RunEventMapper:
         )
         return events
 
-    def expire(self, usage: dict | None = None) -> list[Event]:
+    def expire(self, usage: dict | None = None, last_error: dict | None = None) -> list[Event]:
         events = self._close_steps("expired")
         events += self._close_message(incomplete_reason="run_expired")
-        events.append(self._run_event("expired", required_action=None, usage=usage_json(usage) if usage else None))
+        reason = {"last_error": last_error} if last_error else {}
+        events.append(
+            self._run_event("expired", required_action=None, usage=usage_json(usage) if usage else None, **reason)
+        )
         return events
 
     # --- graph events -------------------------------------------------------------------------
