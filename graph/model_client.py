@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import secrets
 import time
 from typing import Any
 
@@ -12,7 +13,7 @@ from langchain_openai import StreamChunkTimeoutError
 from openai import NOT_GIVEN, AsyncOpenAI, AsyncStream
 from openai.types.chat import ChatCompletion
 
-from graph import tokens
+from graph import text_tool_calls, tokens
 from graph.errors import ModelSilent
 
 
@@ -28,14 +29,22 @@ class DirectCompletions:
     A streamed call's first chunk must come within `first_token_timeout` seconds of the request
     (connecting, the SDK's retries and the model's reading of the prompt included): an endpoint
     that accepts the request and never answers fails the call long before the run expires.
+
+    Models that write their tool calls as text (`text_tool_calls`) have them turned into real calls
+    as the stream is read (see `recover_text_calls`).
     """
 
     def __init__(
-        self, client: AsyncOpenAI, chunk_timeout: float | None = None, first_token_timeout: float | None = None
+        self,
+        client: AsyncOpenAI,
+        chunk_timeout: float | None = None,
+        first_token_timeout: float | None = None,
+        text_tool_calls: bool = False,
     ):
         self._client = client
         self._chunk_timeout = chunk_timeout
         self._first_token_timeout = first_token_timeout
+        self._text_tool_calls = text_tool_calls
 
     def endpoint(self) -> str:
         return str(self._client.base_url).rstrip("/")
@@ -79,6 +88,7 @@ class DirectCompletions:
         return GuardedStream(
             response, body, limit=limit, chunk_timeout=self._chunk_timeout,
             first_deadline=first_deadline, first_token_timeout=first, endpoint=self.endpoint(),
+            tool_names=_callable_tools(body) if self._text_tool_calls else None,
         )
 
 
@@ -118,8 +128,10 @@ class GuardedStream:
         first_deadline: float | None = None,
         first_token_timeout: float | None = None,
         endpoint: str | None = None,
+        tool_names: set[str] | None = None,
     ):
         self._stream = stream
+        self._tool_names = tool_names
         self._budget = tokens.Budget(limit) if limit else None
         self._body = body
         self._chunk_timeout = chunk_timeout
@@ -137,7 +149,8 @@ class GuardedStream:
         await self._stream.close()
 
     def __aiter__(self):
-        return self._received() if self._budget is None else self._capped()
+        chunks = self._received() if self._budget is None else self._capped()
+        return recover_text_calls(chunks, self._tool_names) if self._tool_names else chunks
 
     async def _received(self):
         source = self._stream.__aiter__()
@@ -199,6 +212,69 @@ class GuardedStream:
         prompt = _prompt_tokens(self._body)
         usage = {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
         yield {**head, "choices": [], "usage": usage}
+
+
+def _callable_tools(body: dict) -> set[str] | None:
+    """The functions a request lets the model call, where an answer may be one written as text
+    (never for a JSON answer asked for, whose content is JSON by design)."""
+    if body.get("tool_choice") == "none" or (body.get("response_format") or {}).get("type", "text") != "text":
+        return None
+    names = {t["function"]["name"] for t in body.get("tools") or [] if t.get("type") == "function"}
+    return names or None
+
+
+async def recover_text_calls(chunks, names: set[str]):
+    """The stream with an answer that is exactly tool calls written as text turned into those calls.
+
+    Text is held back while its first characters could still open a call (`could_be_call`), and
+    let through as it came once they cannot (or once the model makes a real call). An answer held
+    to its end that parses as calls of offered tools becomes one chunk announcing the calls, in
+    OpenAI's format, followed by the held chunks without their text (finish reason `tool_calls`);
+    anything else is let through unchanged."""
+    held: list[dict] | None = []
+    text = ""
+    async for chunk in chunks:
+        if held is None:
+            yield chunk
+            continue
+        held.append(chunk)
+        real_calls = False
+        for choice in chunk.get("choices") or []:
+            delta = choice.get("delta") or {}
+            real_calls = real_calls or bool(delta.get("tool_calls"))
+            text += delta.get("content") or ""
+        if real_calls or not text_tool_calls.could_be_call(text):
+            for waiting in held:
+                yield waiting
+            held = None
+    if held is None:
+        return
+    calls = text_tool_calls.parse(text, names) if text.strip() else None
+    if calls is None:
+        for waiting in held:
+            yield waiting
+        return
+    head = {k: held[0][k] for k in ("id", "object", "created", "model") if k in held[0]}
+    announced = [
+        {
+            "index": i,
+            "id": f"call_{secrets.token_hex(12)}",
+            "type": "function",
+            "function": {"name": call["name"], "arguments": call["arguments"]},
+        }
+        for i, call in enumerate(calls)
+    ]
+    delta = {"role": "assistant", "content": None, "tool_calls": announced}
+    yield {**head, "choices": [{"index": 0, "delta": delta, "finish_reason": None}]}
+    for chunk in held:
+        choices = []
+        for choice in chunk.get("choices") or []:
+            rest = {k: v for k, v in (choice.get("delta") or {}).items() if k not in ("content", "role")}
+            finish = "tool_calls" if choice.get("finish_reason") == "stop" else choice.get("finish_reason")
+            if rest or finish:
+                choices.append({**choice, "delta": rest, "finish_reason": finish})
+        if choices or chunk.get("usage"):
+            yield {**chunk, "choices": choices}
 
 
 def _prompt_tokens(body: dict) -> int:

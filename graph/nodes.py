@@ -63,6 +63,7 @@ def chat_model(ctx: Context, max_tokens: int | None) -> BaseChatModel:
         ctx.reasoning_effort,
         json.dumps(ctx.response_format, sort_keys=True) if ctx.response_format else None,
         ctx.first_token_timeout or None,
+        ctx.text_tool_calls,
     )
 
 
@@ -80,6 +81,7 @@ def _chat_model(
     reasoning_effort: str | None,
     response_format: str | None,
     first_token_timeout: float | None = None,
+    text_tool_calls: bool = False,
 ) -> ChatOpenAI:
     # Building a client costs milliseconds; runs with the same settings share one.
     extra: dict[str, Any] = {}
@@ -106,7 +108,9 @@ def _chat_model(
         stream_usage=True,
         **extra,
     )
-    llm.async_client = DirectCompletions(llm.root_async_client, chunk_timeout, first_token_timeout)
+    llm.async_client = DirectCompletions(
+        llm.root_async_client, chunk_timeout, first_token_timeout, text_tool_calls
+    )
     return llm
 
 

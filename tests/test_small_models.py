@@ -9,6 +9,7 @@ import json
 
 import pytest
 
+from graph.text_tool_calls import FORMATS
 from tests.conftest import _extra_server, _own_database, free_port, sdk, stop_process
 from tests.test_runs import WEATHER_TOOL as WEATHER
 
@@ -93,3 +94,89 @@ def test_a_failure_to_connect_names_the_endpoint_the_run_was_routed_to(client, s
     assert run.status == "failed"
     assert run.last_error.message.startswith(f"Could not reach the model provider at {dead_endpoint}: ")
     assert scripted.base_url not in run.last_error.message
+
+
+# --- tool calls written as text ------------------------------------------------------------------------
+
+# Each form of the table, calling the client's get_weather for Paris.
+TEXT_CALLS = {
+    fmt.name: fmt.example.replace('"f"', '"get_weather"').replace("]f[", "]get_weather[").replace('{"x": 1}', '{"city": "Paris"}')
+    for fmt in FORMATS
+}
+
+
+def _weather_call(run) -> dict:
+    assert run.status == "requires_action", run.last_error
+    (call,) = run.required_action.submit_tool_outputs.tool_calls
+    assert call.function.name == "get_weather"
+    return json.loads(call.function.arguments)
+
+
+@pytest.mark.parametrize("text", TEXT_CALLS.values(), ids=TEXT_CALLS.keys())
+def test_a_call_written_as_text_becomes_a_real_call(client, scripted, model_name, text):
+    model = f"text-{model_name}"
+    scripted.script(model, [{"content": text, "chunk_size": 3}, {"content": "Sunny in Paris."}])
+    thread, run = _run(client, model, tools=[WEATHER])
+    assert _weather_call(run) == {"city": "Paris"}
+    (step,) = client.beta.threads.runs.steps.list(thread_id=thread.id, run_id=run.id).data
+    assert step.type == "tool_calls" and step.step_details.tool_calls[0].function.name == "get_weather"
+    assert client.beta.threads.messages.list(thread_id=thread.id, run_id=run.id).data == []
+    call = run.required_action.submit_tool_outputs.tool_calls[0]
+    run = client.beta.threads.runs.submit_tool_outputs_and_poll(
+        thread_id=thread.id, run_id=run.id, tool_outputs=[{"tool_call_id": call.id, "output": "sunny"}],
+        poll_interval_ms=50,
+    )
+    assert run.status == "completed", run.last_error
+    # The model is shown its own call as a call, answered by the output.
+    turn = scripted.requests(model)[1]["body"]["messages"]
+    assert turn[-2]["tool_calls"][0]["function"]["name"] == "get_weather" and turn[-1]["content"] == "sunny"
+
+
+@pytest.mark.parametrize("text", TEXT_CALLS.values(), ids=TEXT_CALLS.keys())
+def test_a_call_written_as_text_streams_as_a_call(client, scripted, model_name, text):
+    model = f"text-{model_name}"
+    scripted.script(model, [{"content": text, "chunk_size": 3}])
+    assistant = client.beta.assistants.create(model=model, tools=[WEATHER])
+    thread = client.beta.threads.create(messages=[{"role": "user", "content": "Weather in Paris?"}])
+    with client.beta.threads.runs.stream(thread_id=thread.id, assistant_id=assistant.id) as stream:
+        events = list(stream)
+    names = [e.event for e in events]
+    assert "thread.message.delta" not in names and "thread.message.created" not in names
+    assert names[-1] == "thread.run.requires_action"
+    deltas = [e.data.delta.step_details.tool_calls[0] for e in events if e.event == "thread.run.step.delta"]
+    assert deltas[0].function.name == "get_weather"
+    assert json.loads("".join(d.function.arguments or "" for d in deltas)) == {"city": "Paris"}
+    assert _weather_call(events[-1].data) == {"city": "Paris"}
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        'Call it like this: {"name": "get_weather", "arguments": {"city": "Paris"}}',
+        '{"name": "get_weather", "arguments": {"city": "Paris"}} is how I would call it.',
+        '```json\n{"city": "Paris", "temperature": 21}\n```',
+    ],
+    ids=["text-first", "text-after", "data"],
+)
+def test_an_answer_that_shows_json_stays_an_answer(client, scripted, model_name, text):
+    model = f"text-{model_name}"
+    scripted.script(model, [{"content": text, "chunk_size": 3}, {"content": text, "chunk_size": 3}])
+    thread, run = _run(client, model, tools=[WEATHER])
+    assert run.status == "completed", run.last_error
+    (message,) = client.beta.threads.messages.list(thread_id=thread.id, run_id=run.id).data
+    assert message.content[0].text.value == text
+    assistant = client.beta.assistants.create(model=model, tools=[WEATHER])
+    thread = client.beta.threads.create(messages=[{"role": "user", "content": "Weather in Paris?"}])
+    with client.beta.threads.runs.stream(thread_id=thread.id, assistant_id=assistant.id) as stream:
+        streamed = "".join(stream.text_deltas)
+        assert stream.get_final_run().status == "completed"
+    assert streamed == text
+
+
+def test_calls_written_as_text_stay_text_where_the_catalogue_does_not_ask(client, scripted, model_name):
+    text = TEXT_CALLS["json"]
+    scripted.script(model_name, [{"content": text}])
+    thread, run = _run(client, model_name, tools=[WEATHER])
+    assert run.status == "completed"
+    (message,) = client.beta.threads.messages.list(thread_id=thread.id, run_id=run.id).data
+    assert message.content[0].text.value == text
