@@ -123,6 +123,14 @@ class Settings(BaseSettings):
     tool_timeout: float = Field(
         default=60.0, description="Seconds a server-side tool call (file_search, ...) may take before it fails."
     )
+    tool_call_repeats: int = Field(
+        default=0,
+        ge=0,
+        description=(
+            "Times a run may run a server-side tool call again with the same name and arguments; further "
+            "repeats are answered with the earlier result and a note (a model caught in a loop)."
+        ),
+    )
     stream_keepalive: float = Field(
         default=10.0, description="Seconds of silence after which a stream sends a keep-alive comment."
     )

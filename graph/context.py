@@ -44,6 +44,13 @@ class Context:
             "tool_timeout (code_interpreter: kernel start plus execution)."
         },
     )
+    tool_call_repeats: int = field(
+        default=0,
+        metadata={
+            "description": "Times the run may run a server-side tool call again with the same name and "
+            "arguments; further repeats get the earlier result with a note instead of running again."
+        },
+    )
     tool_choice: str | dict[str, Any] | None = field(
         default=None,
         metadata={

@@ -362,13 +362,50 @@ async def _run_tool(tool: BaseTool, call: dict, timeout: float) -> ToolMessage:
     return ToolMessage(content=str(result), tool_call_id=call["id"], name=call["name"])
 
 
+# How the answer to a call of a tool the run does not have begins (views of the run recognise it).
+NO_SUCH_TOOL = "Error: there is no tool named "
+
+
 def _no_such_tool(call: dict, available: list[str]) -> ToolMessage:
     # Small models invent tool names; the model reads this and can correct itself, and the run goes
     # on instead of waiting for a client that never declared the function.
     offer = f"Available tools: {', '.join(available)}." if available else "This run has no tools."
     return ToolMessage(
-        content=f"Error: there is no tool named '{call['name']}'. {offer}",
+        content=f"{NO_SUCH_TOOL}'{call['name']}'. {offer}",
         tool_call_id=call["id"], name=call["name"], status="error",
+    )
+
+
+def _call_key(call: dict) -> tuple[str, str]:
+    return call["name"], json.dumps(call.get("args") or {}, sort_keys=True)
+
+
+def _run_results(state: State) -> dict[tuple[str, str], list[ToolMessage]]:
+    """The results of the run's earlier tool calls, by (name, arguments), oldest first."""
+    messages = state.get("messages") or []
+    results = {m.tool_call_id: m for m in messages if isinstance(m, ToolMessage)}
+    found: dict[tuple[str, str], list[ToolMessage]] = {}
+    for message in messages:
+        if isinstance(message, AIMessage):
+            for call in message.tool_calls:
+                if call["id"] in results:
+                    found.setdefault(_call_key(call), []).append(results[call["id"]])
+    return found
+
+
+def _repeated(call: dict, earlier: ToolMessage) -> ToolMessage:
+    # Small models fall into loops, calling the same tool with the same arguments over and over:
+    # running it again would tell them nothing new, and the note tells them why nothing changed.
+    text = earlier.response_metadata.get("result", earlier.content)
+    note = (
+        f"[Note: '{call['name']}' was already called with these same arguments in this run; this is that "
+        "call's result, not run again. Answer with it, or call a tool with different arguments.]"
+    )
+    return ToolMessage(
+        content=f"{text}\n\n{note}" if text else note,
+        tool_call_id=call["id"], name=call["name"], status=earlier.status,
+        # The result without the note, for later repeats.
+        response_metadata={"repeat_of": earlier.tool_call_id, "result": text},
     )
 
 
@@ -384,14 +421,32 @@ async def run_server_tools(state: State, runtime: Runtime[Context]) -> dict:
     client = _client_function_names(ctx)
     available = sorted(client | set(tools))
 
+    earlier = _run_results(state)
+    calls = [c for c in _unanswered_calls(state) if c["name"] not in client]
+    # A call made more often than allowed (earlier in the run, or earlier in this very turn) is
+    # answered with the result of the first of its kind instead of running again.
+    repeat_of: dict[str, ToolMessage | str] = {}
+    this_turn: dict[tuple[str, str], list[str]] = {}
+    for call in calls:
+        key = _call_key(call)
+        done, twins = earlier.get(key, []), this_turn.setdefault(key, [])
+        if call["name"] in tools and len(done) + len(twins) > ctx.tool_call_repeats:
+            repeat_of[call["id"]] = done[-1] if done else twins[0]
+        twins.append(call["id"])
+
     async def answer(call: dict) -> ToolMessage:
         tool = tools.get(call["name"])
         if tool is None:
             return _no_such_tool(call, available)
         return await _run_tool(tool, call, ctx.tool_timeouts.get(tool.name, ctx.tool_timeout))
 
-    calls = [c for c in _unanswered_calls(state) if c["name"] not in client]
-    return {"messages": list(await asyncio.gather(*(answer(c) for c in calls)))}
+    run = [c for c in calls if c["id"] not in repeat_of]
+    results = dict(zip((c["id"] for c in run), await asyncio.gather(*(answer(c) for c in run))))
+    for call in calls:
+        if call["id"] in repeat_of:
+            source = repeat_of[call["id"]]
+            results[call["id"]] = _repeated(call, results[source] if isinstance(source, str) else source)
+    return {"messages": [results[c["id"]] for c in calls]}
 
 
 async def await_client_tools(state: State) -> dict:

@@ -11,6 +11,8 @@ import pytest
 
 from graph.text_tool_calls import FORMATS
 from tests.conftest import _extra_server, _own_database, free_port, sdk, stop_process
+from tests.test_responses import WEATHER as RESPONSES_WEATHER
+from tests.test_responses import check_sequence
 from tests.test_runs import WEATHER_TOOL as WEATHER
 
 
@@ -21,10 +23,10 @@ def dead_endpoint() -> str:
 
 
 @pytest.fixture(scope="module")
-def small_server(scripted, workdir, database_url, dead_endpoint):
+def small_server(scripted, workdir, database_url, dead_endpoint, fake_search):
     """A model's first token must come within 1 s; `dead-*` models are routed to a port nobody
     listens at (OPENAI_BASE_URL, the scripted model, is up); `text-*` models get their tool calls
-    written as text recovered."""
+    written as text recovered; `web_search` asks a fake SearxNG (which counts the searches)."""
     catalogue = [
         {"match": "dead-*", "base_url": dead_endpoint},
         {"match": "text-*", "text_tool_calls": True},
@@ -33,6 +35,7 @@ def small_server(scripted, workdir, database_url, dead_endpoint):
     srv = _extra_server(
         scripted, workdir, "smallmodels", _own_database(database_url, "smallmodels"),
         ASSISTGRAPH_MODEL_FIRST_TOKEN_TIMEOUT="1", ASSISTGRAPH_MODELS=json.dumps(catalogue),
+        ASSISTGRAPH_WEB_SEARCH_PROVIDER="searxng", ASSISTGRAPH_SEARXNG_URL=fake_search.url,
     )
     yield srv
     stop_process(srv.proc)
@@ -180,3 +183,108 @@ def test_calls_written_as_text_stay_text_where_the_catalogue_does_not_ask(client
     assert run.status == "completed"
     (message,) = client.beta.threads.messages.list(thread_id=thread.id, run_id=run.id).data
     assert message.content[0].text.value == text
+
+
+# --- loops -------------------------------------------------------------------------------------------
+
+
+def _searches(fake_search, query: str) -> int:
+    return sum(r["query"] == query for r in fake_search.requests)
+
+
+def test_a_call_repeated_five_times_runs_once(client, scripted, fake_search, model_name):
+    search = {"name": "web_search", "arguments": {"query": f"loop {model_name}"}}
+    scripted.script(model_name, [*[{"tool_calls": [search]}] * 5, {"content": "Found it."}])
+    thread, run = _run(client, model_name, tools=[{"type": "web_search"}])
+    assert run.status == "completed", run.last_error
+    assert _searches(fake_search, f"loop {model_name}") == 1
+    requests = scripted.requests(model_name)
+    results = [m["content"] for m in requests[-1]["body"]["messages"] if m["role"] == "tool"]
+    assert len(results) == 5
+    first, *repeats = results
+    assert "[Note:" not in first and f"loop {model_name} result 1" in first
+    for repeat in repeats:
+        # The first result, with a note the model can read (once, however often it repeats).
+        assert repeat.startswith(first) and repeat.count("[Note: 'web_search' was already called") == 1
+    steps = client.beta.threads.runs.steps.list(thread_id=thread.id, run_id=run.id, order="asc").data
+    outputs = [s.step_details.tool_calls[0].function.output for s in steps if s.type == "tool_calls"]
+    assert outputs == results
+
+
+def test_the_same_call_twice_in_one_turn_runs_once_and_other_arguments_run(client, scripted, fake_search, model_name):
+    same = {"name": "web_search", "arguments": {"query": f"twice {model_name}"}}
+    other = {"name": "web_search", "arguments": {"query": f"other {model_name}"}}
+    scripted.script(model_name, [{"tool_calls": [same, same, other]}, {"content": "Done."}])
+    _, run = _run(client, model_name, tools=[{"type": "web_search"}])
+    assert run.status == "completed", run.last_error
+    assert _searches(fake_search, f"twice {model_name}") == 1 and _searches(fake_search, f"other {model_name}") == 1
+    results = [m["content"] for m in scripted.requests(model_name)[-1]["body"]["messages"] if m["role"] == "tool"]
+    assert "[Note:" not in results[0] and results[1].startswith(results[0]) and "[Note:" in results[1]
+    assert "[Note:" not in results[2]
+
+
+def test_an_invented_tool_name_is_told_the_tools_that_exist(client, scripted, model_name):
+    scripted.script(model_name, [{"tool_calls": [{"name": "error", "arguments": {}}]}, {"content": "Sorry."}])
+    _, run = _run(client, model_name, tools=[WEATHER, {"type": "web_search"}])
+    assert run.status == "completed", run.last_error
+    (result,) = [m["content"] for m in scripted.requests(model_name)[-1]["body"]["messages"] if m["role"] == "tool"]
+    assert result == "Error: there is no tool named 'error'. Available tools: get_weather, web_search."
+
+
+# --- Responses: a name the request never declared ----------------------------------------------------
+
+
+def _undeclared_call_items(response, events, name: str):
+    call, answer, message = response.output
+    assert call.type == "function_call" and call.name == name and call.status == "completed"
+    assert answer.type == "function_call_output" and answer.call_id == call.call_id
+    assert answer.output.startswith(f"Error: there is no tool named '{name}'. Available tools: ")
+    assert message.type == "message" and response.output_text == "Sorry."
+    assert not [e.type for e in events if "mcp" in e.type]
+    added = [e.item.type for e in events if e.type == "response.output_item.added"]
+    assert added == ["function_call", "function_call_output", "message"]
+    return call, answer
+
+
+def test_a_responses_call_of_an_undeclared_tool_is_a_function_call_with_its_error(client, scripted, model_name):
+    scripted.script(model_name, [{"tool_calls": [{"name": "get_wether", "arguments": {"city": "Paris"}}]}, {"content": "Sorry."}])
+    with client.responses.stream(model=model_name, input="Weather in Paris?", tools=[RESPONSES_WEATHER]) as stream:
+        events = list(stream)
+        response = stream.get_final_response()
+    check_sequence(events)
+    call, answer = _undeclared_call_items(response, events, "get_wether")
+    assert answer.output == "Error: there is no tool named 'get_wether'. Available tools: get_weather."
+    stored = client.responses.retrieve(response.id).output
+    assert [(i.type, i.id) for i in stored] == [(i.type, i.id) for i in response.output]
+    assert stored[1].output == answer.output
+
+
+def test_an_undeclared_tool_next_to_an_mcp_server_is_a_function_call_too(server, scripted, model_name):
+    """Names an MCP server adds are only known when the run starts: such a call's item waits for
+    its answer to tell an MCP tool from a name the request never declared."""
+    from tests.mcp_service import TOKEN, start_in_thread
+
+    client = sdk(server.url)
+    service = start_in_thread(token=TOKEN)
+    try:
+        label = f"tools-{model_name}"
+        mcp = {"type": "mcp", "server_label": label, "server_url": service.url, "require_approval": "never",
+               "headers": {"Authorization": f"Bearer {TOKEN}"}}
+        client.post("/mcp_servers", cast_to=object, body={"url": service.url, "name": label, "headers": mcp["headers"]})
+        scripted.script(model_name, [{"tool_calls": [{"name": "multiply", "arguments": {"a": 6}}]}, {"content": "Sorry."}])
+        with client.responses.stream(model=model_name, input="6 * 7?", tools=[mcp]) as stream:
+            events = list(stream)
+            response = stream.get_final_response()
+        check_sequence(events)
+        _undeclared_call_items(response, events, "multiply")
+        # A tool the server has is still an mcp_call.
+        scripted.script(model_name, [{"tool_calls": [{"name": "add", "arguments": {"a": 19, "b": 23}}]}, {"content": "42."}])
+        with client.responses.stream(model=model_name, input="19 + 23?", tools=[mcp]) as stream:
+            events = list(stream)
+            response = stream.get_final_response()
+        check_sequence(events)
+        add, message = response.output
+        assert add.type == "mcp_call" and add.output == "42" and message.type == "message"
+        assert "response.mcp_call_arguments.delta" in {e.type for e in events}
+    finally:
+        service.stop()

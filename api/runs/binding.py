@@ -43,6 +43,7 @@ def context_for(run: dict, settings: Settings, server_tools: list | None = None)
         server_tools=server_tools,
         tool_choice=run.get("tool_choice") if tools or server_tools else None,
         tool_timeout=settings.tool_timeout,
+        tool_call_repeats=settings.tool_call_repeats,
         parallel_tool_calls=run.get("parallel_tool_calls", True),
         temperature=run.get("temperature"),
         top_p=run.get("top_p"),
