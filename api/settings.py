@@ -67,6 +67,13 @@ class Settings(BaseSettings):
             "it below run_expires_after, or the expiry ends the run first (0: no limit but model_timeout)."
         ),
     )
+    empty_answer_retry: bool = Field(
+        default=True,
+        description=(
+            "Ask the model once more, with a short nudge, when it answers with an empty message after its tool "
+            "calls; a second empty answer completes the run with a note saying so."
+        ),
+    )
     run_expires_after: int = Field(
         default=600, description="Seconds after creation a run that has not finished becomes `expired`."
     )

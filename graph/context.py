@@ -125,6 +125,13 @@ class Context:
             "models whose endpoint does not parse their calls (OpenAI-compatible endpoints)."
         },
     )
+    empty_answer_retry: bool = field(
+        default=True,
+        metadata={
+            "description": "Ask the model once more (with a short nudge) when it answers with an empty message "
+            "after its tool calls; a second empty answer ends the run with a note saying so."
+        },
+    )
     max_model_calls: int = field(
         default=25,
         metadata={

@@ -9,7 +9,7 @@ from functools import lru_cache
 from typing import Any
 
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import AIMessage, AIMessageChunk, AnyMessage, SystemMessage, ToolMessage
+from langchain_core.messages import AIMessage, AIMessageChunk, AnyMessage, HumanMessage, SystemMessage, ToolMessage
 from langchain_core.messages.utils import message_chunk_to_message
 from langchain_core.messages.utils import count_tokens_approximately, trim_messages
 from langchain_core.tools import BaseTool
@@ -245,20 +245,16 @@ async def call_model(state: State, runtime: Runtime[Context]) -> dict:
         raise ModelCallLimitReached(calls_so_far)
 
     model = _bind(chat_model(ctx, max_tokens), ctx, first_call=calls_so_far == 0)
-    try:
-        async with asyncio.timeout(ctx.timeout) as deadline:
-            if ctx.provider != "openai":
-                response: AIMessage = await _streamed(model, prompt, max_tokens, ctx)
-            else:
-                # OpenAI-compatible streams are held to max_tokens and to the first-token limit by
-                # their client (GuardedStream).
-                response = await model.ainvoke(prompt)
-    except StreamChunkTimeoutError as exc:
-        raise ModelStalled(exc.timeout_s, exc.chunks_received) from exc
-    except TimeoutError:
-        if deadline.expired():
-            raise ModelCallTimedOut(ctx.timeout) from None
-        raise
+    response = await _answer(model, prompt, max_tokens, ctx)
+    spent = _usage_of(response)
+    if ctx.empty_answer_retry and _empty_after_tools(response, state):
+        # Small models often send an empty message once they have read their tools' results: asked
+        # once more, most answer. The nudge is not kept in the run's messages.
+        response = await _answer(model, [*prompt, HumanMessage(EMPTY_ANSWER_NUDGE)], max_tokens, ctx)
+        again = _usage_of(response)
+        spent = {key: spent[key] + again[key] for key in spent}
+        if _empty_after_tools(response, state):
+            response.content = EMPTY_ANSWER_NOTE
 
     calls = [
         {**call, "id": normalize_call_id(call.get("id"), response.id, i)}
@@ -271,8 +267,7 @@ async def call_model(state: State, runtime: Runtime[Context]) -> dict:
     if response.additional_kwargs.get("tool_calls"):
         response.additional_kwargs.pop("tool_calls")
 
-    meta = response.usage_metadata or {}
-    usage = {"prompt_tokens": meta.get("input_tokens", 0), "completion_tokens": meta.get("output_tokens", 0)}
+    usage = spent
     incomplete = None
     # Providers name it differently: finish_reason (OpenAI), stop_reason (Anthropic), done_reason (Ollama).
     info = response.response_metadata or {}
@@ -282,6 +277,44 @@ async def call_model(state: State, runtime: Runtime[Context]) -> dict:
     elif ctx.max_prompt_tokens is not None and used.get("prompt_tokens", 0) + usage["prompt_tokens"] > ctx.max_prompt_tokens:
         incomplete = "max_prompt_tokens"
     return {"messages": [response], "usage": usage, "incomplete": incomplete}
+
+
+EMPTY_ANSWER_NUDGE = (
+    "Your last reply was empty. Answer my question now, in words, using the results of the tools above."
+)
+# The answer of a run whose model said nothing after its tool calls, even when asked again.
+EMPTY_ANSWER_NOTE = "(No answer: the model replied with an empty message after its tool calls, twice.)"
+
+
+async def _answer(model, prompt: list[AnyMessage], max_tokens: int | None, ctx: Context) -> AIMessage:
+    """One model call, held to the run's time limits."""
+    try:
+        async with asyncio.timeout(ctx.timeout) as deadline:
+            if ctx.provider != "openai":
+                return await _streamed(model, prompt, max_tokens, ctx)
+            # OpenAI-compatible streams are held to max_tokens and to the first-token limit by
+            # their client (GuardedStream).
+            return await model.ainvoke(prompt)
+    except StreamChunkTimeoutError as exc:
+        raise ModelStalled(exc.timeout_s, exc.chunks_received) from exc
+    except TimeoutError:
+        if deadline.expired():
+            raise ModelCallTimedOut(ctx.timeout) from None
+        raise
+
+
+def _usage_of(response: AIMessage) -> dict:
+    meta = response.usage_metadata or {}
+    return {"prompt_tokens": meta.get("input_tokens", 0), "completion_tokens": meta.get("output_tokens", 0)}
+
+
+def _empty_after_tools(response: AIMessage, state: State) -> bool:
+    """An answer with neither text nor calls, given after the run's tool calls were answered (not
+    one cut short by its token budget)."""
+    info = response.response_metadata or {}
+    if response.tool_calls or response.text.strip() or info.get("finish_reason") == "length":
+        return False
+    return any(isinstance(m, ToolMessage) for m in state.get("messages") or [])
 
 
 async def _streamed(model, prompt: list[AnyMessage], limit: int | None, ctx: Context) -> AIMessage:

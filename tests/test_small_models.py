@@ -288,3 +288,87 @@ def test_an_undeclared_tool_next_to_an_mcp_server_is_a_function_call_too(server,
         assert "response.mcp_call_arguments.delta" in {e.type for e in events}
     finally:
         service.stop()
+
+
+# --- empty answers ------------------------------------------------------------------------------------
+
+
+def _search_turn(model_name: str) -> dict:
+    return {"tool_calls": [{"name": "web_search", "arguments": {"query": f"empty {model_name}"}}]}
+
+
+def test_an_empty_answer_after_tool_calls_is_asked_for_again(client, scripted, model_name):
+    scripted.script(model_name, [_search_turn(model_name), {"content": ""}, {"content": "Sunny, says the web."}])
+    assistant = client.beta.assistants.create(model=model_name, tools=[{"type": "web_search"}])
+    thread = client.beta.threads.create(messages=[{"role": "user", "content": "Weather in Paris?"}])
+    with client.beta.threads.runs.stream(thread_id=thread.id, assistant_id=assistant.id) as stream:
+        streamed = "".join(stream.text_deltas)
+        run = stream.get_final_run()
+    assert run.status == "completed", run.last_error
+    assert streamed == "Sunny, says the web."
+    (message,) = client.beta.threads.messages.list(thread_id=thread.id, run_id=run.id).data
+    assert message.content[0].text.value == "Sunny, says the web."
+    first, empty, nudged = scripted.requests(model_name)
+    assert nudged["body"]["messages"][:-1] == empty["body"]["messages"]
+    assert nudged["body"]["messages"][-1]["role"] == "user"
+    assert nudged["body"]["messages"][-1]["content"].startswith("Your last reply was empty.")
+    # Both calls are counted, in the run and in the step that made the answer.
+    steps = client.beta.threads.runs.steps.list(thread_id=thread.id, run_id=run.id, order="asc").data
+    assert run.usage.completion_tokens == sum(s.usage.completion_tokens for s in steps)
+    assert len(steps) == 2
+
+
+def test_an_answer_empty_twice_completes_the_run_with_a_note(client, scripted, model_name):
+    scripted.script(model_name, [_search_turn(model_name), {"content": ""}, {"content": ""}])
+    thread, run = _run(client, model_name, tools=[{"type": "web_search"}])
+    assert run.status == "completed", run.last_error
+    assert len(scripted.requests(model_name)) == 3
+    (message,) = client.beta.threads.messages.list(thread_id=thread.id, run_id=run.id).data
+    assert message.content[0].text.value == (
+        "(No answer: the model replied with an empty message after its tool calls, twice.)"
+    )
+
+
+def test_an_empty_answer_without_tool_calls_is_not_asked_again(client, scripted, model_name):
+    scripted.script(model_name, [{"content": ""}, {"content": "never asked"}])
+    thread, run = _run(client, model_name)
+    assert run.status == "completed"
+    assert len(scripted.requests(model_name)) == 1
+    (message,) = client.beta.threads.messages.list(thread_id=thread.id, run_id=run.id).data
+    assert message.content[0].text.value == ""
+
+
+# --- images of an answer ------------------------------------------------------------------------------
+
+
+def _draw(values: list[int], attempt: int) -> dict:
+    code = f"# attempt {attempt}\nimport matplotlib.pyplot as plt\nplt.plot({values})\nplt.show()"
+    return {"tool_calls": [{"name": "code_interpreter", "arguments": {"code": code}}]}
+
+
+def _code_run(server, scripted, model_name: str, turns: list[dict]):
+    client = sdk(server.url)
+    scripted.script(model_name, [*turns, {"content": "Here is the chart."}])
+    thread, run = _run(client, model_name, tools=[{"type": "code_interpreter"}], text="Chart it.")
+    assert run.status == "completed", run.last_error
+    steps = client.beta.threads.runs.steps.list(thread_id=thread.id, run_id=run.id, order="asc").data
+    drawn = [
+        [o.image.file_id for o in s.step_details.tool_calls[0].code_interpreter.outputs if o.type == "image"]
+        for s in steps if s.type == "tool_calls"
+    ]
+    (message,) = client.beta.threads.messages.list(thread_id=thread.id, run_id=run.id).data
+    return drawn, [p.image_file.file_id for p in message.content if p.type == "image_file"]
+
+
+def test_a_chart_drawn_again_is_one_file_shown_once(server, scripted, model_name):
+    drawn, shown = _code_run(server, scripted, model_name, [_draw([1, 2, 3], n) for n in range(3)])
+    assert len(drawn) == 3 and all(len(images) == 1 for images in drawn)
+    assert len({images[0] for images in drawn}) == 1  # the same bytes: one file
+    assert shown == drawn[0]
+
+
+def test_the_answer_shows_the_last_drawing_calls_images(server, scripted, model_name):
+    drawn, shown = _code_run(server, scripted, model_name, [_draw([1, 2, 3], 1), _draw([3, 1, 2], 2)])
+    first, last = drawn
+    assert first != last
+    assert shown == last

@@ -57,6 +57,7 @@ def context_for(run: dict, settings: Settings, server_tools: list | None = None)
         timeout=settings.model_timeout,
         chunk_timeout=settings.model_chunk_timeout or None,
         first_token_timeout=settings.model_first_token_timeout or None,
+        empty_answer_retry=settings.empty_answer_retry,
         max_model_calls=settings.max_model_calls,
         max_retries=settings.model_max_retries,
     )
