@@ -10,7 +10,7 @@ import json
 import pytest
 
 from graph.text_tool_calls import FORMATS
-from tests.conftest import _extra_server, _own_database, free_port, sdk, stop_process
+from tests.conftest import _extra_server, _own_database, free_port, sdk, stop_process, wait_for
 from tests.test_responses import WEATHER as RESPONSES_WEATHER
 from tests.test_responses import check_sequence
 from tests.test_runs import WEATHER_TOOL as WEATHER
@@ -87,6 +87,20 @@ def test_a_run_that_expires_before_the_first_token_limit_says_why(short_expiry_s
     message = run.last_error.message
     assert message.startswith("The run expired: it had not finished 3 seconds after it was created (ASSISTGRAPH_RUN_EXPIRES_AFTER)")
     assert "ASSISTGRAPH_MODEL_FIRST_TOKEN_TIMEOUT (300 s)" in message and "ASSISTGRAPH_MODEL_TIMEOUT (600 s)" in message
+
+
+def test_a_run_that_expires_waiting_for_tool_outputs_says_so(short_expiry_server, scripted, model_name):
+    client = sdk(short_expiry_server.url)
+    scripted.script(model_name, [{"tool_calls": [{"name": "get_weather", "arguments": {"city": "Oslo"}}]}])
+    thread, run = _run(client, model_name, tools=[WEATHER])
+    assert run.status == "requires_action"
+    expired = wait_for(
+        lambda: (r := client.beta.threads.runs.retrieve(run.id, thread_id=thread.id)).status == "expired" and r
+    )
+    assert expired.last_error.message == (
+        "The run expired: it had not finished 3 seconds after it was created (ASSISTGRAPH_RUN_EXPIRES_AFTER) "
+        "while it waited for the outputs of its tool calls."
+    )
 
 
 # --- the endpoint named --------------------------------------------------------------------------------
@@ -372,3 +386,4 @@ def test_the_answer_shows_the_last_drawing_calls_images(server, scripted, model_
     first, last = drawn
     assert first != last
     assert shown == last
+

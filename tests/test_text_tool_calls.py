@@ -1,12 +1,15 @@
 """graph.text_tool_calls: which answers are tool calls written as text (each form of the table, and
-the plain answers that merely show JSON), and how early a streamed answer is known not to be one."""
+the plain answers that merely show JSON), how early a streamed answer is known not to be one, and
+the model client's stream with such a call turned into a real one."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import pytest
 
+from graph.model_client import recover_text_calls
 from graph.text_tool_calls import FORMATS, could_be_call, parse
 
 NAMES = {"get_weather", "get_time"}
@@ -84,3 +87,60 @@ def test_every_format_has_an_example_that_parses():
     for fmt in FORMATS:
         calls = parse(fmt.example, {"f"})
         assert calls == [{"name": "f", "arguments": '{"x": 1}'}], fmt.name
+
+
+# --- the stream a model client reads ---------------------------------------------------------------
+
+
+def _chunks(text: str, size: int = 3, finish: str = "stop") -> list[dict]:
+    head = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1, "model": "m"}
+    pieces = [text[i : i + size] for i in range(0, len(text), size)]
+    chunks = [{**head, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]}]
+    chunks += [{**head, "choices": [{"index": 0, "delta": {"content": p}, "finish_reason": None}]} for p in pieces]
+    chunks.append({**head, "choices": [{"index": 0, "delta": {}, "finish_reason": finish}]})
+    chunks.append({**head, "choices": [], "usage": {"prompt_tokens": 5, "completion_tokens": 7, "total_tokens": 12}})
+    return chunks
+
+
+def _read(chunks: list[dict]) -> list[dict]:
+    async def source():
+        for chunk in chunks:
+            yield chunk
+
+    async def read():
+        return [chunk async for chunk in recover_text_calls(source(), NAMES)]
+
+    return asyncio.run(read())
+
+
+def test_a_streamed_call_written_as_text_is_announced_as_a_call():
+    out = _read(_chunks('<tool_call>{"name": "get_weather", "arguments": {"city": "Paris"}}</tool_call>'))
+    (call,) = out[0]["choices"][0]["delta"]["tool_calls"]
+    assert call["function"] == PARIS and call["id"].startswith("call_") and call["index"] == 0
+    assert not any(c["delta"].get("content") for chunk in out for c in chunk["choices"])
+    assert [c["finish_reason"] for chunk in out for c in chunk["choices"] if c["finish_reason"]] == ["tool_calls"]
+    assert out[-1]["usage"]["completion_tokens"] == 7
+
+
+@pytest.mark.parametrize(
+    "chunks",
+    [
+        _chunks("It is sunny in Paris."),
+        _chunks('{"city": "Paris", "temperature": 21}'),
+        _chunks('{"name": "get_weather", "arguments": {"city": "Par'),  # cut short
+    ],
+    ids=["text", "data", "cut-short"],
+)
+def test_a_streamed_answer_comes_through_unchanged(chunks):
+    assert _read(chunks) == chunks
+
+
+def test_real_tool_calls_come_through_unchanged():
+    head = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1, "model": "m"}
+    call = {"index": 0, "id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": "{}"}}
+    chunks = [
+        {**head, "choices": [{"index": 0, "delta": {"role": "assistant", "content": None}, "finish_reason": None}]},
+        {**head, "choices": [{"index": 0, "delta": {"tool_calls": [call]}, "finish_reason": None}]},
+        {**head, "choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]},
+    ]
+    assert _read(chunks) == chunks
