@@ -190,6 +190,19 @@ def test_an_answer_that_shows_json_stays_an_answer(client, scripted, model_name,
     assert streamed == text
 
 
+def test_a_call_written_as_text_is_a_function_call_item_in_responses(client, scripted, model_name):
+    model = f"text-{model_name}"
+    scripted.script(model, [{"content": TEXT_CALLS["hermes"], "chunk_size": 3}])
+    with client.responses.stream(model=model, input="Weather in Paris?", tools=[RESPONSES_WEATHER]) as stream:
+        events = list(stream)
+        response = stream.get_final_response()
+    check_sequence(events)
+    (call,) = response.output
+    assert call.type == "function_call" and call.name == "get_weather"
+    assert json.loads(call.arguments) == {"city": "Paris"}
+    assert not [e for e in events if e.type.startswith("response.output_text")]
+    assert "response.function_call_arguments.delta" in {e.type for e in events}
+
 def test_calls_written_as_text_stay_text_where_the_catalogue_does_not_ask(client, scripted, model_name):
     text = TEXT_CALLS["json"]
     scripted.script(model_name, [{"content": text}])
