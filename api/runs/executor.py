@@ -186,7 +186,7 @@ class RunExecutor:
             await pump.flush()
             if plan.mapper.run["status"] == "requires_action":
                 return
-            await self.sink.emit(plan.mapper.finish(plan.totals.usage, plan.totals.incomplete), run_id=run_id)
+            await self.sink.emit(plan.mapper.fork().finish(plan.totals.usage, plan.totals.incomplete), run_id=run_id)
         except RunPreempted:
             await self._after_preemption(execution)
         except Exception as exc:  # the model, the network, a bad tool schema: the run fails, never hangs
@@ -205,7 +205,8 @@ class RunExecutor:
             log.warning("run %s failed: %s", run_id, exc)
             code, message = describe_model_error(exc, self.settings)
             usage = execution.totals.usage if execution.totals else config.get("usage")
-            await self._emit_quietly(execution.mapper.fail(code, message, usage), run_id)
+            if not await self._emit_quietly(execution.mapper.fork().fail(code, message, usage), run_id):
+                await self._after_preemption(execution)  # cancelled as it failed: the cancel closes it
 
     async def _count_takeover(self, run_id: str, config: dict) -> None:
         takeovers = config.get("takeovers", 0) + 1
@@ -276,10 +277,13 @@ class RunExecutor:
                 await self.recovery.settle_cancel(run_id)
             return
         usage = execution.totals.usage if execution.totals else row["config"].get("usage")
+        # Closing from a fork: this may run again (an abort that lands while it writes), and must then
+        # close the same open message and steps.
         if row["status"] == "cancelling":
-            await self._emit_quietly(execution.mapper.cancel(usage), run_id)
+            await self._emit_quietly(execution.mapper.fork().cancel(usage), run_id)
         elif row["status"] in ACTIVE_RUN_STATUSES and now() >= (row["obj"].get("expires_at") or now() + 1):
-            await self._emit_quietly(execution.mapper.expire(usage, expiry_error(self.settings, row["obj"])), run_id)
+            reason = expiry_error(self.settings, row["obj"])
+            await self._emit_quietly(execution.mapper.fork().expire(usage, reason), run_id)
 
     async def _emit_quietly(self, events, run_id: str) -> bool:
         try:

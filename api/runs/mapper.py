@@ -169,6 +169,12 @@ class RunEventMapper:
     def turn(self) -> int:
         return self._turn
 
+    def fork(self) -> "RunEventMapper":
+        """A copy to compute a run's closing events with. Closing changes the mapper (the message and
+        steps it closes are no longer open); a closing batch the database refuses (the run was
+        cancelled meanwhile) must leave this one as it was, so the cancel still closes them."""
+        return copy.deepcopy(self)
+
     def use_server_tools(self, kinds: dict[str, str]) -> None:
         self._server_tools = kinds
 

