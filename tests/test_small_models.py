@@ -113,6 +113,15 @@ def test_a_failure_to_connect_names_the_endpoint_the_run_was_routed_to(client, s
     assert scripted.base_url not in run.last_error.message
 
 
+
+def test_a_failure_to_connect_names_the_endpoint_of_the_keys_own_credentials(auth_server, scripted, dead_endpoint, model_name):
+    from tests.test_tenancy import as_key, new_key
+
+    client = as_key(auth_server, new_key(auth_server, name="own dead endpoint", model_base_url=dead_endpoint))
+    _, run = _run(client, model_name)
+    assert run.status == "failed"
+    assert run.last_error.message.startswith(f"Could not reach the model provider at {dead_endpoint}: ")
+
 # --- tool calls written as text ------------------------------------------------------------------------
 
 # Each form of the table, calling the client's get_weather for Paris.
