@@ -434,8 +434,12 @@ def _repeated(call: dict, earlier: ToolMessage) -> ToolMessage:
         f"[Note: '{call['name']}' was already called with these same arguments in this run; this is that "
         "call's result, not run again. Answer with it, or call a tool with different arguments.]"
     )
+    if isinstance(text, list):  # content blocks (an MCP tool's)
+        content: str | list = [*text, {"type": "text", "text": note}]
+    else:
+        content = f"{text}\n\n{note}" if text else note
     return ToolMessage(
-        content=f"{text}\n\n{note}" if text else note,
+        content=content,
         tool_call_id=call["id"], name=call["name"], status=earlier.status,
         # The result without the note, for later repeats.
         response_metadata={"repeat_of": earlier.tool_call_id, "result": text},
