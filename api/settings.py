@@ -144,6 +144,22 @@ class Settings(BaseSettings):
         description="Model calls one run may make; a run that needs more fails with a last_error saying so.",
     )
     model_max_retries: int = Field(default=1, description="Retries of a failed model call before the run fails.")
+    model_first_token_timeout: float = Field(
+        default=300.0,
+        ge=0,
+        description=(
+            "Seconds a model call may take to its first streamed chunk (request, retries and prompt processing "
+            "included) before the run fails; the first chunk is held to this, not to model_chunk_timeout. Keep "
+            "it below run_expires_after, or the expiry ends the run first (0: no limit but model_timeout)."
+        ),
+    )
+    empty_answer_retry: bool = Field(
+        default=True,
+        description=(
+            "Ask the model once more, with a short nudge, when it answers with an empty message after its tool "
+            "calls; a second empty answer completes the run with a note saying so."
+        ),
+    )
     run_expires_after: int = Field(
         default=600, description="Seconds after creation a run that has not finished becomes `expired`."
     )
@@ -199,6 +215,14 @@ class Settings(BaseSettings):
     )
     tool_timeout: float = Field(
         default=60.0, description="Seconds a server-side tool call (file_search, ...) may take before it fails."
+    )
+    tool_call_repeats: int = Field(
+        default=0,
+        ge=0,
+        description=(
+            "Times a run may run a server-side tool call again with the same name and arguments; further "
+            "repeats are answered with the earlier result and a note (a model caught in a loop)."
+        ),
     )
     stream_keepalive: float = Field(
         default=10.0, description="Seconds of silence after which a stream sends a keep-alive comment."

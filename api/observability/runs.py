@@ -24,7 +24,8 @@ def transition(run: dict, tenant: str, *, settled: bool = False, terminal: bool 
     status = run.get("status")
     run_id = run.get("id")
     error = run.get("last_error") or {}
-    detail = f": {error.get('code')}: {error.get('message')}" if status == "failed" and error else ""
+    # A run that failed, or expired before its model's limits, says why.
+    detail = f": {error.get('code')}: {error.get('message')}" if error else ""
     log.info(
         "run %s %s (tenant %s)%s",
         run_id,

@@ -43,6 +43,7 @@ def context_for(run: dict, settings: Settings, server_tools: list | None = None)
         server_tools=server_tools,
         tool_choice=run.get("tool_choice") if tools or server_tools else None,
         tool_timeout=settings.tool_timeout,
+        tool_call_repeats=settings.tool_call_repeats,
         parallel_tool_calls=run.get("parallel_tool_calls", True),
         temperature=run.get("temperature"),
         top_p=run.get("top_p"),
@@ -55,6 +56,8 @@ def context_for(run: dict, settings: Settings, server_tools: list | None = None)
         api_key=settings.openai_api_key,
         timeout=settings.model_timeout,
         chunk_timeout=settings.model_chunk_timeout or None,
+        first_token_timeout=settings.model_first_token_timeout or None,
+        empty_answer_retry=settings.empty_answer_retry,
         max_model_calls=settings.max_model_calls,
         max_retries=settings.model_max_retries,
     )
@@ -166,4 +169,5 @@ class RunBinder:
             base_url=route.base_url,
             api_key=route.api_key,
             model_options=route.options,
+            text_tool_calls=route.text_tool_calls,
         )

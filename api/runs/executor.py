@@ -23,7 +23,7 @@ from api.observability.callbacks import run_callbacks
 from api.runs import lifecycle, resume
 from api.runs.binding import RunBinder
 from api.runs.checkpoints import RunSaver
-from api.runs.failures import RunLost, describe_model_error
+from api.runs.failures import RunLost, describe_model_error, expiry_error
 from api.runs.mapper import RunEventMapper
 from api.runs.pump import EventPump
 from api.runs.recovery import RunRecovery
@@ -235,7 +235,8 @@ class RunExecutor:
             # streamed; wait for it, and fall through only if that process is gone.
             if await self._wait_until_settled(run_id, timeout=5.0):
                 return
-        await lifecycle.close(self.sink, self.pool, row, RunStatus.EXPIRED)
+        reason = expiry_error(self.settings, row["obj"], waiting_for_outputs=row["status"] == RunStatus.REQUIRES_ACTION)
+        await lifecycle.close(self.sink, self.pool, row, RunStatus.EXPIRED, last_error=reason)
 
     async def _wait_until_settled(self, run_id: str, timeout: float) -> bool:
         deadline = asyncio.get_running_loop().time() + timeout
@@ -273,14 +274,15 @@ class RunExecutor:
             if row is not None and row["status"] == RunStatus.CANCELLING:
                 await self.recovery.settle_cancel(run_id)
             return
+        reason = None
         if row["status"] == RunStatus.CANCELLING:
             to = RunStatus.CANCELLED
         elif row["status"] in ACTIVE and now() >= (row["obj"].get("expires_at") or now() + 1):
-            to = RunStatus.EXPIRED
+            to, reason = RunStatus.EXPIRED, expiry_error(self.settings, row["obj"])
         else:
             return
         usage = execution.totals.usage if execution.totals else lifecycle.STORED_USAGE
-        await lifecycle.close(self.sink, self.pool, row, to, mapper=execution.mapper, usage=usage)
+        await lifecycle.close(self.sink, self.pool, row, to, mapper=execution.mapper, usage=usage, last_error=reason)
 
     async def _emit_quietly(self, events, run_id: str) -> bool:
         try:

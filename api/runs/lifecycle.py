@@ -66,16 +66,17 @@ def cancelling(mapper: RunEventMapper) -> list[Event]:
     return [mapper.transition(RunStatus.CANCELLING)]
 
 
-def close_events(mapper: RunEventMapper, to: str, usage: dict | None) -> list[Event]:
+def close_events(mapper: RunEventMapper, to: str, usage: dict | None, last_error: dict | None = None) -> list[Event]:
     """The events that close the mapper's run as `to` (cancelled or expired): its open steps end
-    with that status, its open message is incomplete."""
+    with that status, its open message is incomplete. `last_error`: why an expired run's time ran
+    out before the model's own limits ended it."""
     summed = usage_json(usage) if usage else None
     if to == RunStatus.CANCELLED:
         events = mapper.close_open("cancelled", "run_cancelled")
         fields = {"cancelled_at": mapper.now(), "required_action": None, "expires_at": None, "usage": summed}
     elif to == RunStatus.EXPIRED:
         events = mapper.close_open("expired", "run_expired")
-        fields = {"required_action": None, "usage": summed}
+        fields = {"required_action": None, "usage": summed, **({"last_error": last_error} if last_error else {})}
     else:
         raise ValueError(f"a run is not closed as {to}")
     return [*events, mapper.transition(to, **fields)]
@@ -89,6 +90,7 @@ async def close(
     *,
     mapper: RunEventMapper | None = None,
     usage: dict | None | _StoredUsage = STORED_USAGE,
+    last_error: dict | None = None,
 ) -> bool:
     """Close the run of `row` (as `store.run_row` reads it) as `to`, from `mapper` when an
     execution has one, else from what is stored.
@@ -103,7 +105,7 @@ async def close(
     if isinstance(usage, _StoredUsage):
         usage = row["config"].get("usage")
     try:
-        await sink.emit(close_events(mapper, to, usage), run_id=row["obj"]["id"])
+        await sink.emit(close_events(mapper, to, usage, last_error), run_id=row["obj"]["id"])
         return True
     except RunPreempted:
         return False

@@ -482,7 +482,11 @@ class RunEventMapper:
                 outputs = artifact.get("outputs") or [{"type": "logs", "logs": _text_of(message.content)}]
                 call["outputs"] = outputs
                 self._sandbox_files.update(artifact.get("files") or {})
-                self._images += [o["image"]["file_id"] for o in outputs if o["type"] == "image"]
+                drawn = [o["image"]["file_id"] for o in outputs if o["type"] == "image"]
+                if drawn:
+                    # A model that runs its plotting code again draws the chart again: the answer
+                    # shows the last drawing call's images, each once.
+                    self._images = list(dict.fromkeys(drawn))
                 events.append(
                     self._step_delta(
                         {

@@ -6,6 +6,7 @@ Files of the run's tenant."""
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections import OrderedDict
 from pathlib import PurePosixPath
@@ -125,8 +126,15 @@ class CodeSessions:
                 staged.add(file_id)
             return current
 
+        # The same bytes are stored once per run: re-run code writes the same chart and files again.
+        # Displayed images (named by the tool) by their bytes alone, files by name and bytes.
+        saved: dict[tuple[str, str], str] = {}
+
         async def save_output(name: str, data: bytes, mime: str) -> str:
-            return (await generated.create(self.pool, self.files, tenant, name, data))["id"]
+            key = (hashlib.sha256(data).hexdigest(), "" if name.startswith("image-") else name)
+            if key not in saved:
+                saved[key] = (await generated.create(self.pool, self.files, tenant, name, data))["id"]
+            return saved[key]
 
         tool = CodeInterpreterTool(session=session, save_output=save_output)
         if files:
