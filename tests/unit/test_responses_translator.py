@@ -49,11 +49,18 @@ CASES = {
         ],
         "thread.run.requires_action",
     ),
-    "a server's tool call shows as an mcp call": (
+    "an MCP server's tool call shows as an mcp call": (
         [chunk(calls=[{"index": 0, "id": "call_1", "name": "get_weather", "args": '{"city": "Oslo"}'}]),
-         model_done(calls=[CALL])], False, {},
+         model_done(calls=[CALL])], False, {"get_weather": "mcp"},
         ["response.created", "response.in_progress", "response.output_item.added", "response.mcp_call.in_progress",
          "response.mcp_call_arguments.delta"],
+        None,
+    ),
+    "a call of a tool the request never declared is a function call, never an mcp call": (
+        [chunk(calls=[{"index": 0, "id": "call_1", "name": "get_weather", "args": '{"city": "Oslo"}'}]),
+         model_done(calls=[CALL])], False, {},
+        ["response.created", "response.in_progress", "response.output_item.added",
+         "response.function_call_arguments.delta"],
         None,
     ),
 }
