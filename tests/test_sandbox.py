@@ -529,15 +529,20 @@ async def test_cgroups_of_killed_jails_are_swept(store):
     budget = store.jail.budget
     parents = [Path(mount, parent) for _, mount, parent in budget.v1] or [Path(budget.v2_parent)]
 
-    def leftovers() -> list[Path]:
-        return [d for p in parents for d in p.glob("NSJAIL.*") if not Path(f"/proc/{d.name.split('.')[1]}").exists()]
-
     session = await store.session("sweep")
     await session.execute("1")
-    (nsjail,) = [pid for pid in _jail_processes(str(session.paths.root)) if b"nsjail" in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0]]
+    jailed = _jail_processes(str(session.paths.root))
+    (nsjail,) = [pid for pid in jailed if b"nsjail" in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0]]
+    # This jail's cgroups, named after a process of its (any server's sweep on this machine may be
+    # the one that removes them).
+    ours = [d for p in parents for d in p.glob("NSJAIL.*") if d.name.split(".")[1] in {str(pid) for pid in jailed}]
+    assert ours
     os.kill(nsjail, signal.SIGKILL)
     assert (await session.execute("1 + 1")).kernel_restarted  # a new jail
-    assert leftovers()
+
+    def leftovers() -> list[Path]:
+        return [d for d in ours if d.exists()]
+
     deadline = time.monotonic() + 20
     while leftovers() and time.monotonic() < deadline:
         await store.reap_idle()

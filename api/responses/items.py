@@ -355,10 +355,12 @@ def _undeclared(call: dict, kinds: dict[str, str]) -> bool | None:
     fn = call.get("function") or {}
     if fn.get("name") in kinds:
         return False
-    if OTHER_SERVER_TOOLS not in kinds:
-        return True
     output = fn.get("output")
-    return None if output is None else output.startswith(NO_SUCH_TOOL)
+    if output is not None:
+        # Answered: the server's answer says whether it had the tool (a run stored by an earlier
+        # version may list fewer tools than it ran).
+        return output.startswith(NO_SUCH_TOOL)
+    return True if OTHER_SERVER_TOOLS not in kinds else None
 
 
 def undecided(call: dict, kinds: dict[str, str]) -> bool:

@@ -87,7 +87,7 @@ async def _keep_running(name: str, worker: Callable[[], Awaitable[None]]) -> Non
             reason = "stopped"
         except Exception as exc:
             reason = f"failed ({exc.__class__.__name__}: {str(exc).strip()})"
-            if _database_gone(exc, psycopg.OperationalError):
+            if _database_gone(exc, psycopg.OperationalError, wrapped_only=True):
                 OUTAGE.seen(exc)  # said once for the whole process, not at every restart
             # A pool still reconnecting just after an outage times out too: part of the same outage.
             database_gone = _database_gone(exc, DATABASE_UNAVAILABLE) and OUTAGE.recent(2 * RECONNECT_TIMEOUT)
@@ -104,12 +104,14 @@ async def _keep_running(name: str, worker: Callable[[], Awaitable[None]]) -> Non
         await backoff.wait()
 
 
-def _database_gone(exc: BaseException | None, kinds: type | tuple) -> bool:
-    """Whether an exception (procrastinate wraps the driver's) comes from one of `kinds`."""
+def _database_gone(exc: BaseException | None, kinds: type | tuple, *, wrapped_only: bool = False) -> bool:
+    """Whether an exception (procrastinate wraps the driver's) comes from one of `kinds`.
+    `wrapped_only`: follow only what an exception was raised from, not what was being handled when it
+    was raised (a pool's timeout raised while it handled a failed attempt is not that failure)."""
     while exc is not None:
         if isinstance(exc, kinds):
             return True
-        exc = exc.__cause__ or exc.__context__
+        exc = exc.__cause__ if wrapped_only else (exc.__cause__ or exc.__context__)
     return False
 
 
