@@ -1,5 +1,11 @@
 """What operators ask of the database: readiness (reachable, schema up to date) and the figures
-`/metrics` reads at scrape time (active runs, job queue depth and age, ingestion backlog)."""
+`/metrics` reads at scrape time (active runs, job queue depth and age, ingestion backlog).
+
+The queue's figures are queries on procrastinate's tables: its public API (`JobManager.list_queues`,
+`list_tasks`) counts jobs scheduled for later as waiting, has no age and no live workers, and for the
+one figure it does give (a task's waiting and running jobs) counts every finished job of the task at
+each scrape, on a pool of its own. tests/test_queue_stats.py checks these queries against procrastinate's
+own counts on the schema the installed release makes."""
 
 from __future__ import annotations
 
