@@ -14,6 +14,15 @@ first saves (its input, and LangGraph's start step): they hold nothing the threa
 are sent with the save after the first node instead, in one transaction, rather than each making
 the model wait for a commit. An execution lost before that save leaves no checkpoint, and the next
 one starts the run over from the thread (see `resume.py`), as it would have from those saves.
+
+This is built on the stock saver's private helpers (`_dump_blobs`, `_dump_writes` and `_cursor`,
+and `_DeltaSnapshot`), so pyproject.toml pins langgraph-checkpoint-postgres and langgraph-checkpoint to
+the exact releases it was written against, and tests/unit/test_checkpoint_internals.py fails, naming
+the helper, when a release changes one. The public surface has no way to the same figures: its
+`aput`/`aput_writes` are the thread hop, the statement per blob and the lock this module replaces, and
+its reads take the lock unless `_cursor` is replaced; writing the rows and the reads here instead
+would copy LangGraph's storage format (how blobs and delta channels are encoded and read back), which
+the pinned helpers keep in step with the stock reader that `show_run.py` and resumes use.
 """
 
 from __future__ import annotations

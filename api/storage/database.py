@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from contextlib import AbstractContextManager, nullcontext
@@ -24,6 +25,14 @@ _MIGRATION_LOCK_KEY = 0x61737367  # "assg"
 CREATE_MIGRATIONS_TABLE = "CREATE TABLE IF NOT EXISTS assistgraph_migrations (v integer PRIMARY KEY)"
 SELECT_MIGRATION_VERSIONS = "SELECT v FROM assistgraph_migrations"
 INSERT_MIGRATION_VERSION = "INSERT INTO assistgraph_migrations (v) VALUES (%s)"
+# The job queue's schema migrations (procrastinate's SQL files, by name) this database has: procrastinate
+# ships them but records none itself, and leaves keeping track to its users.
+CREATE_QUEUE_MIGRATIONS_TABLE = "CREATE TABLE IF NOT EXISTS assistgraph_queue_migrations (name text PRIMARY KEY)"
+SELECT_QUEUE_MIGRATIONS = "SELECT name FROM assistgraph_queue_migrations"
+INSERT_QUEUE_MIGRATIONS = "INSERT INTO assistgraph_queue_migrations (name) SELECT unnest(%s::text[]) ON CONFLICT DO NOTHING"
+# Databases made before the queue's migrations were tracked got the whole schema of procrastinate 3.10
+# (the oldest release the dependency range allows was also the newest then), whose last migration is this.
+UNTRACKED_QUEUE_SCHEMA = "03.04.00_50_post_add_retry_failed_job_procedure.sql"
 
 
 def embedded_postgres(settings: Settings) -> AbstractContextManager[str]:
@@ -198,17 +207,49 @@ async def open_pool(url: str, max_size: int, *, prepare: bool = True) -> AsyncCo
     return pool
 
 
+@functools.cache
+def queue_migrations() -> list[str]:
+    """The names of the installed procrastinate's migration files, in the order they apply: names
+    begin with the zero-padded release they came with, then their serial number (`pre` before `post`)."""
+    return sorted(path.name for path in Path(SchemaManager.get_migrations_path()).glob("*.sql"))
+
+
+def queue_migration_sql(name: str) -> str:
+    return (Path(SchemaManager.get_migrations_path()) / name).read_text(encoding="utf-8")
+
+
 async def migrate(pool: AsyncConnectionPool) -> None:
+    """Ours (`MIGRATIONS`), then the job queue's: a new database gets procrastinate's whole schema (and
+    every migration it ships is recorded as applied); an existing one gets the migration files of the
+    installed procrastinate it does not have yet, as procrastinate's documentation has them applied
+    (README: Upgrades). All in one transaction, under a lock: processes started together wait for the
+    first to finish, and a failed migration leaves the database as it was."""
     async with pool.connection() as conn:
         async with conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK_KEY,))
             await conn.execute(CREATE_MIGRATIONS_TABLE)
+            await conn.execute(CREATE_QUEUE_MIGRATIONS_TABLE)
             done = {row["v"] for row in await (await conn.execute(SELECT_MIGRATION_VERSIONS)).fetchall()}
+            queue_done = {row["name"] for row in await (await conn.execute(SELECT_QUEUE_MIGRATIONS)).fetchall()}
+            shipped = await asyncio.to_thread(queue_migrations)
+            if not queue_done and _QUEUE_SCHEMA in done:
+                queue_done = {name for name in shipped if name <= UNTRACKED_QUEUE_SCHEMA}
+                await conn.execute(INSERT_QUEUE_MIGRATIONS, (sorted(queue_done),))
             for version, sql in enumerate(MIGRATIONS):
                 if version in done:
                     continue
                 log.info("applying migration %s", version)
-                if sql == "PROCRASTINATE_SCHEMA":
-                    sql = SchemaManager.get_schema()
+                if version == _QUEUE_SCHEMA:
+                    sql, queue_done = SchemaManager.get_schema(), set(shipped)
+                    await conn.execute(INSERT_QUEUE_MIGRATIONS, (shipped,))
                 await conn.execute(sql)
                 await conn.execute(INSERT_MIGRATION_VERSION, (version,))
+            for name in shipped:
+                if name not in queue_done:
+                    log.info("applying the job queue's migration %s", name)
+                    await conn.execute(await asyncio.to_thread(queue_migration_sql, name))
+                    await conn.execute(INSERT_QUEUE_MIGRATIONS, ([name],))
+
+
+# The entry of `MIGRATIONS` that stands for procrastinate's schema as a whole.
+_QUEUE_SCHEMA = MIGRATIONS.index("PROCRASTINATE_SCHEMA")

@@ -56,7 +56,8 @@ MIGRATIONS: list[str] = [
         payload jsonb NOT NULL
     );
     """,
-    # 1: the job queue's own schema (procrastinate), applied once like ours.
+    # 1: the job queue's own schema (procrastinate) as a whole; its later releases' migration files
+    # are applied by `migrate` itself, tracked in a table of their own.
     "PROCRASTINATE_SCHEMA",
     # 2: tenancy. Every object belongs to a tenant; with auth off everything is 'default'.
     """

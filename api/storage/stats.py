@@ -1,13 +1,21 @@
 """What operators ask of the database: readiness (reachable, schema up to date) and the figures
-`/metrics` reads at scrape time (active runs, job queue depth and age, ingestion backlog)."""
+`/metrics` reads at scrape time (active runs, job queue depth and age, ingestion backlog).
+
+The queue's figures are queries on procrastinate's tables: its public API (`JobManager.list_queues`,
+`list_tasks`) counts jobs scheduled for later as waiting, has no age and no live workers, and for the
+one figure it does give (a task's waiting and running jobs) counts every finished job of the task at
+each scrape, on a pool of its own. tests/test_queue_stats.py checks these queries against procrastinate's
+own counts on the schema the installed release makes."""
 
 from __future__ import annotations
+
+import asyncio
 
 from psycopg import AsyncConnection
 
 from api.contract.run_status import ACTIVE, sql_list
 
-from api.storage.database import SELECT_MIGRATION_VERSIONS
+from api.storage.database import SELECT_MIGRATION_VERSIONS, SELECT_QUEUE_MIGRATIONS, queue_migrations
 from api.storage.migrations import MIGRATIONS
 from api.storage.queue import INGESTION_QUEUE, QUEUE
 
@@ -51,7 +59,11 @@ async def collect(conn: AsyncConnection, ingest_task: str, stalled_after: float 
     return {"runs": runs, "queues": queues, "ingestion": ingestion, "workers": workers}
 
 
-async def pending_migrations(conn: AsyncConnection) -> list[int]:
-    """Versions of the schema this code needs that the database does not have."""
+async def pending_migrations(conn: AsyncConnection) -> list[int | str]:
+    """Versions of the schema this code needs that the database does not have: ours by number, the
+    job queue's by file name."""
     done = {row["v"] for row in await (await conn.execute(SELECT_MIGRATION_VERSIONS)).fetchall()}
-    return [v for v in range(len(MIGRATIONS)) if v not in done]
+    queue_done = {row["name"] for row in await (await conn.execute(SELECT_QUEUE_MIGRATIONS)).fetchall()}
+    return [v for v in range(len(MIGRATIONS)) if v not in done] + [
+        name for name in await asyncio.to_thread(queue_migrations) if name not in queue_done
+    ]
