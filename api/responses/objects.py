@@ -24,6 +24,17 @@ RUN_STATUS = {
 }
 
 
+# OpenAI's values when a request gives none. Responses show numbers for these, never null: strict
+# clients (Open Responses' ResponseResource) refuse a null.
+SAMPLING_DEFAULTS = {"temperature": 1.0, "top_p": 1.0, "top_logprobs": 0, "presence_penalty": 0.0, "frequency_penalty": 0.0}
+
+
+def with_sampling_defaults(skeleton: dict) -> dict:
+    """The request settings a Response shows, with OpenAI's defaults for the sampling values not given
+    (rows written before they were shown carry nulls)."""
+    return {**skeleton, **{k: v for k, v in SAMPLING_DEFAULTS.items() if skeleton.get(k) is None}}
+
+
 def segment(steps: list[dict], kinds: dict[str, str]) -> tuple[list[dict], bool]:
     """The response's steps (those after its start, up to the first calling the client's functions)
     and whether it ended there."""

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError,
 from api.contract import schemas
 from api.contract.errors import InvalidRequest
 from api.contract.schemas import NAME_PATTERN, check_metadata
+from tools.file_search import FileSearchTool
 
 Metadata = schemas.Metadata
 
@@ -123,6 +124,8 @@ class CreateItems(Body):
 _TOOLS = TypeAdapter(list[schemas.Tool])
 _TOOL_CHOICE = TypeAdapter(schemas.ToolChoice)
 _RESPONSE_FORMAT = TypeAdapter(schemas.ResponseFormat)
+# What file_search returns at most when the tool gives no `max_num_results` (shown, as OpenAI does).
+FILE_SEARCH_MAX_RESULTS: int = FileSearchTool.model_fields["max_num_results"].default
 WEB_SEARCH_TYPES = ("web_search", "web_search_preview", "web_search_2025_08_26", "web_search_preview_2025_03_11")
 # OpenAI's hosted tools this server has no counterpart for.
 UNSUPPORTED_TOOLS = (
@@ -326,7 +329,7 @@ def display_tools(run_tools: list[dict], resources: dict, container: str | None)
             out.append({
                 "type": "file_search",
                 "vector_store_ids": stores,
-                "max_num_results": settings.get("max_num_results"),
+                "max_num_results": settings.get("max_num_results") or FILE_SEARCH_MAX_RESULTS,
                 "ranking_options": {"ranker": "auto", "score_threshold": ranking.get("score_threshold", 0.0)},
                 "filters": None,
             })

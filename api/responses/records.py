@@ -6,6 +6,8 @@ from __future__ import annotations
 from psycopg import AsyncConnection
 from psycopg.types.json import Jsonb
 
+from api.responses.objects import with_sampling_defaults
+
 INSERT_RESPONSE = """
     INSERT INTO responses (id, tenant_id, thread_id, run_id, stored, in_conversation, steps_after, first_event, input, obj)
     VALUES (%(id)s, %(tenant_id)s, %(thread_id)s, %(run_id)s, %(stored)s, %(in_conversation)s, %(steps_after)s,
@@ -75,7 +77,10 @@ async def insert_response(conn: AsyncConnection, row: dict) -> None:
 
 async def get_response(conn: AsyncConnection, response_id: str, tenant: str, *, for_update: bool = False) -> dict | None:
     cur = await conn.execute(SELECT_RESPONSE_FOR_UPDATE if for_update else SELECT_RESPONSE, (response_id, tenant))
-    return await cur.fetchone()
+    row = await cur.fetchone()
+    if row is not None:
+        row["obj"] = with_sampling_defaults(row["obj"])
+    return row
 
 
 async def delete_response(conn: AsyncConnection, response_id: str, tenant: str) -> None:

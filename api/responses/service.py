@@ -25,6 +25,7 @@ from api.files import vector_stores as vs
 from api.responses import items as item_views
 from api.responses import params, reads, records, writes
 from api.responses.ids import container_id, conversation_id, new_response_id, thread_id_of
+from api.responses.objects import with_sampling_defaults
 from api.runs import control
 from api.runs.runtime import Services
 from api.runs.streaming import STREAM_END_EVENTS, STREAM_END_STATUSES, Subscription
@@ -412,6 +413,8 @@ def _row(
         "reasoning": {"effort": effort, "summary": None} if effort else None,
         "service_tier": body.service_tier or "default",
         "top_logprobs": body.top_logprobs,
+        "presence_penalty": None,
+        "frequency_penalty": None,
         "user": body.user,
         "safety_identifier": body.safety_identifier,
         "prompt_cache_key": body.prompt_cache_key,
@@ -429,7 +432,7 @@ def _row(
         "steps_after": steps_after,
         "first_event": first_event,
         "input": written,
-        "obj": skeleton,
+        "obj": with_sampling_defaults(skeleton),
     }
 
 
