@@ -126,3 +126,35 @@ def test_file_search_tool_echoes_an_integer(client, server, scripted, model_name
     (shown,) = raw.json()["tools"]
     jsonschema.validate(shown, FILE_SEARCH_TOOL)
     assert shown["max_num_results"] == (given or 20)
+
+
+def test_file_search_call_shows_its_queries_and_assistants_steps_do_not(client, scripted, model_name):
+    store = client.vector_stores.create(name="notes")
+    client.vector_stores.files.upload_and_poll(
+        vector_store_id=store.id, file=("notes.txt", b"The cafe opens at seven and serves oat milk.")
+    )
+    scripted.script(
+        model_name,
+        [
+            {"tool_calls": [{"name": "file_search", "arguments": {"query": "opening hours"}},
+                            {"name": "file_search", "arguments": {"query": "milk"}}]},
+            {"content": "At seven."},
+        ],
+    )
+    conversation = client.conversations.create()
+    response = client.responses.create(
+        model=model_name, conversation=conversation.id, input="When does it open?",
+        tools=[{"type": "file_search", "vector_store_ids": [store.id]}],
+    )
+    searches = [i for i in response.output if i.type == "file_search_call"]
+    assert sorted(q for s in searches for q in s.queries) == ["milk", "opening hours"]
+    assert all(len(s.queries) == 1 for s in searches)
+    listed = [i for i in client.conversations.items.list(conversation.id) if i.type == "file_search_call"]
+    assert sorted(q for s in listed for q in s.queries) == ["milk", "opening hours"]
+    # The same run's steps through the Assistants API: OpenAI's shape, without the queries.
+    thread_id = "thread_" + conversation.id.removeprefix("conv_")
+    (run,) = client.beta.threads.runs.list(thread_id=thread_id)
+    for include in ([], ["step_details.tool_calls[*].file_search.results[*].content"]):
+        steps = client.get(f"/threads/{thread_id}/runs/{run.id}/steps", cast_to=object,
+                           options={"params": {"include[]": include}})
+        assert '"file_search"' in json.dumps(steps) and "queries" not in json.dumps(steps)

@@ -19,6 +19,7 @@ from posixpath import basename
 from typing import Any
 
 from api.contract.errors import InvalidRequest
+from api.contract.objects import FILE_SEARCH_QUERIES
 from api.responses.ids import call_item_id, new_item_id
 
 SERVER_LABEL = "assistgraph"
@@ -392,7 +393,7 @@ def call_item(call: dict, step_status: str, kinds: dict[str, str], include: set[
         return {
             "type": kind,
             "id": item_id,
-            "queries": [],
+            "queries": list((call.get("file_search") or {}).get(FILE_SEARCH_QUERIES) or []),
             "status": _status(step_status),
             "results": file_search_results(call) if "file_search_call.results" in include else None,
         }

@@ -14,7 +14,7 @@ from typing import AsyncIterator, Awaitable, Callable
 
 from sse_starlette import ServerSentEvent
 
-from api.contract.objects import FILE_SEARCH_CONTENT
+from api.contract.objects import FILE_SEARCH_CONTENT, FILE_SEARCH_QUERIES
 from api.responses import items as item_views
 from api.responses import reads, records
 from api.responses.ids import container_id
@@ -67,7 +67,7 @@ async def events(
         sub,
         svc.pool,
         svc.settings.stream_keepalive,
-        include=[FILE_SEARCH_CONTENT],
+        include=[FILE_SEARCH_CONTENT, FILE_SEARCH_QUERIES],
         after=row["first_event"] if after is None else after,
         replay=replay,
     )
