@@ -364,7 +364,10 @@ async def _start(
         action_credentials=body.action_credentials,
         mcp_headers=mcp_headers or None,
     )
-    run, events = await control.create_run(svc, conn, target.thread_id, fields, jobs=jobs, assistant=defaults)
+    run, events = await control.create_run(
+        svc, conn, target.thread_id, fields, jobs=jobs, assistant=defaults,
+        config={"truncation": body.truncation or "disabled"},
+    )
     sub, after = await control.announce(svc, conn, run, events, stream=stream or not body.background)
     row = _row(svc, body, run, target, steps_after=0, first_event=after, written=written,
                text=body.text, container=container, choice=body.tool_choice)

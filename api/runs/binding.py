@@ -73,6 +73,10 @@ class RunBinder:
         """The run's context, and the tool-call type clients see for each server-side tool."""
         server_tools, kinds = await self._server_tools(run, tenant, config)
         context = context_for(run, self.settings, server_tools)
+        truncation = (run.get("truncation_strategy") or {}).get("type", "auto")
+        if truncation == "auto" and config.get("truncation", "auto") == "auto":
+            # Fit the model's context; a response asked for `truncation: "disabled"` keeps all of it.
+            context = dataclasses.replace(context, context_window=self.settings.model_context_window)
         if "code_interpreter" in kinds:
             # The sandbox enforces its own limits (kernel start, execution, interrupt); the call as a
             # whole also reads the files back.
