@@ -421,7 +421,9 @@ def call_item(call: dict, step_status: str, kinds: dict[str, str], include: set[
         action: dict[str, Any] = {"type": "search", "query": _query(fn.get("arguments") or "")}
         if "web_search_call.action.sources" in include:
             action["sources"] = [{"type": "url", "url": u} for u in dict.fromkeys(_URL.findall(fn.get("output") or ""))]
-        return {"type": kind, "id": item_id, "action": action, "status": _status(step_status)}
+        # The tool reports a failed search as its output ("Error: …"), so the step itself completes.
+        failed = (fn.get("output") or "").startswith("Error: ")
+        return {"type": kind, "id": item_id, "action": action, "status": "failed" if failed else _status(step_status)}
     output = fn.get("output")
     failed = step_status == "failed" or (output or "").startswith("Error: ")
     return {

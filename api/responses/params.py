@@ -155,6 +155,7 @@ class RunTools(BaseModel):
     vector_store_ids: list[str] = []
     code_file_ids: list[str] = []
     container: str | None = None  # a container id the request named
+    external_web_access: bool = True  # web_search may reach the live web
 
 
 def run_tools(tools: list[dict], param: str = "tools") -> RunTools:
@@ -162,6 +163,7 @@ def run_tools(tools: list[dict], param: str = "tools") -> RunTools:
     stores: list[str] = []
     code_files: list[str] = []
     container = None
+    live = True
     for i, tool in enumerate(tools):
         where = f"{param}[{i}]"
         kind = tool.get("type")
@@ -207,13 +209,18 @@ def run_tools(tools: list[dict], param: str = "tools") -> RunTools:
                 raise _invalid("Invalid 'container': expected a container id or {\"type\": \"auto\"}.", f"{where}.container")
             out.append({"type": "code_interpreter"})
         elif kind in WEB_SEARCH_TYPES:
+            access = tool.get("external_web_access")
+            if access is not None and not isinstance(access, bool):
+                raise _invalid("Invalid 'external_web_access': expected a boolean.", f"{where}.external_web_access")
+            live = live and access is not False
             out.append({"type": "web_search"})
         elif kind in UNSUPPORTED_TOOLS:
             raise _invalid(f"Tools of type '{kind}' are not supported by this server.", f"{where}.type")
         else:
             out.append(tool)  # a plugin by name, or {"type": "action", "id": ...}
     return RunTools(
-        tools=_validated(_TOOLS, out, param), vector_store_ids=stores, code_file_ids=code_files, container=container
+        tools=_validated(_TOOLS, out, param), vector_store_ids=stores, code_file_ids=code_files, container=container,
+        external_web_access=live,
     )
 
 
@@ -298,7 +305,9 @@ def text_config(text: TextConfig | None, run_format: Any = None) -> dict:
     return out
 
 
-def display_tools(run_tools: list[dict], resources: dict, container: str | None) -> list[dict]:
+def display_tools(
+    run_tools: list[dict], resources: dict, container: str | None, external_web_access: bool = True
+) -> list[dict]:
     """A run's tools as a Response lists them. Built-in tools other than web_search show as
     `function` tools carrying a `builtin` marker, as on assistants: strict clients parse them, and
     sending them back means the built-in tool again."""
@@ -311,7 +320,7 @@ def display_tools(run_tools: list[dict], resources: dict, container: str | None)
             fn = tool["function"]
             marker = tool.get("builtin")
             if isinstance(marker, dict) and marker.get("type") == "web_search":
-                out.append({"type": "web_search"})
+                out.append({"type": "web_search"} if external_web_access else {"type": "web_search", "external_web_access": False})
                 continue
             shown = {
                 "type": "function",

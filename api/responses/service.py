@@ -366,11 +366,15 @@ async def _start(
     )
     run, events = await control.create_run(
         svc, conn, target.thread_id, fields, jobs=jobs, assistant=defaults,
-        config={"truncation": body.truncation or "disabled"},
+        config={
+            "truncation": body.truncation or "disabled",
+            "external_web_access": request_tools is None or request_tools.external_web_access,
+        },
     )
     sub, after = await control.announce(svc, conn, run, events, stream=stream or not body.background)
     row = _row(svc, body, run, target, steps_after=0, first_event=after, written=written,
-               text=body.text, container=container, choice=body.tool_choice)
+               text=body.text, container=container, choice=body.tool_choice,
+               external_web_access=request_tools is None or request_tools.external_web_access)
     await records.insert_response(conn, row)
     return Started(row, sub, jobs)
 
@@ -387,6 +391,7 @@ def _row(
     text: params.TextConfig | None,
     container: str | None,
     choice,
+    external_web_access: bool = True,
 ) -> dict:
     """The response's row: where in the run it starts, its input, and what it shows of the request."""
     response_id = new_response_id()
@@ -397,7 +402,7 @@ def _row(
         "created_at": now(),
         "model": run["model"],
         "instructions": run.get("instructions") or None,
-        "tools": params.display_tools(run["tools"], run.get("tool_resources") or {}, container),
+        "tools": params.display_tools(run["tools"], run.get("tool_resources") or {}, container, external_web_access),
         "tool_choice": params.display_tool_choice(choice) if choice is not None else params.run_tool_choice_shown(
             run.get("tool_choice")
         ),

@@ -98,7 +98,10 @@ class RunBinder:
                     f"The tool '{name}' is not installed on the server that executed this run "
                     "(every process executing runs needs the same tool plugins)."
                 )
-            tools.append(installed.tool)
+            tool = installed.tool
+            if name == "web_search" and config.get("external_web_access") is False:
+                tool = tool.model_copy(update={"external_web_access": False})
+            tools.append(tool)
         if action_ids:
             # Installed tools' names are unique and never `file_search` (the registry sees to it);
             # action operations get a suffix where they would clash with any other tool.
