@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from api.contract import text
+from api.responses.params import MAX_INPUT_ITEMS
 from tests.conftest import ADMIN_KEY, assert_error
 
 
@@ -265,3 +266,10 @@ def test_a_chunked_body_over_the_size_cap_is_413(http):
     resp = http.post("/assistants", content=body(), headers={"content-type": "application/json"})
     error = assert_error(resp, 413)
     assert str(32 * 1024 * 1024) in error["message"]
+
+
+def test_a_responses_input_past_the_item_limit_is_400(http, scripted, model_name):
+    items = [{"role": "user", "content": "x"}] * (MAX_INPUT_ITEMS + 1)
+    error = assert_error(http.post("/responses", json={"model": model_name, "input": items}), 400, param="input")
+    assert str(MAX_INPUT_ITEMS) in error["message"]
+    assert scripted.requests(model_name) == []

@@ -3,7 +3,7 @@ onto a run's: tools, tool_choice, text.format → response_format, and back for 
 
 from __future__ import annotations
 
-from typing import Any, Literal, Union
+from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
 
@@ -19,8 +19,12 @@ class Body(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+# What the OpenAPI document says of ids the server reads by prefix (the server's own check answers).
+CONVERSATION_ID = {"pattern": "^(conv_|thread_)"}
+
+
 class ConversationRef(Body):
-    id: str
+    id: str = Field(json_schema_extra=CONVERSATION_ID)
 
 
 class TextFormatText(Body):
@@ -57,11 +61,40 @@ class Reasoning(Body):
     generate_summary: Literal["auto", "concise", "detailed"] | None = None
 
 
+# Items one request's `input` may carry. OpenAI documents no number; this bounds the work and memory of
+# one request (a window past it is what /v1/responses/compact is for) while leaving long agent sessions
+# sent in full (store: false) plenty of room.
+MAX_INPUT_ITEMS = 10_000
+
+
+def _bounded_input(value: Any) -> Any:
+    if isinstance(value, list) and len(value) > MAX_INPUT_ITEMS:
+        raise ValueError(
+            f"at most {MAX_INPUT_ITEMS} items are accepted, got {len(value)}; compact older items "
+            "(POST /v1/responses/compact) or continue with previous_response_id"
+        )
+    return value
+
+
+class ContextManagement(Body):
+    type: Literal["compaction"]
+    # Tokens of the rendered context at which the server compacts it (OpenAI's minimum: 1000).
+    compact_threshold: int | None = Field(default=None, ge=1000)
+
+
 class CreateResponse(Body):
+    # The document says what the server takes: a model, or an assistant that gives one.
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"anyOf": [
+            {"required": ["model"], "properties": {"model": {"type": "string", "minLength": 1}}},
+            {"required": ["assistant_id"], "properties": {"assistant_id": {"type": "string"}}},
+        ]},
+    )
     model: str | None = Field(default=None, min_length=1)
-    input: str | list[Any] | None = None
+    input: str | list[dict[str, Any]] | None = None
     instructions: str | None = Field(default=None, max_length=256_000)
-    conversation: str | ConversationRef | None = None
+    conversation: Annotated[str, Field(json_schema_extra=CONVERSATION_ID)] | ConversationRef | None = None
     previous_response_id: str | None = None
     tools: list[dict[str, Any]] | None = Field(default=None, max_length=128)
     tool_choice: str | dict[str, Any] | None = None
@@ -71,6 +104,7 @@ class CreateResponse(Body):
     temperature: float | None = Field(default=None, ge=0, le=2)
     top_p: float | None = Field(default=None, ge=0, le=1)
     truncation: Literal["auto", "disabled"] | None = None
+    context_management: list[ContextManagement] | None = Field(default=None, max_length=1)
     metadata: Metadata = None
     include: list[str] | None = None
     background: bool | None = None
@@ -93,6 +127,7 @@ class CreateResponse(Body):
     mcp_headers: dict[str, dict[str, Any]] | None = Field(default=None, max_length=20)
 
     _check_metadata = field_validator("metadata")(check_metadata)
+    _check_input = field_validator("input")(_bounded_input)
 
     @field_validator("top_logprobs")
     @classmethod
@@ -102,8 +137,36 @@ class CreateResponse(Body):
         return value
 
 
+class PromptCacheOptions(Body):
+    mode: Literal["implicit", "explicit"] | None = None
+    ttl: Literal["30m", "12h"] | None = None
+
+
+class CompactResponse(Body):
+    """`POST /v1/responses/compact`: a window (`input`, and/or a stored chain by `previous_response_id`)
+    to turn into a compaction item."""
+
+    model: str = Field(min_length=1)
+    input: str | list[dict[str, Any]] | None = None
+    previous_response_id: str | None = Field(default=None, json_schema_extra={"pattern": "^resp_"})
+    instructions: str | None = Field(default=None, max_length=256_000)
+    prompt_cache_key: str | None = Field(default=None, max_length=64)
+    prompt_cache_options: PromptCacheOptions | None = None
+    prompt_cache_retention: Literal["in_memory", "24h"] | None = None
+    service_tier: Literal["auto", "default", "fast", "flex", "scale", "priority"] | None = None
+    safety_identifier: str | None = Field(default=None, max_length=128)
+    # Sent by some clients along with the window (they send every request's settings): accepted; the
+    # summary is text, so they change nothing.
+    tools: list[dict[str, Any]] | None = None
+    parallel_tool_calls: bool | None = None
+    reasoning: Reasoning | None = None
+    text: TextConfig | None = None
+
+    _check_input = field_validator("input")(_bounded_input)
+
+
 class CreateConversation(Body):
-    items: list[Any] | None = Field(default=None, max_length=20)
+    items: list[dict[str, Any]] | None = Field(default=None, max_length=20)
     metadata: Metadata = None
 
     _check_metadata = field_validator("metadata")(check_metadata)
@@ -116,7 +179,7 @@ class UpdateConversation(Body):
 
 
 class CreateItems(Body):
-    items: list[Any] = Field(min_length=1, max_length=20)
+    items: list[dict[str, Any]] = Field(min_length=1, max_length=20)
 
 
 # --- tools ------------------------------------------------------------------------------------------
