@@ -149,6 +149,11 @@ def normalize_input(value: Any, param: str = "input") -> list[dict]:
             if not isinstance(item.get("id"), str):
                 raise _bad("Missing required parameter: 'id'.", f"{where}.id")
             items.append({"type": kind, "id": item["id"]})
+        elif kind == "compaction":
+            sealed = item.get("encrypted_content")
+            if not isinstance(sealed, str) or not sealed or len(sealed) > COMPACTION_MAX_CHARS:
+                raise _bad("Missing or invalid parameter: 'encrypted_content'.", f"{where}.encrypted_content")
+            items.append({"type": kind, "encrypted_content": sealed})
         elif kind in KEPT_ITEM_TYPES:
             items.append(_echoed(kind, item, where))
         else:
@@ -248,7 +253,7 @@ def kept_item(item: dict) -> dict:
     kept = {**item, "id": new_item_id(item["type"])}
     if item["type"] == "message":
         kept["status"] = "completed"
-    elif item["type"] != "reasoning":
+    elif item["type"] not in ("reasoning", "compaction"):
         kept.setdefault("status", "completed")
     return kept
 
@@ -312,8 +317,16 @@ def input_message_item(message: dict, filenames: dict[str, str], container: str)
     return {"type": "message", "id": message["id"], "role": message["role"], "status": message["status"], "content": content}
 
 
+# What a kept compaction item holds for the server only: what it opened to, and its origin.
+COMPACTION_PRIVATE = ("summary", "origin", "user_messages")
+# Open Responses bounds an input compaction item's encrypted_content to 10 MiB.
+COMPACTION_MAX_CHARS = 10 * 1024 * 1024
+
+
 def shown_kept_item(item: dict, include: set[str]) -> dict:
     """A kept conversation item as the API shows it."""
+    if item.get("type") == "compaction":
+        return {k: v for k, v in item.items() if k not in COMPACTION_PRIVATE}
     if item.get("type") == "file_search_call" and "file_search_call.results" not in include:
         return {**item, "results": None}
     if item.get("type") == "code_interpreter_call" and "code_interpreter_call.outputs" not in include:

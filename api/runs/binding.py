@@ -160,6 +160,15 @@ class RunBinder:
                     return
             await asyncio.sleep(0.5)
 
+    async def model_context(self, model: str, key_id: str | None) -> Context:
+        """A model call outside any run (a compaction): the server's model settings, routed as a run's."""
+        s = self.settings
+        context = Context(
+            model=model, base_url=s.openai_base_url, api_key=s.openai_api_key, timeout=s.model_timeout,
+            chunk_timeout=s.model_chunk_timeout or None, max_retries=s.model_max_retries,
+        )
+        return await self._routed(context, key_id)
+
     async def _routed(self, context: Context, key_id: str | None) -> Context:
         """The run's model through the provider and endpoint the model catalogue gives it; runs created
         with a key that carries its own model endpoint/key call the model with those."""

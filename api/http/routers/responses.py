@@ -5,7 +5,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query
 
 from api.http.deps import App, Includes, ResponseId
-from api.responses import items, params, service, streams
+from api.responses import compaction, items, params, service, streams
 
 router = APIRouter(tags=["responses"])
 
@@ -28,6 +28,13 @@ async def create_response(body: params.CreateResponse, app: App):
     shown = await service.current(app, row, include)
     await settle()
     return shown
+
+
+@router.post("/responses/compact")
+async def compact_response(body: params.CompactResponse, app: App) -> dict:
+    """A window of items as the user messages it holds and one compaction item (`encrypted_content`
+    sealed by the server; give the output back as input to go on from it)."""
+    return await compaction.compact(app, body)
 
 
 @router.get("/responses/{response_id}")

@@ -1,0 +1,117 @@
+"""Compaction through the official SDK: `client.responses.compact` turns a window into its user messages
+and one `compaction` item whose `encrypted_content` the server sealed (for one tenant; edited or
+another tenant's, it is a 400); the output given back as input goes on from the summary; and
+`context_management` compacts a response's context once it passes the threshold, in conversations
+too. The model is the scripted chat-completions server."""
+
+from __future__ import annotations
+
+import httpx
+import openai
+import pytest
+
+from tests.conftest import assert_error
+from tests.test_responses_shapes import check_resource
+from tests.test_tenancy import as_key, new_key
+
+SUMMARY = "The user is planning a dog cafe landing page; the assistant proposed a hero section."
+
+
+def sent_messages(scripted, model: str) -> list[list[dict]]:
+    return [r["body"]["messages"] for r in scripted.requests(model)]
+
+
+def test_compact_a_window_and_go_on_from_it(client, scripted, model_name):
+    scripted.script(model_name, [{"content": SUMMARY}, {"content": "Here is the menu section."}])
+    compacted = client.responses.compact(
+        model=model_name,
+        prompt_cache_key="openresponses-compact-test",
+        input=[
+            {"role": "user", "content": "Create a landing page for a dog cafe."},
+            {"role": "assistant", "content": "Sure: a hero section with a photo of a corgi."},
+            {"role": "user", "content": [{"type": "input_text", "text": "Add opening hours."}]},
+        ],
+    )
+    assert compacted.object == "response.compaction" and compacted.id and compacted.created_at
+    (item,) = compacted.output
+    assert item.type == "compaction" and item.id.startswith("cmp_") and item.encrypted_content
+    assert SUMMARY not in item.encrypted_content and "corgi" not in item.encrypted_content
+    assert compacted.usage.total_tokens == compacted.usage.input_tokens + compacted.usage.output_tokens > 0
+    # The summarising call saw the whole window.
+    (summarising,) = sent_messages(scripted, model_name)
+    assert "corgi" in summarising[-1]["content"] and "opening hours" in summarising[-1]["content"]
+
+    # A new chain from the window, items sent back as they came (output-shaped, ids and all).
+    window = [i.model_dump(exclude_none=True) for i in compacted.output]
+    response = client.responses.create(
+        model=model_name, input=[*window, {"role": "user", "content": "Continue with the menu."}], store=False,
+    )
+    assert response.status == "completed" and response.output_text == "Here is the menu section."
+    sent = sent_messages(scripted, model_name)[1]
+    summary = [m for m in sent if m["role"] == "system" and SUMMARY in m["content"]]
+    assert len(summary) == 1
+    assert [m["content"] for m in sent if m["role"] == "user"] == [
+        "Create a landing page for a dog cafe.", "Add opening hours.", "Continue with the menu.",
+    ]
+    assert "corgi" not in str(sent)  # the assistant's answer is only in the summary now
+
+
+def test_compact_a_stored_chain_by_previous_response_id(client, scripted, model_name):
+    scripted.script(model_name, [{"content": "Noted: the code word is cobalt."}, {"content": "Code word: cobalt."}])
+    first = client.responses.create(model=model_name, input="Remember the code word cobalt.")
+    compacted = client.responses.compact(model=model_name, previous_response_id=first.id)
+    assert [i.type for i in compacted.output] == ["compaction"]
+    assert "cobalt" in sent_messages(scripted, model_name)[1][-1]["content"]
+    with pytest.raises(openai.NotFoundError):
+        client.responses.compact(model=model_name, previous_response_id="resp_missing")
+
+
+def test_compact_needs_a_model_and_a_window(server, client, model_name):
+    url = f"{server.url}/responses/compact"
+    assert_error(httpx.post(url, json={"input": "hi"}, timeout=30), 400, param="model")
+    assert_error(httpx.post(url, json={"model": model_name}, timeout=30), 400, param="input")
+    # Fields some clients send along are accepted.
+    assert_error(httpx.post(url, json={"model": model_name, "input": [], "tools": [], "parallel_tool_calls": True}, timeout=30),
+                 400, param="input")
+    assert_error(httpx.post(url, json={"model": model_name, "input": "x", "nope": 1}, timeout=30), 400, param="nope")
+
+
+def test_a_forged_or_edited_compaction_item_is_refused(client, scripted, model_name):
+    scripted.script(model_name, [{"content": SUMMARY}])
+    compacted = client.responses.compact(model=model_name, input="Plan a dog cafe.")
+    item = compacted.output[-1]
+    sealed = item.encrypted_content
+    for forged in ("gAAAAABforged", sealed[:-4] + ("AAAA" if not sealed.endswith("AAAA") else "BBBB")):
+        with pytest.raises(openai.BadRequestError) as caught:
+            client.responses.create(
+                model=model_name, input=[{"type": "compaction", "encrypted_content": forged}, {"role": "user", "content": "x"}]
+            )
+        assert caught.value.body["param"] == "input[0].encrypted_content"
+        assert caught.value.body["code"] == "invalid_encrypted_content"
+    assert len(scripted.requests(model_name)) == 1  # none reached the model
+
+
+def test_a_compaction_item_is_bound_to_its_tenant(auth_server, scripted, model_name):
+    first, second = (as_key(auth_server, new_key(auth_server, name=n)) for n in ("compacting A", "compacting B"))
+    scripted.script(model_name, [{"content": SUMMARY}, {"content": "Going on."}])
+    compacted = first.responses.compact(model=model_name, input="Plan a dog cafe.")
+    window = [i.model_dump(exclude_none=True) for i in compacted.output]
+    with pytest.raises(openai.BadRequestError) as caught:
+        second.responses.create(model=model_name, input=[*window, {"role": "user", "content": "Go on."}])
+    assert caught.value.body["param"] == "input[0].encrypted_content"
+    # Its own tenant goes on from it.
+    assert first.responses.create(model=model_name, input=[*window, {"role": "user", "content": "Go on."}]).output_text == "Going on."
+
+
+def test_a_conversation_shows_a_compaction_item_as_openai_does(client, scripted, model_name):
+    scripted.script(model_name, [{"content": SUMMARY}, {"content": "Going on."}])
+    compacted = client.responses.compact(model=model_name, input="Plan a dog cafe.")
+    conversation = client.conversations.create()
+    client.conversations.items.create(conversation.id, items=[compacted.output[-1].model_dump(exclude_none=True)])
+    (kept,) = client.conversations.items.list(conversation.id)
+    assert kept.type == "compaction" and kept.encrypted_content == compacted.output[-1].encrypted_content
+    assert set(kept.model_dump(exclude_none=True)) == {"id", "type", "encrypted_content"}
+    response = client.responses.create(model=model_name, conversation=conversation.id, input="Go on.")
+    assert response.output_text == "Going on."
+    assert any(SUMMARY in m["content"] for m in sent_messages(scripted, model_name)[1] if m["role"] == "system")
+    check_resource(httpx.get(f"{str(client.base_url).rstrip('/')}/responses/{response.id}", timeout=30).json())
