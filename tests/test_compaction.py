@@ -11,6 +11,7 @@ import openai
 import pytest
 
 from tests.conftest import assert_error
+from tests.test_responses_context import long_conversation
 from tests.test_responses_shapes import check_resource
 from tests.test_tenancy import as_key, new_key
 
@@ -115,3 +116,77 @@ def test_a_conversation_shows_a_compaction_item_as_openai_does(client, scripted,
     assert response.output_text == "Going on."
     assert any(SUMMARY in m["content"] for m in sent_messages(scripted, model_name)[1] if m["role"] == "system")
     check_resource(httpx.get(f"{str(client.base_url).rstrip('/')}/responses/{response.id}", timeout=30).json())
+
+
+MANAGED = [{"type": "compaction", "compact_threshold": 1000}]
+
+
+def test_context_management_compacts_a_conversation_past_the_threshold(client, scripted, model_name):
+    conversation = long_conversation(client, turns=6)
+    scripted.script(model_name, [{"content": SUMMARY}, {"content": "Answer after compaction."}, {"content": "Still going."}])
+    with client.responses.stream(
+        model=model_name, conversation=conversation.id, input="The newest question?",
+        context_management=MANAGED,
+    ) as stream:
+        events = list(stream)
+        response = stream.get_final_response()
+    assert [e.sequence_number for e in events] == list(range(len(events)))
+    compacted, answer = response.output
+    assert compacted.type == "compaction" and compacted.id.startswith("cmp_") and compacted.encrypted_content
+    assert answer.type == "message" and response.output_text == "Answer after compaction."
+    added = [(e.output_index, e.item.type) for e in events if e.type == "response.output_item.added"]
+    assert added == [(0, "compaction"), (1, "message")]
+    summarising, answering = sent_messages(scripted, model_name)
+    assert "question 0" in summarising[-1]["content"] and "answer 5" in summarising[-1]["content"]
+    assert not any("answer 0" in str(m["content"]) for m in answering)
+    assert any(m["role"] == "system" and SUMMARY in m["content"] for m in answering)
+    assert answering[-1] == {"role": "user", "content": "The newest question?"}
+    # The conversation keeps every item; the compaction sits before the input it was made for.
+    listed = [i.type for i in client.conversations.items.list(conversation.id, order="asc", limit=100)]
+    assert listed == ["message"] * 12 + ["compaction", "message", "message"]
+    again = client.responses.retrieve(response.id)
+    assert [i.type for i in again.output] == ["compaction", "message"]
+    check_resource(httpx.get(f"{str(client.base_url).rstrip('/')}/responses/{response.id}", timeout=30).json())
+
+    # The next response continues from the compaction, with or without context_management.
+    follow_up = client.responses.create(model=model_name, conversation=conversation.id, input="And then?")
+    assert follow_up.output_text == "Still going."
+    sent = sent_messages(scripted, model_name)[2]
+    assert not any("question 0" in str(m["content"]) for m in sent) and SUMMARY in str(sent)
+    assert {"role": "assistant", "content": "Answer after compaction."} in sent
+
+
+def test_context_management_below_the_threshold_changes_nothing(client, scripted, model_name):
+    scripted.script(model_name, [{"content": "Short answer."}])
+    response = client.responses.create(model=model_name, input="Hi.", context_management=MANAGED)
+    assert [i.type for i in response.output] == ["message"]
+    assert len(scripted.requests(model_name)) == 1
+
+
+def test_context_management_compacts_a_stateless_window(client, scripted, model_name):
+    # Clients that keep the items themselves: everything before the last user message is compacted.
+    scripted.script(model_name, [{"content": SUMMARY}, {"content": "Done."}])
+    window = []
+    for n in range(6):
+        window += [{"role": "user", "content": f"step {n}: " + "x" * 800},
+                   {"role": "assistant", "content": f"did {n}: " + "y" * 800}]
+    response = client.responses.create(
+        model=model_name, input=[*window, {"role": "user", "content": "Finish."}], store=False,
+        context_management=MANAGED,
+    )
+    assert [i.type for i in response.output] == ["compaction", "message"]
+    sent = sent_messages(scripted, model_name)[1]
+    assert sent[-1] == {"role": "user", "content": "Finish."} and not any("did 0" in str(m["content"]) for m in sent)
+    # Going on statelessly: the output (compaction item included) sent back with the next message.
+    scripted.script(model_name, [{"content": "Next."}])
+    items = [i.model_dump(exclude_none=True) for i in response.output]
+    nxt = client.responses.create(model=model_name, input=[*items, {"role": "user", "content": "Next?"}], store=False)
+    assert nxt.output_text == "Next." and SUMMARY in str(sent_messages(scripted, model_name)[2])
+
+
+def test_context_management_threshold_is_checked(server, model_name):
+    bad = {"model": model_name, "input": "x", "context_management": [{"type": "compaction", "compact_threshold": 10}]}
+    assert_error(httpx.post(f"{server.url}/responses", json=bad, timeout=30), 400,
+                 param="context_management[0].compact_threshold")
+    other = {"model": model_name, "input": "x", "context_management": [{"type": "summary"}]}
+    assert_error(httpx.post(f"{server.url}/responses", json=other, timeout=30), 400, param="context_management[0].type")

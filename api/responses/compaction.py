@@ -218,3 +218,58 @@ async def compact(svc: Services, body: params.CompactResponse) -> dict:
         "output": [{"id": new_item_id(ITEM), "type": ITEM, "encrypted_content": sealed}],
         "usage": summary.usage(),
     }
+
+
+def newest_within(texts: list[str], tokens: int) -> list[str]:
+    """The newest texts that fit `tokens` (4 characters a token): the user messages a server-side
+    compaction keeps verbatim, so that the compacted context stays well under the threshold (the
+    summary covers the others)."""
+    kept: list[str] = []
+    left = tokens * 4
+    for text in reversed(texts):
+        if len(text) > left:
+            break
+        kept.insert(0, text)
+        left -= len(text)
+    return kept
+
+
+@dataclass
+class Compacted:
+    split: int  # the input items before this position went into the compaction too
+    item: dict  # the compaction item, as the response shows it
+    kept: dict  # as the conversation keeps it (with what it holds for the server)
+
+
+def threshold(body: params.CreateResponse, window: int | None) -> int | None:
+    """The token count at which `context_management` compacts (80% of the model's window when the
+    entry gives none and the window is known)."""
+    for entry in body.context_management or []:
+        if entry.type == ITEM:
+            if entry.compact_threshold is not None:
+                return entry.compact_threshold
+            return int(window * 0.8) if window else None
+    return None
+
+
+async def compact_if_over(
+    conn, svc: Services, thread_id: str, items: list[dict], model: str, instructions: str | None, limit: int
+) -> Compacted | None:
+    """Server-side compaction before a response: when the history it continues plus its input come to
+    `limit` tokens or more, everything before the input's last user message becomes one compaction
+    item (origin server_side: the history starts there from now on)."""
+    rows = list(await store.thread_history(conn, thread_id))
+    new = item_rows(svc, items)
+    system = [SystemMessage(instructions)] if instructions else []
+    if count_tokens(system + history.render(rows + new)) < limit:
+        return None
+    users = [i for i, item in enumerate(items) if item["type"] == "message" and item["role"] == "user"]
+    split = users[-1] if users else len(items)
+    window_rows = rows + new[:split]
+    window = history.render(window_rows)
+    if not window:
+        return None  # the input alone is over the threshold: nothing before it to compact
+    summary = await summarise(svc, model, window, instructions)
+    opened = Opened(summary.text, SERVER_SIDE, newest_within(user_messages(window_rows), limit // 5))
+    item = {"id": new_item_id(ITEM), "type": ITEM, "encrypted_content": seal(svc, summary.text, SERVER_SIDE, opened.user_messages)}
+    return Compacted(split, item, {**item, **opened.private()})

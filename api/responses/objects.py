@@ -115,8 +115,10 @@ def response(
     include: set[str],
     filenames: dict[str, str],
     container: str,
+    leading: list[dict] = (),
 ) -> dict:
-    """The Response: the request's settings (`skeleton`) with status, output, usage and errors."""
+    """The Response: the request's settings (`skeleton`) with status, output (after `leading`, items
+    it has before its run's), usage and errors."""
     kinds = item_views.tool_kinds(run["tools"])
     own, waits = segment(steps, kinds)
     status = "completed" if waits else RUN_STATUS[run["status"]]
@@ -132,7 +134,7 @@ def response(
         "completed_at": completed_at,
         "error": error_of(run) if status == "failed" else None,
         "incomplete_details": incomplete,
-        "output": output(own, messages, kinds, include, filenames, container, waits),
+        "output": [*leading, *output(own, messages, kinds, include, filenames, container, waits)],
         "usage": usage(own, run, whole_run and not waits),
     }
 

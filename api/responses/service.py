@@ -23,7 +23,7 @@ from api.contract.objects import ACTIVE_RUN_STATUSES, TERMINAL_RUN_STATUSES
 from api.files import files_store
 from api.files import vector_stores as vs
 from api.responses import items as item_views
-from api.responses import params, reads, records, writes
+from api.responses import compaction, params, reads, records, writes
 from api.responses.ids import container_id, conversation_id, new_response_id, thread_id_of
 from api.responses.objects import with_sampling_defaults
 from api.runs import control
@@ -342,7 +342,20 @@ async def _start(
     if not model:
         raise InvalidRequest("Missing required parameter: 'model'.", param="model")
     jobs: list = []
-    written = await writes.write_items(conn, svc, target.thread_id, items, jobs)
+    instructions = body.instructions if body.instructions is not None else defaults.get("instructions")
+    limit = compaction.threshold(body, svc.settings.model_context_window)
+    compacted = None
+    if limit is not None:
+        compacted = await compaction.compact_if_over(conn, svc, target.thread_id, items, model, instructions, limit)
+    if compacted is None:
+        written = await writes.write_items(conn, svc, target.thread_id, items, jobs)
+    else:
+        # The items before the compaction, the compaction (the history starts there), the rest.
+        written = await writes.write_items(conn, svc, target.thread_id, items[: compacted.split], jobs)
+        await records.insert_item(conn, target.thread_id, svc.tenant, compacted.kept)
+        written += await writes.write_items(
+            conn, svc, target.thread_id, items[compacted.split :], jobs, start=compacted.split
+        )
     stream = bool(body.stream)
     fields = schemas.RunFields.model_construct(
         assistant_id=defaults["id"],
@@ -375,6 +388,8 @@ async def _start(
     row = _row(svc, body, run, target, steps_after=0, first_event=after, written=written,
                text=body.text, container=container, choice=body.tool_choice,
                external_web_access=request_tools is None or request_tools.external_web_access)
+    if compacted is not None:
+        row["leading"] = [compacted.item]
     await records.insert_response(conn, row)
     return Started(row, sub, jobs)
 

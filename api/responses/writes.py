@@ -74,13 +74,14 @@ async def _check_files(conn: AsyncConnection, tenant: str, item: dict, param: st
 
 
 async def write_items(
-    conn: AsyncConnection, svc: Services, thread_id: str, items: list[dict], jobs: list, param: str = "input"
+    conn: AsyncConnection, svc: Services, thread_id: str, items: list[dict], jobs: list, param: str = "input",
+    start: int = 0,
 ) -> list[dict]:
     """Write the items into the thread (the caller's transaction holds its lock); the items as
-    written, with their ids."""
+    written, with their ids. `start`: the position of the first in the request's list."""
     written = []
     container = container_id(thread_id)
-    for i, item in enumerate(items):
+    for i, item in enumerate(items, start=start):
         where = f"{param}[{i}]"
         if item["type"] == "item_reference":
             item = await resolve_reference(conn, svc.tenant, item["id"], f"{where}.id")
