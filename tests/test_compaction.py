@@ -190,3 +190,19 @@ def test_context_management_threshold_is_checked(server, model_name):
                  param="context_management[0].compact_threshold")
     other = {"model": model_name, "input": "x", "context_management": [{"type": "summary"}]}
     assert_error(httpx.post(f"{server.url}/responses", json=other, timeout=30), 400, param="context_management[0].type")
+
+
+@pytest.mark.asyncio
+async def test_async_client_compacts_and_streams_from_the_window(aclient, scripted, model_name):
+    scripted.script(model_name, [{"content": SUMMARY}, {"content": "Opening hours added."}])
+    compacted = await aclient.responses.compact(model=model_name, input="Create a landing page for a dog cafe.")
+    window = [i.model_dump(exclude_none=True) for i in compacted.output]
+    async with aclient.responses.stream(
+        model=model_name, input=[*window, {"role": "user", "content": "Add opening hours."}],
+    ) as stream:
+        response = await stream.get_final_response()
+    assert response.output_text == "Opening hours added."
+    sent = sent_messages(scripted, model_name)[1]
+    assert [m["content"] for m in sent if m["role"] == "user"] == [
+        "Create a landing page for a dog cafe.", "Add opening hours.",
+    ]
