@@ -206,3 +206,10 @@ async def test_async_client_compacts_and_streams_from_the_window(aclient, script
     assert [m["content"] for m in sent if m["role"] == "user"] == [
         "Create a landing page for a dog cafe.", "Add opening hours.",
     ]
+
+
+def test_a_model_that_fails_to_compact_is_a_server_error(client, scripted, model_name):
+    scripted.script(model_name, [{"error": {"status": 500, "message": "model down"}}])
+    with pytest.raises(openai.InternalServerError) as caught:
+        client.responses.compact(model=model_name, input="Plan a dog cafe.")
+    assert caught.value.body["type"] == "server_error" and "could not compact" in caught.value.body["message"]

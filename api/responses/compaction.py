@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from langchain_core.messages import AIMessage, AnyMessage, HumanMessage, SystemMessage, ToolMessage
 from langchain_core.messages.utils import count_tokens_approximately
 
-from api.contract.errors import APIError, InvalidRequest, NotFound, ServerError
+from api.contract.errors import InvalidRequest, NotFound, ServerError
 from api.contract.ids import now
 from api.responses import items as item_views
 from api.responses import params, records
@@ -48,21 +48,21 @@ _INSTRUCTIONS = (
 )
 
 
-def _key(secret: str, tenant: str) -> str:
-    # A key of its own per tenant (and apart from the stored credentials'): a blob sealed for one tenant
-    # does not open for another.
-    return f"{secret}\x1fcompaction\x1f{tenant}"
-
-
-def seal(svc: Services, summary: str, origin: str, user_messages: list[str]) -> str:
+def _key(svc: Services) -> str:
+    """A key of its own per tenant (and apart from the stored credentials'): a blob sealed for one
+    tenant does not open for another."""
     secret = svc.settings.secret_key.get_secret_value() if svc.settings.secret_key else None
     if not secret:
         raise ServerError("Compaction needs ASSISTGRAPH_SECRET_KEY: the server seals compaction items with it.")
+    return f"{secret}\x1fcompaction\x1f{svc.tenant}"
+
+
+def seal(svc: Services, summary: str, origin: str, user_messages: list[str]) -> str:
     payload = json.dumps(
         {"v": FORMAT_VERSION, "origin": origin, "summary": summary, "user_messages": user_messages},
         separators=(",", ":"),
     )
-    return crypto.encrypt(_key(secret, svc.tenant), payload).decode()
+    return crypto.encrypt(_key(svc), payload).decode()
 
 
 @dataclass
@@ -78,16 +78,14 @@ class Opened:
 
 def open_sealed(svc: Services, sealed: str, param: str) -> Opened:
     """The summary a compaction item carries; a 400 for a blob this server did not seal for this tenant."""
-    secret = svc.settings.secret_key.get_secret_value() if svc.settings.secret_key else None
-    if not secret:
-        raise ServerError("Compaction needs ASSISTGRAPH_SECRET_KEY: the server seals compaction items with it.")
+    key = _key(svc)
     try:
-        payload = json.loads(crypto.decrypt(_key(secret, svc.tenant), sealed.encode()))
+        payload = json.loads(crypto.decrypt(key, sealed.encode()))
     except (ServerError, ValueError, UnicodeEncodeError):
         payload = None
     if not isinstance(payload, dict) or payload.get("v") != FORMAT_VERSION or not isinstance(payload.get("summary"), str):
         raise InvalidRequest(
-            "Invalid 'encrypted_content': this compaction item was not made by this server for this project.",
+            "Invalid 'encrypted_content': this compaction item was not made by this server for this tenant.",
             param=param, code="invalid_encrypted_content",
         )
     users = payload.get("user_messages")
@@ -116,10 +114,6 @@ def transcript(messages: list[AnyMessage]) -> str:
     return "\n\n".join(lines)
 
 
-def count_tokens(messages: list[AnyMessage]) -> int:
-    return count_tokens_approximately(messages)
-
-
 @dataclass
 class Summary:
     text: str
@@ -143,8 +137,6 @@ async def summarise(svc: Services, model: str, messages: list[AnyMessage], instr
     prompt = [SystemMessage(system), HumanMessage(f"The conversation to compact:\n\n{transcript(messages)}")]
     try:
         answer = await chat_model(context, None).ainvoke(prompt)
-    except APIError:
-        raise
     except Exception as exc:  # noqa: BLE001 - whatever the provider raised: the compaction failed
         raise ServerError(f"The model could not compact the conversation: {type(exc).__name__}: {exc}") from None
     text = answer.content if isinstance(answer.content, str) else "".join(
@@ -157,11 +149,11 @@ async def summarise(svc: Services, model: str, messages: list[AnyMessage], instr
 # --- the window as history rows ------------------------------------------------------------------
 
 
+TEXT_PARTS = ("input_text", "output_text", "refusal")
+
+
 def _text_of_parts(parts: list[dict]) -> str:
     return "\n".join(p.get("text") or p.get("refusal") or "" for p in parts if p.get("type") in TEXT_PARTS)
-
-
-TEXT_PARTS = ("input_text", "output_text", "refusal")
 
 
 def item_rows(svc: Services, items: list[dict], param: str = "input") -> list[dict]:
@@ -261,7 +253,7 @@ async def compact_if_over(
     rows = list(await store.thread_history(conn, thread_id))
     new = item_rows(svc, items)
     system = [SystemMessage(instructions)] if instructions else []
-    if count_tokens(system + history.render(rows + new)) < limit:
+    if count_tokens_approximately(system + history.render(rows + new)) < limit:
         return None
     users = [i for i, item in enumerate(items) if item["type"] == "message" and item["role"] == "user"]
     split = users[-1] if users else len(items)
