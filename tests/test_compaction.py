@@ -213,3 +213,10 @@ def test_a_model_that_fails_to_compact_is_a_server_error(client, scripted, model
     with pytest.raises(openai.InternalServerError) as caught:
         client.responses.compact(model=model_name, input="Plan a dog cafe.")
     assert caught.value.body["type"] == "server_error" and "could not compact" in caught.value.body["message"]
+
+
+def test_compact_takes_only_post(server):
+    for method in ("GET", "DELETE"):
+        resp = httpx.request(method, f"{server.url}/responses/compact", timeout=30)
+        assert_error(resp, 405)
+        assert resp.headers["allow"] == "POST"

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, HTTPException, Query
 
 from api.http.deps import App, Includes, ResponseId
 from api.responses import compaction, items, params, service, streams
@@ -35,6 +35,12 @@ async def compact_response(body: params.CompactResponse, app: App) -> dict:
     """A window of items as the user messages it holds and one compaction item (`encrypted_content`
     sealed by the server; give the output back as input to go on from it)."""
     return await compaction.compact(app, body)
+
+
+@router.api_route("/responses/compact", methods=["GET", "DELETE"], include_in_schema=False)
+async def compact_other_methods() -> None:
+    # `compact` is no response id: other methods on it are a 405, not a malformed id.
+    raise HTTPException(405, headers={"Allow": "POST"})
 
 
 @router.get("/responses/{response_id}")
