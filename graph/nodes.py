@@ -9,7 +9,7 @@ from functools import lru_cache
 from typing import Any
 
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import AIMessage, AIMessageChunk, AnyMessage, SystemMessage, ToolMessage
+from langchain_core.messages import AIMessage, AIMessageChunk, AnyMessage, HumanMessage, SystemMessage, ToolMessage
 from langchain_core.messages.utils import message_chunk_to_message
 from langchain_core.messages.utils import count_tokens_approximately, trim_messages
 from langchain_core.tools import BaseTool
@@ -19,8 +19,9 @@ from langgraph.runtime import Runtime
 from langgraph.types import interrupt
 
 from graph.context import Context
-from graph.errors import ModelCallLimitReached, ModelCallTimedOut, ModelStalled
+from graph.errors import ModelCallLimitReached, ModelCallTimedOut, ModelSilent, ModelStalled
 from graph.model_client import DirectCompletions
+from graph.node_names import CLIENT_TOOLS, MODEL, SERVER_TOOLS
 from graph.state import State
 from graph.tokens import Budget
 from tools.registry import default_registry
@@ -62,6 +63,8 @@ def chat_model(ctx: Context, max_tokens: int | None) -> BaseChatModel:
         ctx.max_retries,
         ctx.reasoning_effort,
         json.dumps(ctx.response_format, sort_keys=True) if ctx.response_format else None,
+        ctx.first_token_timeout or None,
+        ctx.text_tool_calls,
     )
 
 
@@ -78,6 +81,8 @@ def _chat_model(
     max_retries: int,
     reasoning_effort: str | None,
     response_format: str | None,
+    first_token_timeout: float | None = None,
+    text_tool_calls: bool = False,
 ) -> ChatOpenAI:
     # Building a client costs milliseconds; runs with the same settings share one.
     extra: dict[str, Any] = {}
@@ -104,7 +109,9 @@ def _chat_model(
         stream_usage=True,
         **extra,
     )
-    llm.async_client = DirectCompletions(llm.root_async_client, chunk_timeout)
+    llm.async_client = DirectCompletions(
+        llm.root_async_client, chunk_timeout, first_token_timeout, text_tool_calls
+    )
     return llm
 
 
@@ -246,19 +253,16 @@ async def call_model(state: State, runtime: Runtime[Context]) -> dict:
         raise ModelCallLimitReached(calls_so_far)
 
     model = _bind(chat_model(ctx, max_tokens), ctx, first_call=calls_so_far == 0)
-    try:
-        async with asyncio.timeout(ctx.timeout) as deadline:
-            if max_tokens is not None and ctx.provider != "openai":
-                response: AIMessage = await _within_budget(model, prompt, max_tokens)
-            else:
-                # OpenAI-compatible streams are held to max_tokens by their client (GuardedStream).
-                response = await model.ainvoke(prompt)
-    except StreamChunkTimeoutError as exc:
-        raise ModelStalled(exc.timeout_s, exc.chunks_received) from exc
-    except TimeoutError:
-        if deadline.expired():
-            raise ModelCallTimedOut(ctx.timeout) from None
-        raise
+    response = await _answer(model, prompt, max_tokens, ctx)
+    spent = _usage_of(response)
+    if ctx.empty_answer_retry and _empty_after_tools(response, state):
+        # Small models often send an empty message once they have read their tools' results: asked
+        # once more, most answer. The nudge is not kept in the run's messages.
+        response = await _answer(model, [*prompt, HumanMessage(EMPTY_ANSWER_NUDGE)], max_tokens, ctx)
+        again = _usage_of(response)
+        spent = {key: spent[key] + again[key] for key in spent}
+        if _empty_after_tools(response, state):
+            response.content = EMPTY_ANSWER_NOTE
 
     calls = [
         {**call, "id": normalize_call_id(call.get("id"), response.id, i)}
@@ -271,8 +275,7 @@ async def call_model(state: State, runtime: Runtime[Context]) -> dict:
     if response.additional_kwargs.get("tool_calls"):
         response.additional_kwargs.pop("tool_calls")
 
-    meta = response.usage_metadata or {}
-    usage = {"prompt_tokens": meta.get("input_tokens", 0), "completion_tokens": meta.get("output_tokens", 0)}
+    usage = spent
     incomplete = None
     # Providers name it differently: finish_reason (OpenAI), stop_reason (Anthropic), done_reason (Ollama).
     info = response.response_metadata or {}
@@ -284,26 +287,72 @@ async def call_model(state: State, runtime: Runtime[Context]) -> dict:
     return {"messages": [response], "usage": usage, "incomplete": incomplete}
 
 
-async def _within_budget(model, prompt: list[AnyMessage], limit: int) -> AIMessage:
-    """The model's answer, read from its stream only until `limit` completion tokens (counted with
-    `graph.tokens`, as for OpenAI-compatible endpoints): past it the stream is closed, the text cut
-    to the limit, and the answer marked as stopped for its length."""
-    budget = Budget(limit)
+EMPTY_ANSWER_NUDGE = (
+    "Your last reply was empty. Answer my question now, in words, using the results of the tools above."
+)
+# The answer of a run whose model said nothing after its tool calls, even when asked again.
+EMPTY_ANSWER_NOTE = "(No answer: the model replied with an empty message after its tool calls, twice.)"
+
+
+async def _answer(model, prompt: list[AnyMessage], max_tokens: int | None, ctx: Context) -> AIMessage:
+    """One model call, held to the run's time limits."""
+    try:
+        async with asyncio.timeout(ctx.timeout) as deadline:
+            if ctx.provider != "openai":
+                return await _streamed(model, prompt, max_tokens, ctx)
+            # OpenAI-compatible streams are held to max_tokens and to the first-token limit by
+            # their client (GuardedStream).
+            return await model.ainvoke(prompt)
+    except StreamChunkTimeoutError as exc:
+        raise ModelStalled(exc.timeout_s, exc.chunks_received) from exc
+    except TimeoutError:
+        if deadline.expired():
+            raise ModelCallTimedOut(ctx.timeout) from None
+        raise
+
+
+def _usage_of(response: AIMessage) -> dict:
+    meta = response.usage_metadata or {}
+    return {"prompt_tokens": meta.get("input_tokens", 0), "completion_tokens": meta.get("output_tokens", 0)}
+
+
+def _empty_after_tools(response: AIMessage, state: State) -> bool:
+    """An answer with neither text nor calls, given after the run's tool calls were answered (not
+    one cut short by its token budget)."""
+    info = response.response_metadata or {}
+    if response.tool_calls or response.text.strip() or info.get("finish_reason") == "length":
+        return False
+    return any(isinstance(m, ToolMessage) for m in state.get("messages") or [])
+
+
+async def _streamed(model, prompt: list[AnyMessage], limit: int | None, ctx: Context) -> AIMessage:
+    """The answer of another provider's model, read from its stream: its first chunk within the
+    first-token limit, and only until `limit` completion tokens (counted with `graph.tokens`, as
+    for OpenAI-compatible endpoints): past it the stream is closed, the text cut to the limit, and
+    the answer marked as stopped for its length."""
+    budget = Budget(limit) if limit is not None else None
     merged: AIMessageChunk | None = None
     stream = model.astream(prompt)
+    first = ctx.first_token_timeout or None
     try:
-        async for chunk in stream:
-            merged = chunk if merged is None else merged + chunk
-            budget.take(chunk.text)
-            for i, call in enumerate(chunk.tool_call_chunks):
-                budget.take(call.get("args") or "", f"call {call.get('index', i)}")
-            if budget.exceeded:
-                break
+        if first:
+            try:
+                async with asyncio.timeout(first):
+                    merged = await anext(stream, None)
+            except TimeoutError:
+                raise ModelSilent(first, ctx.base_url or ctx.provider) from None
+        if merged is not None and budget is not None:
+            _take(budget, merged)
+        if budget is None or not budget.exceeded:
+            async for chunk in stream:
+                merged = chunk if merged is None else merged + chunk
+                if budget is not None and _take(budget, chunk):
+                    break
     finally:
         await stream.aclose()
     if merged is None:
         return AIMessage(content="")
-    if not budget.exceeded:
+    if budget is None or not budget.exceeded:
         return message_chunk_to_message(merged)
     kept = Budget(limit)
     text = kept.take(merged.text)
@@ -317,6 +366,14 @@ async def _within_budget(model, prompt: list[AnyMessage], limit: int) -> AIMessa
             "total_tokens": (merged.usage_metadata or {}).get("input_tokens", 0) + limit,
         },
     )
+
+
+def _take(budget: Budget, chunk: AIMessageChunk) -> bool:
+    """Counts a chunk's text and call arguments; True once the budget is spent."""
+    budget.take(chunk.text)
+    for i, call in enumerate(chunk.tool_call_chunks):
+        budget.take(call.get("args") or "", f"call {call.get('index', i)}")
+    return budget.exceeded
 
 
 def _unanswered_calls(state: State) -> list[dict]:
@@ -346,13 +403,54 @@ async def _run_tool(tool: BaseTool, call: dict, timeout: float) -> ToolMessage:
     return ToolMessage(content=str(result), tool_call_id=call["id"], name=call["name"])
 
 
+# How the answer to a call of a tool the run does not have begins (views of the run recognise it).
+NO_SUCH_TOOL = "Error: there is no tool named "
+
+
 def _no_such_tool(call: dict, available: list[str]) -> ToolMessage:
     # Small models invent tool names; the model reads this and can correct itself, and the run goes
     # on instead of waiting for a client that never declared the function.
     offer = f"Available tools: {', '.join(available)}." if available else "This run has no tools."
     return ToolMessage(
-        content=f"Error: there is no tool named '{call['name']}'. {offer}",
+        content=f"{NO_SUCH_TOOL}'{call['name']}'. {offer}",
         tool_call_id=call["id"], name=call["name"], status="error",
+    )
+
+
+def _call_key(call: dict) -> tuple[str, str]:
+    return call["name"], json.dumps(call.get("args") or {}, sort_keys=True)
+
+
+def _run_results(state: State) -> dict[tuple[str, str], list[ToolMessage]]:
+    """The results of the run's earlier tool calls, by (name, arguments), oldest first."""
+    messages = state.get("messages") or []
+    results = {m.tool_call_id: m for m in messages if isinstance(m, ToolMessage)}
+    found: dict[tuple[str, str], list[ToolMessage]] = {}
+    for message in messages:
+        if isinstance(message, AIMessage):
+            for call in message.tool_calls:
+                if call["id"] in results:
+                    found.setdefault(_call_key(call), []).append(results[call["id"]])
+    return found
+
+
+def _repeated(call: dict, earlier: ToolMessage) -> ToolMessage:
+    # Small models fall into loops, calling the same tool with the same arguments over and over:
+    # running it again would tell them nothing new, and the note tells them why nothing changed.
+    text = earlier.response_metadata.get("result", earlier.content)
+    note = (
+        f"[Note: '{call['name']}' was already called with these same arguments in this run; this is that "
+        "call's result, not run again. Answer with it, or call a tool with different arguments.]"
+    )
+    if isinstance(text, list):  # content blocks (an MCP tool's)
+        content: str | list = [*text, {"type": "text", "text": note}]
+    else:
+        content = f"{text}\n\n{note}" if text else note
+    return ToolMessage(
+        content=content,
+        tool_call_id=call["id"], name=call["name"], status=earlier.status,
+        # The result without the note, for later repeats.
+        response_metadata={"repeat_of": earlier.tool_call_id, "result": text},
     )
 
 
@@ -368,14 +466,32 @@ async def run_server_tools(state: State, runtime: Runtime[Context]) -> dict:
     client = _client_function_names(ctx)
     available = sorted(client | set(tools))
 
+    earlier = _run_results(state)
+    calls = [c for c in _unanswered_calls(state) if c["name"] not in client]
+    # A call made more often than allowed (earlier in the run, or earlier in this very turn) is
+    # answered with the result of the first of its kind instead of running again.
+    repeat_of: dict[str, ToolMessage | str] = {}
+    this_turn: dict[tuple[str, str], list[str]] = {}
+    for call in calls:
+        key = _call_key(call)
+        done, twins = earlier.get(key, []), this_turn.setdefault(key, [])
+        if call["name"] in tools and len(done) + len(twins) > ctx.tool_call_repeats:
+            repeat_of[call["id"]] = done[-1] if done else twins[0]
+        twins.append(call["id"])
+
     async def answer(call: dict) -> ToolMessage:
         tool = tools.get(call["name"])
         if tool is None:
             return _no_such_tool(call, available)
         return await _run_tool(tool, call, ctx.tool_timeouts.get(tool.name, ctx.tool_timeout))
 
-    calls = [c for c in _unanswered_calls(state) if c["name"] not in client]
-    return {"messages": list(await asyncio.gather(*(answer(c) for c in calls)))}
+    run = [c for c in calls if c["id"] not in repeat_of]
+    results = dict(zip((c["id"] for c in run), await asyncio.gather(*(answer(c) for c in run))))
+    for call in calls:
+        if call["id"] in repeat_of:
+            source = repeat_of[call["id"]]
+            results[call["id"]] = _repeated(call, results[source] if isinstance(source, str) else source)
+    return {"messages": [results[c["id"]] for c in calls]}
 
 
 async def await_client_tools(state: State) -> dict:
@@ -401,9 +517,9 @@ async def route_after_model(state: State, runtime: Runtime[Context]) -> str:
     # Only the client's own functions pause the run; server tools and invented names are answered here.
     client = _client_function_names(runtime.context or Context())
     if any(c["name"] not in client for c in pending):
-        return "server_tools"
-    return "client_tools"
+        return SERVER_TOOLS
+    return CLIENT_TOOLS
 
 
 async def route_after_server_tools(state: State) -> str:
-    return "client_tools" if _unanswered_calls(state) else "model"
+    return CLIENT_TOOLS if _unanswered_calls(state) else MODEL

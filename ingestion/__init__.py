@@ -51,7 +51,7 @@ from ingestion.errors import (
     LimitExceeded,
     UnsupportedFile,
 )
-from ingestion.parse import SUPPORTED_EXTENSIONS, Element, detect_kind, parse_file
+from ingestion.parse import SUPPORTED_EXTENSIONS, Element, PdfEngine, detect_kind, parse_file
 
 __all__ = [
     "DEFAULT_KIND",
@@ -67,6 +67,7 @@ __all__ = [
     "InvalidFile",
     "LimitExceeded",
     "MiniLMEmbeddings",
+    "PdfEngine",
     "UnsupportedFile",
     "WordLlamaEmbeddings",
     "chunk_elements",
@@ -87,18 +88,19 @@ def ingest_file(
     mime_type: str | None = None,
     max_tokens: int | None = None,
     max_unzipped_bytes: int | None = None,
+    pdf_engine: PdfEngine = "pdfium",
 ) -> list[Chunk]:
     """Parse and chunk one file. ``chunking`` is a :class:`ChunkingStrategy` or the API's
     ``chunking_strategy`` object (``None`` = ``auto``: 800 tokens, 400 overlap). ``max_tokens``
     bounds the document's text (checked before chunking) and ``max_unzipped_bytes`` the unpacked
     size of Office packages (checked before unpacking); crossing either raises
-    :class:`LimitExceeded`.
+    :class:`LimitExceeded`. ``pdf_engine`` picks what reads a PDF (see :func:`parse_file`).
 
     Raises :class:`UnsupportedFile`, :class:`InvalidFile`, :class:`EmptyFile`,
     :class:`InvalidChunkingStrategy`, :class:`LimitExceeded`.
     """
     strategy = ChunkingStrategy.from_api(chunking)
-    elements = parse_file(path, filename, mime_type, max_unzipped_bytes=max_unzipped_bytes)
+    elements = parse_file(path, filename, mime_type, max_unzipped_bytes=max_unzipped_bytes, pdf_engine=pdf_engine)
     if max_tokens is not None:
         _check_tokens(elements, max_tokens, filename or os.path.basename(path))
     return chunk_elements(elements, strategy)

@@ -12,8 +12,9 @@ and the process holding the caller (an API server, a worker) only ever reads the
 
 Children are forked from a multiprocessing fork server that has imported the parsers and loaded
 the default embedding model (``ingestion._warm``), so a child starts in milliseconds with them in
-memory; the server starts on first use. A child dies with its fork server (``PR_SET_PDEATHSIG``),
-which dies with its parent: a killed worker leaves nothing running.
+memory; the server starts on first use. A child dies with its fork server (``PR_SET_PDEATHSIG``) and
+with the process that started it (it watches that one's pid): a killed worker leaves nothing
+running, and the fork server ends once its last child has.
 
 The child writes one JSON line per chunk to ``Task.rows_path`` (``[index, text, token_count,
 metadata JSON, vector in pgvector's text form]``) and reports a small summary through a pipe;
@@ -28,9 +29,11 @@ import logging
 import multiprocessing
 import os
 import resource
+import select
 import signal
 import sys
 import threading
+import time
 import warnings
 from dataclasses import dataclass, field
 from typing import Any
@@ -39,6 +42,7 @@ from ingestion.errors import EmptyFile, IngestionError, InvalidFile, LimitExceed
 
 _PRELOAD = ["ingestion._warm"]
 _MEMORY_EXIT = 86  # the child ran out of memory and could not even report it
+_ORPHANED_EXIT = 87  # the process that started the child is gone: nobody will read its result
 _CPU_GRACE = 5  # seconds between SIGXCPU (soft limit) and the kernel's SIGKILL (hard limit)
 
 
@@ -60,6 +64,7 @@ class Task:
     embedding_kind: str = "default"  # embeddings_from_settings(kind, **embedding_options)
     embedding_options: dict[str, Any] = field(default_factory=dict)
     dimension: int | None = None  # every vector is checked against it
+    pdf_engine: str = "pdfium"  # what reads a PDF's text (ingestion.parse.PdfEngine)
 
 
 @dataclass(frozen=True)
@@ -97,7 +102,9 @@ def start(task: Task, limits: Limits) -> "Child":
     server, which takes seconds): call it from a worker thread."""
     context = _fork_context()
     reader, writer = context.Pipe(duplex=False)
-    process = context.Process(target=_child_main, args=(task, limits, writer), name="assistgraph-ingest", daemon=True)
+    process = context.Process(
+        target=_child_main, args=(task, limits, writer, os.getpid()), name="assistgraph-ingest", daemon=True
+    )
     process.start()
     writer.close()
     return Child(process, reader, task, limits)
@@ -183,9 +190,10 @@ def _decode(message: dict, name: str, limits: Limits) -> Outcome:
 # --- in the child ----------------------------------------------------------------------------
 
 
-def _child_main(task: Task, limits: Limits, writer) -> None:
+def _child_main(task: Task, limits: Limits, writer, caller: int) -> None:
     try:
         _confine(limits)
+        _end_with(caller)
         try:
             result: dict = {"ok": True, **_ingest(task, limits)}
         except MemoryError:
@@ -215,6 +223,35 @@ def _confine(limits: Limits) -> None:
     warnings.simplefilter("ignore")
 
 
+def _end_with(caller: int) -> None:
+    """End this process when the one that asked for it does, however that one ends.
+
+    PR_SET_PDEATHSIG ties a child to its fork server only, and the fork server lives on while any
+    child holds the descriptor that tells it its clients are gone (every child gets one, so it can
+    start processes of its own): a caller killed with SIGKILL left both running, the child ingesting
+    a file nobody would read. So the child watches the caller itself, through a pidfd that becomes
+    readable when it exits (kernel 5.3+), or by polling its pid where there is none."""
+
+    def watch() -> None:
+        try:
+            fd = os.pidfd_open(caller)
+        except ProcessLookupError:
+            os._exit(_ORPHANED_EXIT)
+        except OSError:
+            while True:
+                time.sleep(1)
+                try:
+                    os.kill(caller, 0)
+                except ProcessLookupError:
+                    os._exit(_ORPHANED_EXIT)
+                except PermissionError:
+                    pass
+        select.select([fd], [], [])
+        os._exit(_ORPHANED_EXIT)
+
+    threading.Thread(target=watch, name="end-with-caller", daemon=True).start()
+
+
 def _ingest(task: Task, limits: Limits) -> dict:
     from ingestion import embed_chunks, embeddings_from_settings, ingest_file
 
@@ -224,6 +261,7 @@ def _ingest(task: Task, limits: Limits) -> dict:
         task.chunking,
         max_tokens=limits.max_tokens,
         max_unzipped_bytes=limits.max_unzipped_bytes,
+        pdf_engine=task.pdf_engine,
     )
     if not chunks:
         raise EmptyFile("The file contains no text to index.")

@@ -27,6 +27,7 @@ Errors: :class:`~ingestion.errors.UnsupportedFile`, :class:`~ingestion.errors.In
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import threading
@@ -34,8 +35,11 @@ import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from ingestion.errors import EmptyFile, InvalidFile, LimitExceeded, UnsupportedFile
+
+PdfEngine = Literal["pdfium", "pdfminer"]
 
 # `unstructured` phones home on import and on every partition call unless told not to; it also
 # prints an advert. Neither belongs in a self-hosted server. (A caller may set them otherwise.)
@@ -156,13 +160,15 @@ def parse_file(
     mime_type: str | None = None,
     *,
     max_unzipped_bytes: int | None = None,
+    pdf_engine: PdfEngine = "pdfium",
 ) -> list[Element]:
     """Parse the file at ``path`` into text elements.
 
     ``filename`` is the user's name for it (its extension picks the parser; defaults to the name
     of ``path``); ``mime_type`` is a fallback when that extension is unknown. With
     ``max_unzipped_bytes``, a .docx/.pptx/.xlsx package whose parts would unpack to more than that
-    raises :class:`LimitExceeded` before anything is unpacked.
+    raises :class:`LimitExceeded` before anything is unpacked. ``pdf_engine`` picks what reads a
+    PDF: ``pdfium`` (fast) or ``pdfminer`` (`unstructured`'s layout analysis).
     Synchronous and CPU-bound. Raises :class:`UnsupportedFile`, :class:`InvalidFile` or
     :class:`EmptyFile` for the file's own problems; other exceptions are bugs / server errors.
     """
@@ -174,7 +180,7 @@ def parse_file(
         raise EmptyFile(f"{name} is empty (0 bytes).")
     _check_signature(path, name, kind, max_unzipped_bytes)
 
-    parser = _PARSERS[kind]
+    parser = functools.partial(_parse_pdf, engine=pdf_engine) if kind == "pdf" else _PARSERS[kind]
     try:
         elements = parser(path, name)
     except (InvalidFile, UnsupportedFile):
@@ -323,9 +329,8 @@ def _classified(text: str, page_number: int) -> Element | None:
     return Element(text=text, type=element_from_text(text).category, page_number=page_number)
 
 
-def _parse_pdf(path: Path, name: str, engine: str | None = None) -> list[Element]:
+def _parse_pdf(path: Path, name: str, engine: PdfEngine = "pdfium") -> list[Element]:
     _ensure_nlp()
-    engine = engine or os.environ.get("INGESTION_PDF_ENGINE", "pdfium")
     if engine == "pdfminer":
         return _parse_pdf_pdfminer(path, name)
     return _parse_pdf_pdfium(path, name)

@@ -30,6 +30,16 @@ API_KEY = "api-key-abcdef-secret"
 BASIC_USER = "alice"
 BASIC_PASSWORD = "basic-password-secret"
 BIG_SIZE = 200_000
+# Servers the network guard (shared by actions and MCP servers) refuses: (URL, `{port}` standing for
+# a local service's port; hosts allow-listed; the host the refusal names).
+REFUSED_URLS = [
+    ("http://localhost:{port}", ("127.0.0.1",), "localhost"),
+    ("http://127.0.0.1:{port}", (), "127.0.0.1"),
+    ("http://[::ffff:127.0.0.1]:{port}", (), "::ffff:127.0.0.1"),
+    ("http://169.254.169.254", ("127.0.0.1",), "169.254.169.254"),
+    ("http://10.0.0.1", ("127.0.0.1",), "10.0.0.1"),
+    ("http://2130706433:{port}", (), "2130706433"),  # 127.0.0.1 written as one number
+]
 
 
 class ActionService:

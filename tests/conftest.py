@@ -12,6 +12,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 import openai
@@ -286,3 +287,31 @@ def wait_for(predicate, timeout: float = 20, interval: float = 0.05):
             return value
         time.sleep(interval)
     raise AssertionError("condition not met in time")
+
+
+def enabling_assistant(client: openai.OpenAI, model: str, kind: str, source_id: str):
+    """An assistant enabling one tool source (`kind` "action" or "mcp"), checked to be stored as a
+    `function` entry named by the source's id with a `builtin` marker."""
+    assistant = client.beta.assistants.create(model=model, tools=[{"type": kind, "id": source_id}])
+    (entry,) = assistant.tools
+    assert entry.type == "function" and entry.function.name == source_id
+    assert entry.model_extra == {"builtin": {"type": kind, "id": source_id}}
+    return assistant
+
+
+def offered_tools(scripted: ScriptedModel, model: str, request: int = 0) -> dict[str, dict]:
+    """The functions the server offered the model in its `request`-th call, by name."""
+    return {t["function"]["name"]: t["function"] for t in scripted.requests(model)[request]["body"]["tools"]}
+
+
+def raw_post(url: str, path: str, head: str, body: bytes = b"") -> str:
+    """POST `head` (headers, each ending in CRLF) and `body` to the server at `url` (its /v1 base)
+    over a plain socket, and read the answer until the server closes the connection: for requests
+    no HTTP client would send (a body announced but never sent)."""
+    parts = urlsplit(url)
+    with socket.create_connection((parts.hostname, parts.port), timeout=10) as sock:
+        sock.sendall(f"POST {parts.path}{path} HTTP/1.1\r\nHost: x\r\n{head}\r\n".encode() + body)
+        reply = b""
+        while chunk := sock.recv(65536):
+            reply += chunk
+    return reply.decode()

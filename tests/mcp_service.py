@@ -5,7 +5,8 @@ subprocess (`python -m tests.mcp_service --stdio`, what an operator's stdio serv
 Usage::
 
     service = start_in_thread()            # or start_in_thread(token=TOKEN): bearer auth required;
-                                           # list_delay=2.0: tools are listed after 2 s
+                                           # hold_listing=True: a listing waits at
+                                           # service.listing_started until service.release_listing()
     service.url                            # http://127.0.0.1:<port>/mcp
     service.calls                          # every tool call: {"tool", "arguments", "headers"}
     service.stop()                         # the server goes away (connections refused from then on)
@@ -44,20 +45,26 @@ class _Verifier:
         return AccessToken(token=token, client_id="tests", scopes=[])
 
 
-class _SlowListing(FastMCP):
-    """A server that takes `list_delay` seconds to list its tools."""
+class _HeldListing(FastMCP):
+    """A server that, when its service holds listings, lists its tools only once the test lets it."""
 
-    list_delay = 0.0
+    service: McpService | None = None
 
     async def list_tools(self):
-        await asyncio.sleep(self.list_delay)
+        service = self.service
+        if service is not None and service.hold_listing:
+            service.listing_started.set()
+            while not service.listing_released.is_set():
+                await asyncio.sleep(0.02)
         return await super().list_tools()
 
 
 class McpService:
-    def __init__(self, token: str | None = None, list_delay: float = 0.0) -> None:
+    def __init__(self, token: str | None = None, hold_listing: bool = False) -> None:
         self.token = token
-        self.list_delay = list_delay
+        self.hold_listing = hold_listing
+        self.listing_started = threading.Event()
+        self.listing_released = threading.Event()
         self.url = ""
         self.calls: list[dict] = []
         self.slow_started = 0
@@ -76,7 +83,11 @@ class McpService:
         with self._lock:
             return [c for c in self.calls if c["tool"] == tool]
 
+    def release_listing(self) -> None:
+        self.listing_released.set()
+
     def stop(self) -> None:
+        self.listing_released.set()
         if self._server is not None:
             self._server.should_exit = True
         if self._thread is not None:
@@ -95,8 +106,8 @@ def build(service: McpService | None = None, *, port: int = 0) -> FastMCP:
                 validate_token_resource=False,
             ),
         )
-    mcp = _SlowListing("test-tools", instructions="Tools for tests.", port=port, log_level="WARNING", **auth)
-    mcp.list_delay = service.list_delay if service is not None else 0.0
+    mcp = _HeldListing("test-tools", instructions="Tools for tests.", port=port, log_level="WARNING", **auth)
+    mcp.service = service
 
     def record(name: str, arguments: dict, ctx: Context | None) -> None:
         if service is not None:
@@ -148,9 +159,9 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_in_thread(token: str | None = None, list_delay: float = 0.0) -> McpService:
+def start_in_thread(token: str | None = None, hold_listing: bool = False) -> McpService:
     """Serve streamable HTTP at /mcp and SSE at /sse from a daemon thread, until `stop()`."""
-    service = McpService(token, list_delay)
+    service = McpService(token, hold_listing)
     port = _free_port()
     mcp = build(service, port=port)
     app = mcp.streamable_http_app()  # its lifespan runs the session manager

@@ -56,8 +56,14 @@ keys are all optional:
 ``echo``               true: content is ``"echo: " + <last user message text>``.
 ``repeat``             true: the turn is not used up; every later request gets it
                        too (a model that calls a tool on every turn, forever).
+
+A small model's misbehaviours are turns too: a tool call written as text is a
+``content`` of JSON (or tags, or a fence), a model repeating a call is the same
+``tool_calls`` scripted several times, an empty final answer is ``content: ""``.
 ``stall_after``        streaming only: after that many chunks, send nothing for
-``stall``              seconds (a slow or stuck local model), then go on.
+``stall``              seconds (a slow or stuck local model), then go on;
+                       ``stall_after: 0`` sends the headers and then no token at
+                       all for that long (``delay`` holds even the headers back).
 ``context_window``     tokens the model holds: a prompt estimated above it (the
                        ``usage`` estimate) is refused with a 400
                        ``context_length_exceeded`` error, as OpenAI-compatible

@@ -6,14 +6,13 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
-import time
 
 import httpx
 import openai
-import psycopg
 import pytest
 import yaml
 from psycopg.rows import dict_row
+from psycopg_pool import AsyncConnectionPool
 
 from api.contract.errors import InvalidRequest
 from api.settings import Settings
@@ -24,10 +23,12 @@ from tests.action_service import (
     BASIC_USER,
     BEARER_TOKEN,
     BIG_SIZE,
+    REFUSED_URLS,
     start_in_thread,
 )
-from tests.conftest import SECRET_KEY
+from tests.conftest import SECRET_KEY, enabling_assistant, offered_tools
 from tests.test_tenancy import as_key, new_key
+from tools.functions import unique_name
 from tools.openapi_actions import (
     Credentials,
     action_tools,
@@ -278,9 +279,7 @@ async def test_response_size_is_capped(service):
 @pytest.mark.asyncio
 async def test_slow_calls_time_out(service):
     tool = tools_for(service.document(), timeout=0.5)["slow"]
-    started = time.monotonic()
     assert await tool.ainvoke({"seconds": 3}) == "Error: the request timed out after 0.5 seconds."
-    assert time.monotonic() - started < 2
 
 
 # --- the network guard -------------------------------------------------------------------------
@@ -316,31 +315,36 @@ def test_forbidden_addresses(address, forbidden):
     assert forbidden_address(address) is forbidden
 
 
+@pytest.mark.parametrize(
+    "name, taken, chosen",
+    [
+        ("getWeather", set(), "getWeather"),
+        ("getWeather", {"getWeather"}, "getWeather_2"),
+        ("getWeather", {"getWeather", "getWeather_2"}, "getWeather_3"),
+        ("x" * 64, {"x" * 64}, "x" * 62 + "_2"),  # cut to make room: names are at most 64 characters
+        ("x" * 64, {"x" * 64, *(f"{'x' * 62}_{n}" for n in range(2, 10))}, "x" * 61 + "_10"),
+    ],
+)
+def test_a_taken_tool_name_gets_a_numeric_suffix(name, taken, chosen):
+    before = set(taken)
+    assert unique_name(name, taken) == chosen
+    assert taken == before | {chosen}
+
+
 def _with_server(doc: dict, url: str) -> dict:
     return {**doc, "servers": [{"url": url}]}
 
 
 @pytest.mark.asyncio
-@pytest.mark.parametrize(
-    "url, allowed, shown",
-    [
-        ("http://localhost:{port}", ("127.0.0.1",), "localhost"),
-        ("http://127.0.0.1:{port}", (), "127.0.0.1"),
-        ("http://[::ffff:127.0.0.1]:{port}", (), "::ffff:127.0.0.1"),
-        ("http://169.254.169.254", ("127.0.0.1",), "169.254.169.254"),
-        ("http://10.0.0.1", ("127.0.0.1",), "10.0.0.1"),
-        ("http://2130706433:{port}", (), "2130706433"),  # 127.0.0.1 written as one number
-    ],
-)
+@pytest.mark.parametrize("url, allowed, shown", REFUSED_URLS)
 async def test_private_addresses_are_refused(service, url, allowed, shown):
     port = service.url.rsplit(":", 1)[1]
     doc = _with_server(service.document(), url.format(port=port))
     before = len(service.requests)
-    started = time.monotonic()
     out = await tools_for(doc, allowed=allowed)["getWeather"].ainvoke({"city": "x"})
     assert out.startswith(f"Error: refused to connect to '{shown}'"), out
     assert "private or otherwise non-public address" in out
-    assert len(service.requests) == before and time.monotonic() - started < 2
+    assert len(service.requests) == before
 
 
 @pytest.mark.asyncio
@@ -591,8 +595,8 @@ async def test_refused_modifications_change_nothing(client, service, database_ur
     assert client.get(f"/actions/{action['id']}", cast_to=object) == action
     # The stored document and credentials too: the same tools, still authorised.
     settings = Settings(secret_key=SECRET_KEY, actions_allowed_hosts=["127.0.0.1"], action_timeout=5)
-    async with await psycopg.AsyncConnection.connect(database_url, row_factory=dict_row) as conn:
-        tools = {t.name: t for t in await actions.tools_for_run(conn, "default", [action["id"]], settings, None)}
+    async with AsyncConnectionPool(database_url, kwargs={"row_factory": dict_row}, open=False) as pool:
+        tools = {t.name: t for t in await actions.tools_for_run(pool, settings, "default", [action["id"]], {})}
     assert sorted(tools) == sorted(op["name"] for op in action["operations"])
     assert (await tools["getProfile"].ainvoke({})).startswith("HTTP 200 OK")
 
@@ -623,11 +627,14 @@ async def test_tools_for_run_use_stored_or_run_credentials(client, service, data
     action = create(client, openapi=service.document(), auth={"type": "bearer", "token": BEARER_TOKEN})
     other = create(client, openapi=service.document(), name="second copy")
     settings = Settings(secret_key=SECRET_KEY, actions_allowed_hosts=["127.0.0.1"], action_timeout=5)
-    async with await psycopg.AsyncConnection.connect(database_url, row_factory=dict_row) as conn:
-        assert await actions.missing_actions(conn, "default", [action["id"], "action_nope"]) == ["action_nope"]
-        assert await actions.missing_actions(conn, "someone-else", [action["id"]]) == [action["id"]]
+    async with AsyncConnectionPool(database_url, kwargs={"row_factory": dict_row}, open=False) as pool:
+        async with pool.connection() as conn:
+            assert await actions.missing_actions(conn, "default", [action["id"], "action_nope"]) == ["action_nope"]
+            assert await actions.missing_actions(conn, "someone-else", [action["id"]]) == [action["id"]]
+            wrong = {action["id"]: {"type": "bearer", "token": "a-wrong-token"}}
+            sealed = await actions.seal_run_credentials(conn, settings, "default", wrong)
         tools = await actions.tools_for_run(
-            conn, "default", [action["id"], other["id"], "action_nope"], settings, None, taken_names={"keyed"}
+            pool, settings, "default", [action["id"], other["id"], "action_nope"], {}, taken_names={"keyed"}
         )
         names = [t.name for t in tools]
         assert len(names) == len(set(names)) and "keyed_2" in names and "getProfile_2" in names
@@ -635,13 +642,12 @@ async def test_tools_for_run_use_stored_or_run_credentials(client, service, data
         assert (await by_name["getProfile"].ainvoke({})).startswith("HTTP 200 OK")  # stored credentials
         assert (await by_name["getProfile_2"].ainvoke({})).startswith("Error: HTTP 401")  # none stored
 
-        wrong = {action["id"]: {"type": "bearer", "token": "a-wrong-token"}}
-        tools = await actions.tools_for_run(conn, "default", [action["id"]], settings, wrong)
+        tools = await actions.tools_for_run(pool, settings, "default", [action["id"]], {"action_credentials": sealed})
         profile = next(t for t in tools if t.name == "getProfile")
         assert (await profile.ainvoke({})).startswith("Error: HTTP 401")
         assert service.requests_to("/secure/profile")[-1]["headers"]["authorization"] == "Bearer a-wrong-token"
 
-        assert await actions.tools_for_run(conn, "someone-else", [action["id"]], settings, None) == []
+        assert await actions.tools_for_run(pool, settings, "someone-else", [action["id"]], {}) == []
 
 
 def test_actions_belong_to_their_tenant(auth_server, service):
@@ -685,11 +691,8 @@ def test_an_action_completes_a_polled_run(client, server, scripted, model_name, 
             {"content": "21 degrees in Paris, Ada."},
         ],
     )
-    assistant = client.beta.assistants.create(model=model_name, tools=[{"type": "action", "id": action["id"]}])
-    (entry,) = assistant.tools
-    assert entry.type == "function" and entry.function.name == action["id"]
-    assert entry.model_extra == {"builtin": {"type": "action", "id": action["id"]}}
-    assert action["id"] in entry.function.description
+    assistant = enabling_assistant(client, model_name, "action", action["id"])
+    assert action["id"] in assistant.tools[0].function.description
 
     run = client.beta.threads.create_and_run_poll(
         assistant_id=assistant.id,
@@ -698,7 +701,7 @@ def test_an_action_completes_a_polled_run(client, server, scripted, model_name, 
     )
     assert run.status == "completed", run.last_error
     # Each operation was offered to the model as a tool with its schema.
-    offered = {t["function"]["name"]: t["function"] for t in scripted.requests(model_name)[0]["body"]["tools"]}
+    offered = offered_tools(scripted, model_name)
     assert {"getWeather", "createOrder", "getProfile"} <= set(offered)
     assert offered["getWeather"]["parameters"]["required"] == ["city"]
     assert service.requests_to("/weather/Paris")[-1]["query"] == {"units": ["metric"]}
@@ -801,7 +804,7 @@ def test_a_modified_action_is_used_by_the_next_run(client, server, scripted, mod
             thread_id=thread.id, assistant_id=assistant.id, poll_interval_ms=20
         )
         assert run.status == "completed", run.last_error
-        offered = {t["function"]["name"] for t in scripted.requests(model_name)[-2]["body"]["tools"]}
+        offered = set(offered_tools(scripted, model_name, -2))
         assert "keyed" in offered and "getProfile" in offered
         step = client.beta.threads.runs.steps.list(thread_id=thread.id, run_id=run.id, order="asc").data[0]
         texts.extend(run_texts(client, thread.id, run.id))

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import http.client as httpclient
 import json
-import socket
-import time
 from urllib.parse import urlsplit
 
 import httpx
@@ -15,7 +13,7 @@ import pytest
 
 from api.contract import text
 from api.responses.params import MAX_INPUT_ITEMS
-from tests.conftest import ADMIN_KEY, assert_error
+from tests.conftest import ADMIN_KEY, assert_error, raw_post
 
 
 @pytest.fixture(scope="module")
@@ -239,19 +237,10 @@ def test_file_count_limits(http):
 
 
 def test_a_body_over_the_size_cap_is_413_before_it_is_read(server):
-    parts = urlsplit(server.url)
-    with socket.create_connection((parts.hostname, parts.port), timeout=10) as sock:
-        sock.sendall(
-            f"POST {parts.path}/assistants HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {64 * 1024 * 1024}\r\n\r\n".encode()
-        )
-        started = time.monotonic()
-        reply = b""
-        while chunk := sock.recv(65536):  # until the server closes the connection
-            reply += chunk
-        reply = reply.decode()
+    head = f"Content-Type: application/json\r\nContent-Length: {64 * 1024 * 1024}\r\n"
+    reply = raw_post(server.url, "/assistants", head)
+    # The body never comes: a server that waited for it would answer 408 at its read timeout.
     assert reply.startswith("HTTP/1.1 413"), reply
-    assert time.monotonic() - started < 5
     assert "connection: close" in reply.lower()
     assert '"invalid_request_error"' in reply
 

@@ -192,11 +192,16 @@ def test_a_csv_becomes_a_chart_and_a_new_csv(client, server, scripted, model_nam
     assert made[image_id].bytes == len(png)
 
 
-def test_streamed_outputs_reach_the_message_as_image_parts(client, server, scripted, model_name):
-    scripted.script(
-        model_name,
-        [code_call("import matplotlib.pyplot as plt\nplt.plot([1, 2, 3])\nplt.show()"), {"content": "Here it is."}],
-    )
+AGG_FIGURE = "import matplotlib\nmatplotlib.use('Agg')\nimport matplotlib.pyplot as plt\nplt.plot([1, 2, 3])\nplt.show()"
+
+
+@pytest.mark.parametrize(
+    "code",
+    ["import matplotlib.pyplot as plt\nplt.plot([1, 2, 3])\nplt.show()", AGG_FIGURE],
+    ids=["inline backend", "Agg backend"],
+)
+def test_streamed_outputs_reach_the_message_as_image_parts(client, server, scripted, model_name, code):
+    scripted.script(model_name, [code_call(code), {"content": "Here it is."}])
     assistant = client.beta.assistants.create(model=model_name, tools=[{"type": "code_interpreter"}])
     thread = client.beta.threads.create(messages=[{"role": "user", "content": "plot"}])
     with client.beta.threads.runs.stream(thread_id=thread.id, assistant_id=assistant.id) as stream:
@@ -226,6 +231,8 @@ def test_runaway_and_hostile_code_fails_inside_the_sandbox(client, server, scrip
         ("x = bytearray(8 * 1024 ** 3)", "MemoryError"),
         ("import socket\nsocket.create_connection(('127.0.0.1', 5432), timeout=2)", "Error"),
         ("print(open('/proc/1/environ', 'rb').read())", ""),
+        # NULs and bytes that are not UTF-8 reach the step's logs escaped (Postgres refuses \u0000).
+        ("import os\nprint(open('/proc/self/environ').read())\nos.write(1, bytes(range(256)))", "\\x00"),
         ("import os\nprint(sorted(k for k in os.environ if 'KEY' in k or 'DATABASE' in k))", "[]"),
     ]
     turns = []

@@ -11,7 +11,6 @@ from __future__ import annotations
 import signal
 import subprocess
 import threading
-import time
 import uuid
 from pathlib import Path
 
@@ -126,12 +125,21 @@ def test_worker_killed_mid_stream(cluster, scripted, model_name):
     assistant = client.beta.assistants.create(model=model_name)
     thread = client.beta.threads.create(messages=[{"role": "user", "content": "weather?"}])
     result: dict = {}
+    streamed = threading.Event()
+
+    def seen(lines: list[str]) -> bool:
+        if lines[-1] == "event: thread.message.delta":
+            streamed.set()
+        return False
+
     reader = threading.Thread(
-        target=lambda: result.update(s=raw_stream(api.url, f"/threads/{thread.id}/runs", {"assistant_id": assistant.id}, timeout=60))
+        target=lambda: result.update(
+            s=raw_stream(api.url, f"/threads/{thread.id}/runs", {"assistant_id": assistant.id}, stop_after=seen, timeout=60)
+        )
     )
     reader.start()
     scripted.wait_for_gate(gate)
-    time.sleep(0.3)  # let the first chunks reach the stream
+    assert streamed.wait(30)  # the first chunks reached the stream
     kill(worker)
     cluster.worker()
     reader.join(60)
@@ -192,16 +200,17 @@ def test_server_killed_right_after_create(cluster, scripted, model_name):
     assert_one_answer(client, thread.id, run.id, ANSWER)
 
 
-def test_worker_killed_during_a_server_tool(cluster, scripted, model_name):
+def test_worker_killed_during_a_server_tool(cluster, scripted, model_name, workdir):
     api = cluster.api()
     worker = cluster.worker()
-    scripted.script(model_name, [{"tool_calls": [{"name": "nap", "arguments": {"seconds": 2}}]}, {"content": ANSWER}])
+    napping = workdir / f"{model_name}-napping"
+    nap = {"seconds": 2, "started": str(napping)}
+    scripted.script(model_name, [{"tool_calls": [{"name": "nap", "arguments": nap}]}, {"content": ANSWER}])
     client = sdk(api.url)
     assistant = client.beta.assistants.create(model=model_name, tools=[{"type": "nap"}])
     thread = client.beta.threads.create(messages=[{"role": "user", "content": "take a nap"}])
     run = client.beta.threads.runs.create(thread_id=thread.id, assistant_id=assistant.id)
-    wait_for(lambda: client.beta.threads.runs.steps.list(thread_id=thread.id, run_id=run.id).data, interval=0.05)
-    time.sleep(0.5)  # the nap is under way
+    wait_for(napping.exists, interval=0.05)  # the nap is under way
     kill(worker)
     cluster.worker()
     run = settle(client, thread.id, run.id, timeout=40)
@@ -253,7 +262,7 @@ def test_many_runs_in_flight_survive_a_killed_worker(cluster, scripted, model_na
         assistant = client.beta.assistants.create(model=model)
         thread = client.beta.threads.create(messages=[{"role": "user", "content": "weather?"}])
         runs.append((thread.id, client.beta.threads.runs.create(thread_id=thread.id, assistant_id=assistant.id).id, text))
-    time.sleep(1)
+    wait_for(lambda: all(scripted.requests(f"{model_name}-{i}") for i in range(20)), timeout=30)  # all in flight
     kill(worker)
     cluster.worker()
     for thread_id, run_id, text in runs:

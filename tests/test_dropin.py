@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import json
 import struct
+import threading
 import time
 import zlib
 
@@ -197,25 +198,34 @@ def test_seed_004_with_the_azure_client(auth_server, scripted, model_name):
 
 def test_one_client_for_chat_embeddings_models_and_assistants(server, scripted, model_name):
     client = sdk(server.url)
+    gate = f"{model_name}-relay"
     scripted.script(model_name, [{"content": "plain answer"}, {"content": "one two three four", "chunk_size": 4,
-                                                                "chunk_delay": 0.3}])
+                                                                "gate": gate, "gate_after": 1}])
     completion = client.chat.completions.create(model=model_name, messages=[{"role": "user", "content": "hello"}])
     assert completion.choices[0].message.content == "plain answer" and completion.model == model_name
 
-    started = time.monotonic()
-    arrivals = []
+    # Relayed as the model sends it: the first piece reaches the client while the model holds the
+    # rest back (the gate opens on that piece, or after 30 s so that a buffering relay fails, not hangs).
+    released = threading.Event()
+    fallback = threading.Timer(30, lambda: (released.set(), scripted.release(gate)))
+    fallback.start()
     stream = client.chat.completions.create(
         model=model_name, messages=[{"role": "user", "content": "count"}], stream=True,
         stream_options={"include_usage": True},
     )
-    text = ""
-    for chunk in stream:
-        arrivals.append(time.monotonic() - started)
-        if chunk.choices and chunk.choices[0].delta.content:
-            text += chunk.choices[0].delta.content
+    text, relayed_while_held = "", None
+    try:
+        for chunk in stream:
+            if chunk.choices and chunk.choices[0].delta.content:
+                if relayed_while_held is None:
+                    relayed_while_held = not released.is_set()
+                    released.set()
+                    scripted.release(gate)
+                text += chunk.choices[0].delta.content
+    finally:
+        fallback.cancel()
     assert text == "one two three four"
-    # Relayed as the model sends it: the first chunk long before the last (5 gaps of 0.3 s).
-    assert arrivals[0] < 1.0 and arrivals[-1] - arrivals[0] > 1.0
+    assert relayed_while_held
     assert chunk.usage is not None and chunk.usage.completion_tokens == 4
 
     # The server's own offline embeddings, as vector stores use them. By default the SDK asks for

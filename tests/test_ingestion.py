@@ -184,10 +184,8 @@ def test_parse_finds_sentinel(docs, name, key):
 
 
 def test_pdf_keeps_page_numbers_with_both_engines(docs):
-    from ingestion.parse import _parse_pdf
-
     for engine in ("pdfium", "pdfminer"):
-        elements = _parse_pdf(docs["report.pdf"], "report.pdf", engine)
+        elements = parse_file(docs["report.pdf"], "report.pdf", pdf_engine=engine)
         hit = [e for e in elements if SENTINELS["pdf"] in e.text]
         assert hit and hit[0].page_number == 2, engine
         assert {e.page_number for e in elements} == {1, 2}, engine
@@ -292,8 +290,6 @@ def test_pdf_without_text_is_empty(tmp_path):
 def test_password_protected_pdf_is_invalid(tmp_path):
     from reportlab.pdfgen import canvas
 
-    from ingestion.parse import _parse_pdf
-
     path = tmp_path / "locked.pdf"
     c = canvas.Canvas(str(path), encrypt="secret")
     c.drawString(72, 720, "Hidden text.")
@@ -301,7 +297,7 @@ def test_password_protected_pdf_is_invalid(tmp_path):
     c.save()
     for engine in ("pdfium", "pdfminer"):
         with pytest.raises(InvalidFile, match="password-protected"):
-            _parse_pdf(path, "locked.pdf", engine)
+            parse_file(path, "locked.pdf", pdf_engine=engine)
 
 
 def test_error_messages_do_not_leak_storage_paths(tmp_path):
@@ -557,3 +553,14 @@ def test_minilm_embeddings():
     assert _cos(cat, kitten) > _cos(cat, revenue) + 0.2
     (long,) = emb.embed_documents(["filler words here " * 400 + "The kitten sleeps on the rug."])
     assert len(long) == 384
+
+
+@pytest.mark.parametrize("variable", ["INGESTION_PDF_ENGINE", "ASSISTGRAPH_INGESTION_PDF_ENGINE"])
+def test_the_pdf_engine_is_a_setting_under_its_variable_names(monkeypatch, variable):
+    from api.settings import Settings
+
+    for name in ("INGESTION_PDF_ENGINE", "ASSISTGRAPH_INGESTION_PDF_ENGINE"):
+        monkeypatch.delenv(name, raising=False)
+    assert Settings().ingestion_pdf_engine == "pdfium"
+    monkeypatch.setenv(variable, "pdfminer")
+    assert Settings().ingestion_pdf_engine == "pdfminer"

@@ -10,11 +10,8 @@ would take half a minute each).
 
 from __future__ import annotations
 
-import io
 import signal
-import threading
 import time
-from http.server import ThreadingHTTPServer
 
 import psycopg
 import pytest
@@ -22,46 +19,24 @@ import pytest
 from api.files import vector_stores
 from api.files.ingest_jobs import MAX_STALL_RETRIES
 from tests.conftest import _extra_server, _own_database, sdk, server_env, start_process, stop_process, wait_for
-from tests.test_vector_stores import _EmbeddingsHandler, upload
+from tests.held_embeddings import HeldEmbeddings
+from tests.test_vector_stores import upload
 
 MARKER = "stallmarker"
-entered = threading.Event()
-release = threading.Event()
-
-
-class _HeldEmbeddings(_EmbeddingsHandler):
-    def do_POST(self):  # noqa: N802
-        raw = self.rfile.read(int(self.headers["content-length"]))
-        if MARKER in raw.decode() and not release.is_set():
-            entered.set()
-            release.wait(60)
-        self.rfile = io.BytesIO(raw)
-        try:
-            super().do_POST()
-        except OSError:
-            pass  # the worker that asked was killed
 
 
 @pytest.fixture(scope="module")
 def recovery(scripted, workdir, database_url):
     """An API process that executes nothing, on a database of its own, and the environment of its
     workers (started by the test): same data_dir and embedding endpoint."""
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _HeldEmbeddings)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    embeddings = HeldEmbeddings(MARKER).start()
     url = _own_database(database_url, "ingestion_recovery")
-    env = dict(
-        ASSISTGRAPH_EMBEDDING_PROVIDER="openai",
-        ASSISTGRAPH_EMBEDDING_MODEL="hash-embed",
-        ASSISTGRAPH_EMBEDDING_BASE_URL=f"http://127.0.0.1:{httpd.server_port}/v1",
-        ASSISTGRAPH_EMBEDDING_API_KEY="sk-embed",
-        ASSISTGRAPH_DATA_DIR=str(workdir / "ingestion-recovery"),
-    )
+    env = dict(**embeddings.env(), ASSISTGRAPH_DATA_DIR=str(workdir / "ingestion-recovery"))
     api_srv = _extra_server(scripted, workdir, "ingestion-recovery-api", url, ASSISTGRAPH_EXECUTOR="false", **env)
     worker_env = server_env(scripted.base_url, workdir / "ingestion-recovery", DATABASE_URL=url, **env)
-    yield api_srv, url, worker_env
-    release.set()
+    yield api_srv, url, worker_env, embeddings
     stop_process(api_srv.proc)
-    httpd.shutdown()
+    embeddings.stop()
 
 
 def _jobs(url: str, file_ids: list[str]) -> dict[str, tuple[int, str, int]]:
@@ -84,7 +59,7 @@ def settled(client, store_id: str, file_id: str):
 
 
 def test_a_killed_workers_ingestion_is_retried_by_another_worker(recovery, workdir):
-    api_srv, url, worker_env = recovery
+    api_srv, url, worker_env, embeddings = recovery
     client = sdk(api_srv.url)
     store = client.vector_stores.create(name="recovery")
     text = f"Shield volcanoes are built from fluid basaltic lava flows. {MARKER}\n".encode()
@@ -96,12 +71,12 @@ def test_a_killed_workers_ingestion_is_retried_by_another_worker(recovery, workd
     second = None
     try:
         batch = client.vector_stores.file_batches.create(vector_store_id=store.id, file_ids=ids)
-        assert entered.wait(30), (workdir / "ingestion-recovery-worker-1.log").read_text(errors="replace")
+        assert embeddings.entered.wait(30), (workdir / "ingestion-recovery-worker-1.log").read_text(errors="replace")
         jobs = wait_for(lambda: (j := _jobs(url, ids)) and all(s == "doing" for _, s, _ in j.values()) and j)
         first.send_signal(signal.SIGKILL)
         first.wait(10)
         killed_at = time.monotonic()
-        release.set()
+        embeddings.release.set()
         with psycopg.connect(url, autocommit=True) as conn:  # as if it had lost its worker before
             conn.execute("UPDATE procrastinate_jobs SET attempts = %s WHERE id = %s", (MAX_STALL_RETRIES, jobs[doomed.id][0]))
         assert _jobs(url, ids)[kept.id][1] == "doing"

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import psutil
 
 from tests.conftest import free_port, sdk, server_env, start_process, stop_process, wait_for, wait_ready
@@ -50,15 +48,12 @@ def test_unanswered_requires_action_expires(short_expiry_server, scripted, model
 
 def test_run_stuck_in_a_slow_model_call_expires(short_expiry_server, scripted, model_name):
     client = sdk(short_expiry_server.url)
-    scripted.script(model_name, [{"content": "too late", "delay": 8}])
+    # Expiry interrupts the model call instead of waiting for it: the model never answers.
+    scripted.script(model_name, [{"content": "too late", "gate": model_name}])
     assistant = client.beta.assistants.create(model=model_name)
     thread = client.beta.threads.create(messages=[{"role": "user", "content": "hi"}])
-    started = time.time()
     run = client.beta.threads.runs.create_and_poll(thread_id=thread.id, assistant_id=assistant.id, poll_interval_ms=50)
     assert run.status == "expired"
-    # Expiry interrupts the model call instead of waiting for it.
-    assert time.time() - started < 7
-    time.sleep(0.5)
     messages = client.beta.threads.messages.list(thread_id=thread.id).data
     assert [m.role for m in messages] == ["user"]
 
@@ -90,7 +85,6 @@ def test_runs_wait_in_the_queue_until_a_worker_comes(scale_out, scripted, model_
         run = client.beta.threads.create_and_run(
             assistant_id=assistant.id, thread={"messages": [{"role": "user", "content": "hi"}]}
         )
-        time.sleep(1)
         assert client.beta.threads.runs.retrieve(run.id, thread_id=run.thread_id).status == "queued"
     finally:
         worker.send_signal(18)  # SIGCONT

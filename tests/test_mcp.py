@@ -9,7 +9,6 @@ import concurrent.futures
 import json
 import socket
 import sys
-import time
 
 import httpx
 import openai
@@ -18,7 +17,17 @@ import pytest
 from api.contract.errors import InvalidRequest
 from api.settings import Settings
 from api.tooling import mcp_servers
-from tests.conftest import ROOT, SECRET_KEY, _extra_server, _own_database, stop_process, wait_for
+from tests.action_service import REFUSED_URLS
+from tests.conftest import (
+    ROOT,
+    SECRET_KEY,
+    _extra_server,
+    _own_database,
+    enabling_assistant,
+    offered_tools,
+    stop_process,
+    wait_for,
+)
 from tests.mcp_service import HEADER_SECRET, TOKEN, start_in_thread
 from tests.test_playground import expect, playwright, tab  # noqa: F401 - the browser fixtures
 from tests.test_tenancy import as_key, new_key
@@ -112,20 +121,10 @@ async def test_auth_headers_are_sent_and_echoed_secrets_redacted(auth_service):
 
 
 @pytest.mark.asyncio
-@pytest.mark.parametrize(
-    "url, allowed, shown",
-    [
-        ("http://localhost:{port}/mcp", ("127.0.0.1",), "localhost"),
-        ("http://127.0.0.1:{port}/mcp", (), "127.0.0.1"),
-        ("http://[::ffff:127.0.0.1]:{port}/mcp", (), "::ffff:127.0.0.1"),
-        ("http://169.254.169.254/mcp", ("127.0.0.1",), "169.254.169.254"),
-        ("http://10.0.0.1/mcp", ("127.0.0.1",), "10.0.0.1"),
-    ],
-)
+@pytest.mark.parametrize("url, allowed, shown", [(url + "/mcp", allowed, shown) for url, allowed, shown in REFUSED_URLS])
 async def test_private_addresses_are_refused(service, url, allowed, shown):
     port = service.url.split(":")[2].split("/")[0]
     before = len(service.calls)
-    started = time.monotonic()
     with pytest.raises(mcp_client.AddressRefused) as exc:
         await mcp_client.list_tools(target(url.format(port=port), allowed=allowed), 5)
     assert str(exc.value).startswith(f"refused to connect to '{shown}'")
@@ -136,7 +135,7 @@ async def test_private_addresses_are_refused(service, url, allowed, shown):
     add = mcp_client.build_tools(tgt, listing.tools, allowed_tools=["add"], taken_names=set(), max_output_chars=2000)[0]
     out = await add.ainvoke({"a": 1, "b": 2})
     assert out.startswith(f"Error: refused to connect to '{shown}'")
-    assert len(service.calls) == before and time.monotonic() - started < 3
+    assert len(service.calls) == before
 
 
 @pytest.mark.asyncio
@@ -169,17 +168,14 @@ async def test_slow_calls_are_cancellable_and_a_server_that_goes_away_is_an_erro
     svc = start_in_thread()
     try:
         tools = await tools_of(target(svc.url))
-        started = time.monotonic()
         with pytest.raises(TimeoutError):
             await asyncio.wait_for(tools["slow"].ainvoke({"seconds": 20}), 0.5)
-        assert time.monotonic() - started < 2 and svc.slow_started == 1 and svc.slow_finished == 0
+        assert svc.slow_started == 1 and svc.slow_finished == 0
         assert await tools["add"].ainvoke({"a": 1, "b": 1}) == "2"
     finally:
         svc.stop()
-    started = time.monotonic()
     out = await tools["add"].ainvoke({"a": 1, "b": 1})
     assert out.startswith("Error: could not connect to the MCP server"), out
-    assert time.monotonic() - started < 3
     with pytest.raises(mcp_client.McpUnavailable) as exc:
         await mcp_client.list_tools(target(svc.url), 5)
     assert str(exc.value).startswith("could not connect to the MCP server")
@@ -379,13 +375,14 @@ def _closed_port() -> int:
 def test_a_modify_that_raced_another_changes_nothing(client, service):
     """Tools are listed outside the row lock (that takes network time): a modify whose listing was
     overtaken by another modify of the connection is refused (409) instead of undoing it."""
-    slow = start_in_thread(list_delay=2.0)
+    slow = start_in_thread(hold_listing=True)
     try:
         registered = create(client, url=service.url)
         with concurrent.futures.ThreadPoolExecutor(1) as pool:
             moving = pool.submit(modify, client, registered["id"], url=slow.url)
-            time.sleep(0.5)  # the first modify is listing the slow server's tools
+            assert slow.listing_started.wait(20)  # the first modify is listing the slow server's tools
             keyed = modify(client, registered["id"], headers={"X-Extra": HEADER_SECRET})
+            slow.release_listing()
             with pytest.raises(openai.ConflictError) as exc:
                 moving.result()
         assert exc.value.status_code == 409 and "modified by another request" in exc.value.message
@@ -465,10 +462,7 @@ def test_mcp_tools_complete_a_polled_run(client, server, scripted, model_name, a
             {"content": "42, and Paris is big."},
         ],
     )
-    assistant = client.beta.assistants.create(model=model_name, tools=[{"type": "mcp", "id": registered["id"]}])
-    (entry,) = assistant.tools
-    assert entry.type == "function" and entry.function.name == registered["id"]
-    assert entry.model_extra == {"builtin": {"type": "mcp", "id": registered["id"]}}
+    assistant = enabling_assistant(client, model_name, "mcp", registered["id"])
     # Sent back unchanged, the entry still means the MCP server.
     again = client.beta.assistants.update(assistant.id, tools=assistant.tools)
     assert again.tools == assistant.tools
@@ -480,7 +474,7 @@ def test_mcp_tools_complete_a_polled_run(client, server, scripted, model_name, a
     )
     assert run.status == "completed", run.last_error
     # Only the allowed tools were offered, each with its schema.
-    offered = {t["function"]["name"]: t["function"] for t in scripted.requests(model_name)[0]["body"]["tools"]}
+    offered = offered_tools(scripted, model_name)
     assert sorted(offered) == ["add", "echo_headers", "lookup_city"]
     assert offered["add"]["parameters"]["required"] == ["a", "b"] and offered["add"]["description"] == "Add two integers."
     outputs = tool_outputs(client, run)
@@ -592,18 +586,16 @@ def test_failing_and_slow_tools_and_a_server_that_went_away(client, scripted, mo
     assistant = client.beta.assistants.create(
         model=model_name, tools=[{"type": "mcp", "id": registered["id"]}, {"type": "mcp", "id": leaving["id"]}]
     )
-    started = time.monotonic()
     run = client.beta.threads.create_and_run_poll(
         assistant_id=assistant.id, thread={"messages": [{"role": "user", "content": "Try."}]}, poll_interval_ms=50
     )
     assert run.status == "completed", run.last_error
-    assert time.monotonic() - started < 15
     outputs = tool_outputs(client, run)
     assert outputs["fail"] == "Error: Error executing tool fail: it failed: boom"
     assert outputs["slow"] == "Error: the tool 'slow' did not finish within 5 seconds."
     assert outputs["add_2"].startswith("Error: could not connect to the MCP server")
     # The second server's tools were offered with suffixes where the first one's names were taken.
-    offered = {t["function"]["name"] for t in scripted.requests(model_name)[0]["body"]["tools"]}
+    offered = set(offered_tools(scripted, model_name))
     assert {"add", "add_2", "lookup_city", "lookup_city_2"} <= offered
     with pytest.raises(openai.APIStatusError) as exc:
         refresh(client, leaving["id"])
@@ -618,10 +610,14 @@ def test_a_run_waiting_on_a_slow_tool_is_cancelled_at_once(client, scripted, mod
     before = service.slow_started
     run = client.beta.threads.runs.create(thread_id=thread.id, assistant_id=assistant.id)
     wait_for(lambda: service.slow_started > before, timeout=20)
-    started = time.monotonic()
     client.beta.threads.runs.cancel(run_id=run.id, thread_id=thread.id)
     run = client.beta.threads.runs.poll(run.id, thread_id=thread.id, poll_interval_ms=20)
-    assert run.status == "cancelled" and time.monotonic() - started < 4
+    assert run.status == "cancelled"
+    # Cancelled while the tool was still waiting, not once its 5 s tool timeout had given the model
+    # an answer: the call has no output and the model was never asked again.
+    (step,) = client.beta.threads.runs.steps.list(thread_id=thread.id, run_id=run.id).data
+    assert step.status == "cancelled" and [c.function.output for c in step.step_details.tool_calls] == [None]
+    assert len(scripted.requests(model_name)) == 1
 
 
 def test_mcp_servers_belong_to_their_tenant(auth_server, service):

@@ -117,14 +117,14 @@ def test_config_says_whether_auth_is_on_and_models_can_be_listed():
     assert response.headers["cache-control"] == "no-store"
 
 
-def test_first_load_is_light_fast_and_keyboard_navigable(tab, client):
+def test_first_load_is_light_and_keyboard_navigable(tab, client):
     client.beta.assistants.create(model="any-model", name="Keyboard check")
     page = tab.page
     page.goto("/")
     expect(page.get_by_role("heading", name="Playground", exact=True)).to_be_visible()
     wait_for_js(page, "performance.getEntriesByName('playground:ready').length > 0")
-    fcp = page.evaluate("performance.getEntriesByName('first-contentful-paint')[0].startTime")
-    assert 0 < fcp < 3000
+    # The page painted (how soon is measured in bench/playground.py).
+    assert page.evaluate("performance.getEntriesByName('first-contentful-paint')[0].startTime") > 0
     # Bytes of the page's own files on the wire (compressed): index, CSS and the modules of the first view.
     sizes = page.evaluate("""() => [...performance.getEntriesByType('navigation'), ...performance.getEntriesByType('resource')]
         .filter((e) => new URL(e.name).pathname.startsWith('/playground/'))

@@ -160,12 +160,15 @@ async def test_async_raw_stream_parses_every_event(aclient, scripted, model_name
 
 
 def test_the_wire_format_is_open_responses(server, scripted, model_name):
-    """`event` matches the body's `type`, no SSE `id`, and the stream ends with `data: [DONE]`."""
+    """`event` matches the body's `type`, no SSE `id`, lines end with LF (as OpenAI's), and the
+    stream ends with `data: [DONE]`."""
     scripted.script(model_name, [{"content": "Wire."}])
     with httpx.stream("POST", f"{server.url}/responses", json={"model": model_name, "input": "x", "stream": True},
                       timeout=30) as resp:
         assert resp.headers["content-type"].startswith("text/event-stream")
-        body = resp.read().decode().replace("\r\n", "\n")
+        raw = resp.read()
+    assert b"\r" not in raw
+    body = raw.decode()
     frames = [f for f in body.split("\n\n") if f.strip() and not f.startswith(":")]
     assert frames[-1].strip() == "data: [DONE]"
     for frame in frames[:-1]:

@@ -7,15 +7,17 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import _extra_server, sdk, stop_process
+from tests.conftest import _extra_server, _own_database, sdk, stop_process
 
 WINDOW = 1000
 
 
 @pytest.fixture(scope="module")
 def small_window_server(scripted, workdir, database_url, tool_env):
+    # A database of its own: the setting applies where a run executes, and every server of a database
+    # executes its runs.
     srv = _extra_server(
-        scripted, workdir, "small-window", database_url,
+        scripted, workdir, "small-window", _own_database(database_url, "small_window"),
         ASSISTGRAPH_MODEL_CONTEXT_WINDOW=str(WINDOW), ASSISTGRAPH_DATA_DIR=str(workdir / "data"), **tool_env,
     )
     yield srv

@@ -302,11 +302,19 @@ def test_re_attaching_to_a_live_run_follows_it_to_the_end(client, server, script
     run = client.beta.threads.runs.create(thread_id=thread.id, assistant_id=assistant.id, stream=False)
     scripted.wait_for_gate(model_name)
     result: dict = {}
+    attached = threading.Event()
+
+    def follow(lines: list[str]) -> bool:
+        attached.set()  # the first line: the stream is open and replaying
+        return False
+
     reader = threading.Thread(
-        target=lambda: result.update(s=raw_stream(server.url, f"/threads/{thread.id}/runs/{run.id}/events", None))
+        target=lambda: result.update(
+            s=raw_stream(server.url, f"/threads/{thread.id}/runs/{run.id}/events", None, stop_after=follow)
+        )
     )
     reader.start()
-    time.sleep(0.3)
+    assert attached.wait(30)
     scripted.release(model_name)
     reader.join(30)
     stream = result["s"]
@@ -324,6 +332,14 @@ def test_event_stream_errors(client, server, scripted, model_name):
     assert r.status_code == 404 and r.json()["error"]["type"] == "invalid_request_error"
     r = httpx.get(f"{base}/{run.id}/events", headers={**BETA, "Last-Event-ID": "abc"})
     assert r.status_code == 400 and r.json()["error"]["param"] == "Last-Event-ID"
+    # Digits, but more than any event number has (and more than int() reads).
+    for huge in ("9" * 5000, "9" * 19):
+        r = httpx.get(f"{base}/{run.id}/events", headers={**BETA, "Last-Event-ID": huge})
+        assert r.status_code == 400
+        assert set(r.json()["error"]) == {"message", "type", "param", "code"}
+        assert r.json()["error"]["type"] == "invalid_request_error" and r.json()["error"]["param"] == "Last-Event-ID"
+    r = httpx.get(f"{base}/{run.id}/events?after={'9' * 30}", headers=BETA)
+    assert r.status_code == 400 and r.json()["error"]["type"] == "invalid_request_error"
     r = httpx.get(f"{base}/{run.id}/events?after=-1", headers=BETA)
     assert r.status_code == 400
     # Past the last event of a finished run: nothing more to say.

@@ -186,6 +186,28 @@ def test_raw_create_then_poll(client, scripted, model_name):
     assert retrieve(client, run) == done
 
 
+def test_metadata_set_while_a_run_is_in_progress_outlives_its_end(client, scripted, model_name):
+    """Metadata is the client's: set while the run works, it is kept when the run ends (the
+    execution's final write of the run does not put back the metadata it started with)."""
+    gate = f"{model_name}-held"
+    scripted.script(model_name, [{"content": "the answer", "gate": gate, "gate_after": 1}])
+    assistant = make_assistant(client, model_name)
+    thread = client.beta.threads.create(messages=[{"role": "user", "content": "q"}])
+    run = client.beta.threads.runs.create(thread_id=thread.id, assistant_id=assistant.id, metadata={"a": "1"})
+    try:
+        scripted.wait_for_gate(gate)
+        wait_for(lambda: retrieve(client, run).status == "in_progress")
+        modified = client.beta.threads.runs.update(run.id, thread_id=thread.id, metadata={"a": "1", "label": "x"})
+        assert modified.status == "in_progress" and modified.metadata == {"a": "1", "label": "x"}
+    finally:
+        scripted.release(gate)
+    done = client.beta.threads.runs.poll(run.id, thread_id=thread.id, poll_interval_ms=50)
+    assert done.status == "completed" and done.metadata == {"a": "1", "label": "x"}
+    assert retrieve(client, run).metadata == {"a": "1", "label": "x"}
+    listed = client.beta.threads.runs.list(thread_id=thread.id)
+    assert listed.data[0].metadata == {"a": "1", "label": "x"}
+
+
 def test_runs_list_retrieve_modify_and_paginate(client, scripted, model_name):
     assistant = make_assistant(client, model_name)
     thread = client.beta.threads.create(messages=[{"role": "user", "content": "count"}])
@@ -678,18 +700,17 @@ def test_thread_is_locked_while_a_run_is_active(client, scripted, model_name):
 
 
 def test_cancel_during_slow_model_call(client, scripted, model_name):
-    scripted.script(model_name, [{"content": "too late", "delay": 5}])
+    # The model answers only when released, which it never is: the cancel cannot wait for it.
+    scripted.script(model_name, [{"content": "too late", "gate": model_name}])
     assistant = make_assistant(client, model_name)
     thread = client.beta.threads.create(messages=[{"role": "user", "content": "q"}])
     run = client.beta.threads.runs.create(thread_id=thread.id, assistant_id=assistant.id)
-    wait_for(lambda: scripted.requests(model_name))  # the model call is in flight
+    scripted.wait_for_gate(model_name)  # the model call is in flight
     assert retrieve(client, run).status == "in_progress"
 
-    started = time.monotonic()
     cancelling = client.beta.threads.runs.cancel(run.id, thread_id=thread.id)
     assert cancelling.status == "cancelling"
-    cancelled = wait_status(client, run, "cancelled", timeout=4)
-    assert time.monotonic() - started < 4  # well before the model's 5 s answer
+    cancelled = wait_status(client, run, "cancelled")
     assert cancelled.cancelled_at is not None and cancelled.completed_at is None
     assert cancelled.required_action is None
     assert all(s.status != "in_progress" for s in all_steps(client, run))
@@ -702,7 +723,8 @@ def test_cancel_during_slow_model_call(client, scripted, model_name):
 
 def test_cancel_while_streaming_closes_open_step_and_message(client, scripted, model_name):
     words = " ".join(f"w{i}" for i in range(40))
-    scripted.script(model_name, [{"content": words, "chunk_size": 4, "chunk_delay": 0.25}])
+    # The answer stops after a few pieces and goes on only when released, which it never is.
+    scripted.script(model_name, [{"content": words, "chunk_size": 4, "gate": model_name, "gate_after": 5}])
     assistant = make_assistant(client, model_name)
     thread = client.beta.threads.create(messages=[{"role": "user", "content": "q"}])
     run = client.beta.threads.runs.create(thread_id=thread.id, assistant_id=assistant.id)
@@ -711,10 +733,8 @@ def test_cancel_while_streaming_closes_open_step_and_message(client, scripted, m
     message = client.beta.threads.messages.retrieve(step.step_details.message_creation.message_id, thread_id=thread.id)
     assert message.status == "in_progress"
 
-    started = time.monotonic()
     assert client.beta.threads.runs.cancel(run.id, thread_id=thread.id).status == "cancelling"
-    cancelled = wait_status(client, run, "cancelled", timeout=5)
-    assert time.monotonic() - started < 5
+    cancelled = wait_status(client, run, "cancelled")
     assert cancelled.cancelled_at is not None
 
     (step,) = all_steps(client, run)
@@ -746,9 +766,11 @@ def test_cancel_while_requires_action(client, scripted, model_name):
         client.beta.threads.runs.submit_tool_outputs(
             run.id, thread_id=thread.id, tool_outputs=[{"tool_call_id": "call_weather", "output": "x"}]
         )
-    time.sleep(0.3)
+    # The refused submission resumed nothing: the thread's next run is the only one the model hears from.
+    after = client.beta.threads.runs.create_and_poll(thread_id=thread.id, assistant_id=assistant.id)
+    assert after.status == "completed"
     assert retrieve(client, run).status == "cancelled"
-    assert len(scripted.requests(model_name)) == 1
+    assert len(scripted.requests(model_name)) == 2
 
 
 def test_cancel_during_the_model_call_after_tool_outputs(client, scripted, model_name):
@@ -756,7 +778,7 @@ def test_cancel_during_the_model_call_after_tool_outputs(client, scripted, model
         model_name,
         [
             {"tool_calls": [{"id": "call_one", "name": "get_weather", "arguments": {"city": "Oslo"}}]},
-            {"content": "never shown", "delay": 5},
+            {"content": "never shown", "gate": model_name},
         ],
     )
     assistant = make_assistant(client, model_name, tools=[WEATHER_TOOL])
@@ -765,12 +787,10 @@ def test_cancel_during_the_model_call_after_tool_outputs(client, scripted, model
     client.beta.threads.runs.submit_tool_outputs(
         run.id, thread_id=thread.id, tool_outputs=[{"tool_call_id": "call_one", "output": "cold"}]
     )
-    wait_for(lambda: len(scripted.requests(model_name)) == 2)
+    scripted.wait_for_gate(model_name)  # the model call after the outputs is in flight, and never answers
 
-    started = time.monotonic()
     assert client.beta.threads.runs.cancel(run.id, thread_id=thread.id).status == "cancelling"
-    cancelled = wait_status(client, run, "cancelled", timeout=4)
-    assert time.monotonic() - started < 4
+    cancelled = wait_status(client, run, "cancelled")
     assert cancelled.cancelled_at is not None
     (step,) = all_steps(client, run)
     assert step.type == "tool_calls" and step.status == "completed"  # closed by the submission
@@ -968,12 +988,13 @@ def test_unknown_assistant_and_thread(client, model_name):
 
 def test_poll_helper_gets_are_answered_when_the_run_settles(server, scripted, model_name):
     """The SDK's poll helpers say so in a header; their GET of an active run waits (up to
-    ASSISTGRAPH_POLL_HOLD_MS) for completion or requires_action instead of answering every 25 ms."""
-    gets: list[float] = []
+    ASSISTGRAPH_POLL_HOLD_MS) for completion or requires_action instead of answering every 25 ms.
+    (How soon after the run settles a held GET answers is measured in bench/runs.py.)"""
+    gets: list[str] = []
 
     def count(request):
         if request.method == "GET" and "/runs/" in request.url.path:
-            gets.append(time.monotonic())
+            gets.append(request.url.path)
 
     http = httpx.Client(event_hooks={"request": [count]})
     client = openai.OpenAI(
@@ -988,23 +1009,20 @@ def test_poll_helper_gets_are_answered_when_the_run_settles(server, scripted, mo
     )
     thread = client.beta.threads.create(messages=[{"role": "user", "content": "hi"}])
 
-    started = time.monotonic()
     run = client.beta.threads.runs.create_and_poll(thread_id=thread.id, assistant_id=assistant.id)
     assert run.status == "completed"
     assert len(gets) <= 2  # polling every 25 ms would have taken ~40
-    assert time.monotonic() - started < 1.8
 
     gets.clear()
     run = client.beta.threads.runs.create_and_poll(thread_id=thread.id, assistant_id=assistant.id)
     assert run.status == "requires_action" and len(gets) <= 2
 
-    # Any other GET answers at once, whatever the run's state.
+    # Any other GET answers at once, whatever the run's state: held, it would have seen the run
+    # complete (the model answers well within the hold).
     scripted.script(model_name, [{"content": "later", "delay": 1.5}])
     client.beta.threads.runs.cancel(run.id, thread_id=thread.id)
     run = client.beta.threads.runs.create(thread_id=thread.id, assistant_id=assistant.id)
-    t0 = time.monotonic()
     assert client.beta.threads.runs.retrieve(run.id, thread_id=thread.id).status in ("queued", "in_progress")
-    assert time.monotonic() - t0 < 0.5
     # A custom poll interval bounds the wait.
     gets.clear()
     run = client.beta.threads.runs.poll(run.id, thread_id=thread.id, poll_interval_ms=100)

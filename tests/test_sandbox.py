@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import fcntl
 import io
 import os
@@ -29,12 +30,14 @@ from tools.code_interpreter import (
     CodeInterpreterConfig,
     CodeInterpreterTool,
     FileNotInSession,
+    FileTooLarge,
     InMemoryKernelIdMapping,
     InvalidFileName,
     SandboxUnavailable,
     UnavailableStore,
     open_session_store,
 )
+from tools.code_interpreter.jail import unmount_under
 from tools.code_interpreter.local import LocalSessionStore
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -48,6 +51,7 @@ CONFIG = CodeInterpreterConfig(
     max_processes=48,
     max_file_mb=8,
     tmp_mb=32,
+    data_mb=16,
 )
 
 
@@ -116,6 +120,22 @@ async def test_matplotlib_figure_becomes_a_png(store):
     assert "<Figure" not in result.logs
 
 
+@pytest.mark.parametrize(
+    ("code", "figures"),
+    [
+        ("import matplotlib\nmatplotlib.use('Agg')\nimport matplotlib.pyplot as plt\nplt.plot([1, 2])\nplt.show()", 1),
+        ("import matplotlib\nmatplotlib.use('Agg')\nimport matplotlib.pyplot as plt\nplt.figure(); plt.plot([1, 2])\nplt.figure(); plt.bar([1], [2]); None", 2),
+    ],
+    ids=["shown", "never shown"],
+)
+async def test_figures_of_a_non_interactive_backend_become_pngs_at_the_end_of_the_cell(store, code, figures):
+    result = await run(store, "agg", code)
+    assert result.error is None and result.logs == "", result.logs  # no "cannot be shown" warning
+    assert len(result.images) == figures and all(i.data.startswith(b"\x89PNG") for i in result.images)
+    assert (await run(store, "agg", "print('next')")).images == []  # shown once, then closed
+    assert (await run(store, "agg", "[n for n in dir() if n.startswith('__ag')]")).logs == "[]"
+
+
 async def test_display_of_an_image(store):
     import matplotlib
 
@@ -143,6 +163,40 @@ async def test_output_is_capped_with_head_and_tail(store):
     assert result.logs.startswith("A" * 900) and result.logs.endswith("Z" * 900)
     assert "middle" not in result.logs and len(result.logs) < 2200
     assert any("characters in the middle were cut" in note for note in result.notes)
+
+
+async def test_nul_bytes_and_binary_output_come_back_as_readable_text(store):
+    result = await run(
+        store,
+        "binary",
+        r"""
+        import os
+        print('a\x00b')
+        os.write(1, b'raw \xff\xfe \x00 end\n')
+        print(bytes(range(256)).decode('latin-1'))
+        open(bytes([0x72, 0xff]).decode('utf-8', 'surrogateescape'), 'w').write('x')
+        """,
+    )
+    assert result.error is None
+    assert "\x00" not in result.logs and all(not 0xD800 <= ord(c) <= 0xDFFF for c in result.logs)
+    assert result.logs.startswith("a\\x00b") and "end" in result.logs
+    saved = SavedFiles()
+    tool = CodeInterpreterTool(session=lambda: store.session("binary"), save_output=saved)
+    content, artifact = await tool._arun("print('\\0'.join(['x', 'y'])); _ = open(b'w\\xfe'.decode('utf-8', 'surrogateescape'), 'w').write('1')")
+    assert content.startswith("x\\x00y") and "sandbox:/mnt/data/w\\xfe" in content
+    assert set(artifact["files"]) == {"/mnt/data/w\\xfe"} and artifact["outputs"][0]["logs"] == "x\\x00y"
+    content.encode("utf-8")  # strict: no lone surrogates left
+
+
+async def test_a_session_whose_kernel_cannot_be_read_is_restarted_and_works_again(store):
+    """Code that breaks the kernel's messages (here: signing them with a forged key, as a fork bomb's
+    children or a flood of output can garble them) gets a restarted kernel, not an error for good."""
+    await run(store, "garbled", "x = 1")
+    broken = await run(store, "garbled", "get_ipython().kernel.session.key = b'forged'\nprint('lost')")
+    assert broken.kernel_restarted and broken.tool_failure == "ValueError"
+    assert any("sandbox failed while running this code" in note for note in broken.notes)
+    again = await run(store, "garbled", "'x' in dir()")
+    assert again.logs == "False" and not again.kernel_restarted
 
 
 async def test_timeout_interrupts_and_the_session_survives(store):
@@ -230,6 +284,38 @@ async def test_files_in_and_out(store):
     assert {f.name for f in await session.list_files()} == {"in/data.csv", "out.csv", "notes.txt"}
     # Unchanged files are not reported again.
     assert (await session.execute("1")).files == []
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="/mnt/data is a size-limited tmpfs only for a server running as root")
+async def test_mnt_data_has_a_size_limit_per_session(store):
+    """Writes past the session's /mnt/data budget fail with ENOSPC inside the sandbox; the host side
+    never holds more than the budget, and the session works on once files are removed."""
+    result = await run(
+        store,
+        "disk",
+        """
+        import errno
+        written = 0
+        try:
+            for i in range(10):
+                with open(f'block{i}', 'wb') as f:
+                    for _ in range(6):
+                        f.write(b'x' * 1024 * 1024)
+                        written += 1
+        except OSError as exc:
+            print('stopped after', written, 'MB:', errno.errorcode[exc.errno])
+        """,
+    )
+    assert result.logs.startswith("stopped after") and result.logs.endswith("ENOSPC"), result.logs
+    assert int(result.logs.split()[2]) <= CONFIG.data_mb
+    session = await store.session("disk")
+    assert sum(f.size for f in await session.list_files()) <= CONFIG.data_mb * 1024 * 1024
+    with pytest.raises(FileTooLarge, match="full"):
+        await session.put_file("more.bin", b"y" * 4 * 1024 * 1024)
+    assert "more.bin" not in {f.name for f in await session.list_files()}
+    cleared = await run(store, "disk", "import glob, os\nfor name in glob.glob('block*'): os.remove(name)\nopen('small.txt', 'w').write('ok')")
+    assert cleared.error is None
+    assert await session.read_file("small.txt") == b"ok"
 
 
 async def test_file_names_and_sizes_are_guarded(store):
@@ -384,6 +470,109 @@ async def test_fork_bomb_is_capped_and_the_host_is_fine(store):
     assert subprocess.run(["true"]).returncode == 0
 
 
+async def test_background_shell_commands_leave_no_zombie(store):
+    """The jail's PID 1 is an init that reaps orphans: 70 background shell commands (each an orphan
+    once its shell exits) leave no zombie holding one of the session's process slots."""
+    result = await run(
+        store,
+        "zombies",
+        """
+        import os, time
+        # Each `(sleep &)` is an orphan as soon as its subshell exits.
+        os.system('for i in $(seq 70); do (sleep 0.001 &); done')
+        time.sleep(0.5)
+        states = []
+        for pid in filter(str.isdigit, os.listdir('/proc')):
+            try:
+                states.append(open(f'/proc/{pid}/stat').read().rsplit(')', 1)[1].split()[0])
+            except OSError:
+                pass
+        print(states.count('Z'), 'zombies;', 'init', open('/proc/1/cmdline').read().split(chr(0))[0].rsplit('/', 1)[-1])
+        """,
+    )
+    assert result.error is None and "Cannot fork" not in result.logs, result.logs
+    assert result.logs == "0 zombies; init dumb-init"
+
+
+async def test_a_sessions_processes_share_one_memory_budget(server_secrets):
+    """Three children that each fit the per-process limit but together exceed the session's budget:
+    the session's cgroup stops them, and other sessions and this server are unaffected."""
+    config = dataclasses.replace(CONFIG, memory_mb=768, execution_timeout=30.0)
+    store = await open_session_store(config)
+    try:
+        if store.limits == "rlimits":
+            pytest.skip("this host delegates no cgroups: memory is limited per process only")
+        result = await run(
+            store,
+            "memory-children",
+            """
+            import subprocess, sys
+            child = "b = bytearray(300 * 1024 * 1024); import time; time.sleep(1); print('held')"
+            procs = [subprocess.Popen([sys.executable, '-c', child], stdout=subprocess.PIPE) for _ in range(3)]
+            print(sum(p.communicate()[0] == b'held\\n' for p in procs), 'of 3 held')
+            """,
+        )
+        if not result.kernel_died:  # the kernel itself may be the process the budget's OOM kill picks
+            assert result.logs.endswith("of 3 held") and int(result.logs.split()[0]) < 3, result.logs
+        assert (await run(store, "memory-children", "1 + 1")).logs == "2"
+        assert (await run(store, "memory-neighbour", "len(bytearray(100 * 1024 * 1024))")).logs == str(100 * 1024 * 1024)
+        assert subprocess.run(["true"]).returncode == 0
+    finally:
+        await store.aclose()
+
+
+async def test_cgroups_of_killed_jails_are_swept(store):
+    """An nsjail killed outright (a server killed with its jails, an OOM kill) leaves its jail's cgroup
+    behind; the store's periodic sweep removes it once its processes are gone."""
+    if store.limits == "rlimits":
+        pytest.skip("this host delegates no cgroups")
+    budget = store.jail.budget
+    parents = [Path(mount, parent) for _, mount, parent in budget.v1] or [Path(budget.v2_parent)]
+
+    def leftovers() -> list[Path]:
+        return [d for p in parents for d in p.glob("NSJAIL.*") if not Path(f"/proc/{d.name.split('.')[1]}").exists()]
+
+    session = await store.session("sweep")
+    await session.execute("1")
+    (nsjail,) = [pid for pid in _jail_processes(str(session.paths.root)) if b"nsjail" in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0]]
+    os.kill(nsjail, signal.SIGKILL)
+    assert (await session.execute("1 + 1")).kernel_restarted  # a new jail
+    assert leftovers()
+    deadline = time.monotonic() + 20
+    while leftovers() and time.monotonic() < deadline:
+        await store.reap_idle()
+        await asyncio.sleep(0.2)
+    assert leftovers() == []
+
+
+async def test_a_fork_bombs_leftovers_never_stop_another_session_forking(store):
+    bomb = await run(
+        store,
+        "bomb",
+        """
+        import os, time
+        count = 0
+        try:
+            while True:
+                if os.fork() == 0:
+                    time.sleep(60)
+                    os._exit(0)
+                count += 1
+        except OSError:
+            print('forked', count)
+        """,
+    )
+    assert bomb.logs.startswith("forked") and int(bomb.logs.split()[1]) < CONFIG.max_processes
+    other = await run(store, "bomb-neighbour", "import subprocess\nsubprocess.run(['true']).returncode")
+    assert other.logs == "0"
+    assert (await run(store, "bomb", "'alive'")).logs == "'alive'"
+    # A flood of output on top of the fork bomb's leftovers: cut, and the session still answers.
+    flood = await run(store, "bomb", "print('x' * 20_000_000)")
+    assert flood.omitted_chars or flood.kernel_restarted
+    assert (await run(store, "bomb", "'still alive'")).logs == "'still alive'"
+    await store.stop("bomb")  # its sleeping children go with the jail
+
+
 # --- availability and process hygiene --------------------------------------------------------------
 
 
@@ -438,29 +627,31 @@ async def test_shutdown_stops_every_kernel(server_secrets):
     assert not store.base.exists()
 
 
+async def _other_server(tmp_path: Path, sessions_dir: Path, then: str) -> asyncio.subprocess.Process:
+    """Another process with a store of its own in `sessions_dir`: runs `then` (with `store` open),
+    printing what the test reads, and waits to be killed."""
+    body = textwrap.indent(then, " " * 8)
+    script = tmp_path / "server.py"
+    script.write_text(
+        "import asyncio, sys\n"
+        f"sys.path.insert(0, {str(ROOT)!r})\n"
+        "from tools.code_interpreter import CodeInterpreterConfig, open_session_store\n\n"
+        "async def main():\n"
+        f"        store = await open_session_store(CodeInterpreterConfig(sessions_dir={str(sessions_dir)!r}))\n"
+        f"{body}\n"
+        "        await asyncio.sleep(120)\n\n"
+        "asyncio.run(main())\n"
+    )
+    return await asyncio.create_subprocess_exec(
+        sys.executable, str(script), stdout=asyncio.subprocess.PIPE, env={"PATH": os.environ["PATH"]}
+    )
+
+
 async def test_kernels_die_with_a_killed_server(tmp_path):
     # Unix socket paths are short (107 bytes): pytest's tmp_path is too deep to hold the sessions.
     sessions_dir = Path(tempfile.mkdtemp(prefix="ag-test-"))
-    script = tmp_path / "server.py"
-    script.write_text(
-        textwrap.dedent(
-            f"""
-            import asyncio, sys
-            sys.path.insert(0, {str(ROOT)!r})
-            from tools.code_interpreter import CodeInterpreterConfig, open_session_store
-
-            async def main():
-                store = await open_session_store(CodeInterpreterConfig(sessions_dir={str(sessions_dir)!r}))
-                await (await store.session("k")).execute("1")
-                print(store.base, flush=True)
-                await asyncio.sleep(120)
-
-            asyncio.run(main())
-            """
-        )
-    )
-    server = await asyncio.create_subprocess_exec(
-        sys.executable, str(script), stdout=asyncio.subprocess.PIPE, env={"PATH": os.environ["PATH"]}
+    server = await _other_server(
+        tmp_path, sessions_dir, 'await (await store.session("k")).execute("1")\nprint(store.base, flush=True)'
     )
     base = (await asyncio.wait_for(server.stdout.readline(), 60)).decode().strip()
     assert base and len(_jail_processes(base)) >= 2
@@ -685,13 +876,20 @@ async def test_gateway_replaces_a_vanished_kernel_and_says_so(gateway):
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="host uids are leased only by a server running as root")
-async def test_two_servers_never_run_sandboxes_as_the_same_uid():
-    """Two stores (as two servers, or two `--workers` processes, on one machine) lease distinct
-    host uids, and a stopped session's uid comes free for the next one."""
-    first, second = await open_session_store(CONFIG), await open_session_store(CONFIG)
+async def test_two_servers_never_run_sandboxes_as_the_same_uid(tmp_path):
+    """Two servers on one machine with different sessions (and data) directories lease distinct host
+    uids from one machine-wide pool, and a stopped session's uid comes free for the next one."""
+    other_dir, own_dir = Path(tempfile.mkdtemp(prefix="ag-other-")), Path(tempfile.mkdtemp(prefix="ag-own-"))
+    other = await _other_server(
+        tmp_path, other_dir, 'session = await store.session("theirs")\nprint((await session.execute("import os\\nos.getuid()")).logs, flush=True)'
+    )
+    first = second = None
     try:
+        their_uid = int((await asyncio.wait_for(other.stdout.readline(), 60)).decode())
+        first = await open_session_store(dataclasses.replace(CONFIG, sessions_dir=own_dir))
+        second = await open_session_store(CONFIG)
         a, b = await first.session("a"), await second.session("b")
-        assert a.identity.uid != b.identity.uid
+        assert len({a.identity.uid, b.identity.uid, their_uid}) == 3
         uid_of = "import os\nos.getuid()"
         assert (await a.execute(uid_of)).logs == str(a.identity.uid)
         assert (await b.execute(uid_of)).logs == str(b.identity.uid)
@@ -702,5 +900,11 @@ async def test_two_servers_never_run_sandboxes_as_the_same_uid():
             await first.stop("a")
             fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)  # free again
     finally:
-        await first.aclose()
-        await second.aclose()
+        other.send_signal(signal.SIGKILL)
+        await other.wait()
+        for store in (first, second):
+            if store is not None:
+                await store.aclose()
+        for directory in (other_dir, own_dir):
+            unmount_under(directory)  # the killed server's /mnt/data tmpfs
+            shutil.rmtree(directory, ignore_errors=True)

@@ -33,7 +33,7 @@ from openai.types.beta.threads import Run
 from openai.types.beta.threads.runs import RunStep
 from typing_extensions import override
 
-from api.runs.events import decode_notification
+from api.runs.notify import decode
 from tests.conftest import sdk, wait_for
 
 BETA = {"OpenAI-Beta": "assistants=v2"}
@@ -867,6 +867,23 @@ def test_raw_events_validate_strictly(client, server, scripted, model_name):
     assert texts[0]["annotations"] == [] and all("annotations" not in t for t in texts[1:])
 
 
+def test_streams_end_their_lines_with_lf_only(client, server, scripted, model_name):
+    """As OpenAI's: every line of an Assistants stream ends with LF, from the first event to `done`
+    (a stream and its re-attach alike)."""
+    scripted.script(model_name, [{"content": "Line endings, please."}])
+    assistant = client.beta.assistants.create(model=model_name)
+    thread = client.beta.threads.create(messages=[{"role": "user", "content": "x"}])
+    body = {"assistant_id": assistant.id, "stream": True}
+    with httpx.stream("POST", f"{server.url}/threads/{thread.id}/runs", json=body, headers=BETA, timeout=30) as r:
+        raw = r.read()
+    assert b"event: thread.run.completed\n" in raw and raw.endswith(b"data: [DONE]\n\n")
+    assert b"\r" not in raw
+    run_id = json.loads(raw.split(b"data: ", 1)[1].split(b"\n", 1)[0])["id"]
+    with httpx.stream("GET", f"{server.url}/threads/{thread.id}/runs/{run_id}/events", headers=BETA, timeout=30) as r:
+        again = r.read()
+    assert b"event: thread.run.completed\n" in again and b"\r" not in again
+
+
 def test_empty_answer_is_an_empty_message(client, server, scripted, model_name):
     assistant, thread = text_setup(client, scripted, model_name, [{"content": ""}])
     stream = run_stream(server.url, thread.id, assistant.id)
@@ -1288,14 +1305,14 @@ def test_immediate_submit_while_executor_finishes(client, server, scripted, mode
             run = client.beta.threads.runs.create(thread_id=thread.id, assistant_id=assistant.id)
             step_id = calls = None
             for note in listen.notifies(timeout=10):
-                run_id, events = decode_notification(note.payload)
+                run_id, events = decode(note.payload)
                 if run_id != run.id:
                     continue
-                for _, name, data in events:
-                    if name == "thread.run.step.created":
-                        step_id = json.loads(data)["id"]
-                    if name == "thread.run.requires_action":
-                        calls = json.loads(data)["required_action"]["submit_tool_outputs"]["tool_calls"]
+                for event in events:
+                    if event.name == "thread.run.step.created":
+                        step_id = event.data.value["id"]
+                    if event.name == "thread.run.requires_action":
+                        calls = event.data.value["required_action"]["submit_tool_outputs"]["tool_calls"]
                 if calls:
                     break
             assert step_id and calls

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import threading
-import time
-
 import httpx
 import openai
 import pytest
@@ -251,18 +248,23 @@ def test_tenant_a_objects_are_untouched_and_listings_are_scoped(auth_server, ten
 def test_revoking_a_key_ends_its_streams(auth_server, scripted, model_name):
     key = new_key(auth_server)
     client = as_key(auth_server, key)
-    scripted.script(model_name, [{"content": "word " * 400, "chunk_size": 5, "chunk_delay": 0.02}])
+    answer = "word " * 400
+    # The answer stops after a few pieces and goes on only once the stream has ended.
+    scripted.script(model_name, [{"content": answer, "chunk_size": 5, "gate": model_name, "gate_after": 10}])
     assistant = client.beta.assistants.create(model=model_name)
     thread = client.beta.threads.create(messages=[{"role": "user", "content": "talk"}])
     deltas = []
-    revoker = threading.Timer(0.8, lambda: admin(auth_server, "DELETE", f"/{key['id']}"))
-    started = time.time()
-    with pytest.raises(openai.APIError):
-        with client.beta.threads.runs.stream(thread_id=thread.id, assistant_id=assistant.id) as stream:
-            revoker.start()
-            for text in stream.text_deltas:
-                deltas.append(text)
-    assert deltas and time.time() - started < 5  # the answer takes ~8 s; the stream ended early
+    try:
+        with pytest.raises(openai.APIError):
+            with client.beta.threads.runs.stream(thread_id=thread.id, assistant_id=assistant.id) as stream:
+                for text in stream.text_deltas:
+                    if not deltas:
+                        scripted.wait_for_gate(model_name)
+                        admin(auth_server, "DELETE", f"/{key['id']}")
+                    deltas.append(text)
+    finally:
+        scripted.release(model_name)
+    assert deltas and "".join(deltas) != answer  # the stream ended while the answer was held
     with pytest.raises(openai.AuthenticationError):
         client.beta.assistants.list()
 

@@ -576,7 +576,12 @@ def test_cancel_batch_and_background_ingestion(no_worker, scripted, workdir):
     assert counts(batch) == {"in_progress": 3, "completed": 0, "failed": 0, "cancelled": 0, "total": 3}
     single = client.vector_stores.files.create(vector_store_id=store.id, file_id=files[3].id)
     assert single.status == "in_progress"
-    time.sleep(1.0)  # no worker: nothing is ingested in the request or behind it
+    # No worker: nothing was ingested in the request, and the four jobs wait in the queue.
+    with psycopg.connect(url, autocommit=True) as conn:
+        waiting = conn.execute(
+            "SELECT count(*) FROM procrastinate_jobs WHERE task_name = %s AND status = 'todo'", (vector_stores.INGEST_FILE,)
+        ).fetchone()[0]
+    assert waiting == 4
     assert client.vector_stores.retrieve(store.id).status == "in_progress"
     assert counts(client.vector_stores.retrieve(store.id))["in_progress"] == 4
 

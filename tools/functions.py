@@ -37,3 +37,16 @@ def function_names(tools: list[dict[str, Any]], *, with_builtin: bool = False) -
     return {
         t["function"]["name"] for t in tools if is_client_function(t) or (with_builtin and t.get("type") == "function")
     }
+
+
+def unique_name(name: str, taken: set[str], limit: int = 64) -> str:
+    """`name`, or else `name` cut to fit a suffix `_2`, `_3`, ... that `taken` does not hold yet;
+    the name chosen joins `taken`. Function names are unique within a request (and at most 64
+    characters long)."""
+    chosen, n = name, 2
+    while chosen in taken:
+        suffix = f"_{n}"
+        chosen = name[: limit - len(suffix)] + suffix
+        n += 1
+    taken.add(chosen)
+    return chosen

@@ -7,8 +7,8 @@ from typing import Any
 from api.contract import schemas
 from api.contract.ids import new_id, now
 
-ACTIVE_RUN_STATUSES = ("queued", "in_progress", "requires_action", "cancelling")
-TERMINAL_RUN_STATUSES = ("completed", "incomplete", "failed", "cancelled", "expired")
+from api.contract.run_status import ACTIVE as ACTIVE_RUN_STATUSES  # noqa: F401 (the name other modules import)
+from api.contract.run_status import TERMINAL as TERMINAL_RUN_STATUSES  # noqa: F401
 
 
 def dump(model: Any) -> Any:

@@ -36,6 +36,18 @@ def check_metadata(value: dict[str, str] | None) -> dict[str, str] | None:
     return value
 
 
+def refuse_null(expected: str):
+    """A check for a field a modify request may leave out but, when it gives it, must give a value
+    (pydantic runs field validators only on fields given)."""
+
+    def check(value: Any) -> Any:
+        if value is None:
+            raise ValueError(f"expected {expected}, not null")
+        return value
+
+    return check
+
+
 Metadata = Annotated[dict[str, str] | None, Field(default=None)]
 
 

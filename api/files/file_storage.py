@@ -1,29 +1,26 @@
-"""Where uploaded files' bytes live, and how an upload gets there.
+"""How an upload gets to the file store (`api.files.file_store`), and what a stored file is called.
 
-Bytes live at `<data_dir>/files/<tenant>/<file id>`; the `files` row keeps that path relative to
-`data_dir` (`storage_path`), so a moved data directory keeps working. Every process that reads the
-bytes (API, and any worker that ingests files) must see the same `data_dir`.
+Bytes live under the key `files/<tenant>/<file id>` of the store (the local data directory, or a
+bucket); the `files` row keeps that key (`storage_path`).
 
 Uploads are parsed with python-multipart's streaming `MultipartParser`, fed chunk by chunk from
 `request.stream()`, not with Starlette's `request.form()` / `UploadFile`: that spools the whole part
 to a temporary file before the endpoint sees anything, so the 512 MB cap could only be checked after
 a 512 MB+ upload had been written in full, and the bytes would then be copied a second time to their
-final place. Here the file part is written straight to its final path in 1 MiB batches (each write
-in a worker thread, so the event loop never blocks on disk), its size is counted while it arrives,
-and an upload that crosses the cap is cut off at that point and its partial file removed. At most
-one batch plus one network chunk is ever held in memory.
+final place. Here the file part goes straight to the store in batches of the store's part size
+(1 MiB writes to a local file, each in a worker thread; 8 MiB parts of an S3 multipart upload), its
+size is counted while it arrives, and an upload that crosses the cap is cut off at that point and
+what was written is dropped. At most one batch plus one network chunk is ever held in memory.
 """
 
 from __future__ import annotations
 
 import hashlib
 import mimetypes
-import os
 import re
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
 from urllib.parse import unquote
 
 import anyio
@@ -33,6 +30,7 @@ from starlette.requests import ClientDisconnect, Request
 
 from api.contract.errors import InvalidRequest
 from api.contract.text import text_problem
+from api.files.file_store import FileStore, PartWriter
 
 MAX_FILE_BYTES = 512 * 1024 * 1024
 # Room a body may take beyond the file itself (boundaries, part headers, the small fields) before a
@@ -42,8 +40,6 @@ MAX_FIELD_BYTES = 16 * 1024
 MAX_HEADER_BYTES = 16 * 1024  # all of one part's headers
 MAX_PREAMBLE_BYTES = 64 * 1024
 MAX_PARTS = 32
-WRITE_BATCH_BYTES = 1024 * 1024
-READ_CHUNK_BYTES = 256 * 1024
 
 FILE_FIELD = "file"
 _SAFE_DIR = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -60,49 +56,23 @@ def _tenant_dir(tenant: str) -> str:
 
 
 def storage_path(tenant: str, file_id: str) -> str:
-    """The path stored in `files.storage_path` (relative to `data_dir`)."""
+    """The key stored in `files.storage_path` (relative to the store)."""
     return f"files/{_tenant_dir(tenant)}/{file_id}"
 
 
 def local_path(data_dir: Path, stored: str) -> Path:
-    """The file on disk for a `files.storage_path` value."""
+    """The file on disk for a `files.storage_path` value of the local store."""
     return Path(data_dir) / stored
 
 
-async def remove(data_dir: Path, stored: str) -> None:
-    """Delete the bytes (gone already is fine). Shielded, so a cancelled request still cleans up."""
-    with anyio.CancelScope(shield=True):
-        await anyio.to_thread.run_sync(lambda: local_path(data_dir, stored).unlink(missing_ok=True))
+async def read_bytes(data_dir: Path, stored: str) -> bytes:
+    """All of a file's bytes from the local store (FileNotFoundError when they are gone); code that
+    has the settings reads through `file_store.store_for(settings)`, which also reaches S3."""
+    return await anyio.to_thread.run_sync(local_path(data_dir, stored).read_bytes)
 
 
 def media_type(filename: str) -> str:
     return mimetypes.guess_type(filename)[0] or "application/octet-stream"
-
-
-async def open_for_reading(data_dir: Path, stored: str) -> tuple[BinaryIO, int]:
-    """An open handle and the size. Holding the handle keeps the bytes readable even if the file is
-    deleted meanwhile. Raises FileNotFoundError when the bytes are gone."""
-
-    def _open() -> tuple[BinaryIO, int]:
-        handle = open(local_path(data_dir, stored), "rb")  # noqa: SIM115 - closed by iter_chunks
-        return handle, os.fstat(handle.fileno()).st_size
-
-    return await anyio.to_thread.run_sync(_open)
-
-
-async def read_bytes(data_dir: Path, stored: str) -> bytes:
-    """All of a stored file's bytes, read in a worker thread (FileNotFoundError when they are gone)."""
-    return await anyio.to_thread.run_sync(local_path(data_dir, stored).read_bytes)
-
-
-async def iter_chunks(handle: BinaryIO) -> AsyncIterator[bytes]:
-    """The file's bytes in chunks, each read in a worker thread; closes the handle at the end."""
-    try:
-        while chunk := await anyio.to_thread.run_sync(handle.read, READ_CHUNK_BYTES):
-            yield chunk
-    finally:
-        with anyio.CancelScope(shield=True):
-            await anyio.to_thread.run_sync(handle.close)
 
 
 # --- receiving an upload -----------------------------------------------------------------------
@@ -127,56 +97,31 @@ class Upload:
 
 
 class _FileSink:
-    """The file part, written to its final path in batches, each write in a worker thread."""
+    """The file part, written to the store in batches of the store's part size."""
 
-    def __init__(self, path: Path):
-        self.path = path
-        self.handle: BinaryIO | None = None
+    def __init__(self, writer: PartWriter):
+        self.writer: PartWriter | None = writer
         self.pending = bytearray()
         self.size = 0
-
-    async def open(self) -> None:
-        def _open() -> BinaryIO:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            return open(self.path, "xb")  # noqa: SIM115 - closed by finish/discard
-
-        self.handle = await anyio.to_thread.run_sync(_open)
 
     async def write(self, data: bytes) -> None:
         self.size += len(data)
         if self.size > MAX_FILE_BYTES:
             raise too_large()
         self.pending += data
-        if len(self.pending) >= WRITE_BATCH_BYTES:
-            await self._flush()
-
-    async def _flush(self) -> None:
-        if self.pending and self.handle is not None:
+        if len(self.pending) >= self.writer.part_bytes:
             batch, self.pending = self.pending, bytearray()
-            await anyio.to_thread.run_sync(self.handle.write, batch)
+            await self.writer.write(bytes(batch))
 
     async def finish(self) -> None:
-        await self._flush()
-        handle = self.handle
-
-        def _close() -> None:
-            handle.flush()
-            os.fsync(handle.fileno())
-            handle.close()
-
-        await anyio.to_thread.run_sync(_close)
-        self.handle = None
+        last, self.pending = self.pending, bytearray()
+        await self.writer.finish(bytes(last))
+        self.writer = None
 
     async def discard(self) -> None:
-        handle, self.handle = self.handle, None
-
-        def _discard() -> None:
-            if handle is not None:
-                handle.close()
-            self.path.unlink(missing_ok=True)
-
-        with anyio.CancelScope(shield=True):
-            await anyio.to_thread.run_sync(_discard)
+        writer, self.writer = self.writer, None
+        if writer is not None:
+            await writer.discard()
 
 
 _PARAM = re.compile(r';\s*([^\s=;]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^;]*)')
@@ -294,11 +239,12 @@ def check_content_length(request: Request) -> None:
 
 
 async def receive_upload(
-    request: Request, destination: Path, on_field: Callable[[str, str], None]
+    request: Request, store: FileStore, stored: str, on_field: Callable[[str, str], None]
 ) -> Upload:
-    """Read a multipart/form-data upload: the `file` part goes to `destination`, the other (small)
-    fields are returned, each passed to `on_field` as soon as it is complete so a bad one stops the
-    upload early. On any error the partial file is removed; on success the caller owns it."""
+    """Read a multipart/form-data upload: the `file` part goes to the store under `stored`, the
+    other (small) fields are returned, each passed to `on_field` as soon as it is complete so a bad
+    one stops the upload early. On any error what was written is dropped; on success the caller
+    owns the stored bytes."""
     check_content_length(request)
     events = _Events()
     parser = events.parser(_boundary(request))
@@ -339,8 +285,7 @@ async def receive_upload(
                         if name == FILE_FIELD:
                             if sink is not None:
                                 raise InvalidRequest("Only one file can be uploaded per request.", param=FILE_FIELD)
-                            sink = _FileSink(destination)
-                            await sink.open()
+                            sink = _FileSink(await store.writer(stored))
                             upload.filename = filename or "upload"
                         current = name
                         value = bytearray()

@@ -20,10 +20,10 @@ Fairness, so one tenant's huge files never starve another tenant's small ones:
   never hold every slot; and one extra slot is kept for a small file of a tenant that has nothing
   running, so it starts at once even while every regular slot is busy with long files.
 
-A worker that cannot serve a job (the file's bytes are not under its `data_dir`, or it cannot build
-the store's embedding model, e.g. an endpoint only other workers are configured for) hands it back
-to the queue for another worker, up to `MAX_HOPS` times; then the file fails with a message saying
-what was missing.
+A worker that cannot serve a job (it cannot get the file's bytes: not under its `data_dir`, or the
+file store unreachable; or it cannot build the store's embedding model, e.g. an endpoint only other
+workers are configured for) hands it back to the queue for another worker, up to `MAX_HOPS` times;
+then the file fails with a message saying what was missing.
 
 A worker that dies mid-job (killed, machine lost) leaves its job `doing` and the file `in_progress`.
 A periodic sweep retries ingestion jobs whose worker stopped heart-beating; a job that lost its
@@ -46,7 +46,7 @@ from pathlib import Path
 import procrastinate
 from psycopg_pool import AsyncConnectionPool
 
-from api.files import file_storage
+from api.files.file_store import StoreUnavailable, store_for
 from api.files import vector_stores as vs
 from api.observability import metrics
 from api.settings import Settings
@@ -83,6 +83,7 @@ class IngestionJobs:
         self.limits = limits_of(settings)
         self.slots = FairSlots(max(1, settings.ingestion_concurrency), settings.ingestion_large_file_bytes)
         self.scratch = Path(settings.data_dir) / "ingestion-scratch"
+        self.files = store_for(settings)
         # The ingestion worker's own procrastinate app on the same connector: only the ingestion
         # task, no periodic tasks (the run queue's worker defers those), so running both workers
         # in one process does not double the periodic deferrer.
@@ -161,13 +162,7 @@ class IngestionJobs:
             row = await (await conn.execute(vs.SELECT_JOB, (job.vector_store_id, job.file_id))).fetchone()
         if row is None or row["status"] != "in_progress" or row["attempt"] != job.attempt:
             return "skipped"  # detached, re-attached, cancelled or done already
-        path = file_storage.local_path(self.settings.data_dir, row["storage_path"])
         dimension = row["embedding_dimension"]
-        if not await asyncio.to_thread(path.is_file):
-            raise _HandBack(
-                f"The file's bytes were not found by the workers that tried (one looked for {path}): "
-                "every server and worker process must share the same data_dir."
-            )
         try:
             # Built here (cached) to learn this worker can; the child builds its own from the spec.
             await asyncio.to_thread(vs.store_model, row["embedding_model"], dimension, self.settings)
@@ -175,22 +170,41 @@ class IngestionJobs:
         except vs.EmbeddingUnavailable as exc:
             raise _HandBack(str(exc)) from exc
         rows_path = self.scratch / f"{job.file_id}-{job.attempt}.jsonl"
-        task = isolation.Task(
-            path=str(path),
-            filename=row["filename"] or job.file_id,
-            rows_path=str(rows_path),
-            chunking=row["obj"].get("chunking_strategy"),
-            embedding_kind=kind,
-            embedding_options=options,
-            dimension=dimension,
-        )
         try:
             async with self.slots.slot(row["tenant_id"], row["bytes"]):
-                result = await self._run_child(task)
+                # The child parses a local file: the store's own (local directory), or a copy
+                # downloaded for the job and removed after it (object storage).
+                async with self._local_copy(row["storage_path"]) as path:
+                    task = isolation.Task(
+                        path=str(path),
+                        filename=row["filename"] or job.file_id,
+                        rows_path=str(rows_path),
+                        chunking=row["obj"].get("chunking_strategy"),
+                        embedding_kind=kind,
+                        embedding_options=options,
+                        dimension=dimension,
+                        pdf_engine=self.settings.ingestion_pdf_engine,
+                    )
+                    result = await self._run_child(task)
             return await self._store(job, result, rows_path, dimension)
         finally:
             with contextlib.suppress(FileNotFoundError):
                 await asyncio.to_thread(os.unlink, rows_path)
+
+    @asynccontextmanager
+    async def _local_copy(self, stored: str):
+        """The bytes as a local file; a worker that cannot get them hands the job back."""
+        opened = False
+        try:
+            async with self.files.local_copy(stored, self.scratch) as path:
+                opened = True
+                yield path
+        except (FileNotFoundError, StoreUnavailable) as exc:
+            if opened:
+                raise
+            if isinstance(exc, StoreUnavailable):
+                raise _HandBack(f"The file store was unavailable to the workers that tried ({exc}).") from None
+            raise _HandBack(f"The file's bytes were not found by the workers that tried (one looked for {exc}).") from None
 
     async def _run_child(self, task: isolation.Task) -> isolation.Outcome:
         await asyncio.to_thread(self.scratch.mkdir, parents=True, exist_ok=True)

@@ -127,7 +127,7 @@ KEYWORD = """
     LIMIT %(n)s
 """
 SELECT_HITS = """
-    SELECT c.id, c.vector_store_id, c.file_id, c.chunk_index, c.content,
+    SELECT c.id, c.vector_store_id, c.file_id, c.content,
            coalesce(fl.obj->>'filename', c.file_id) AS filename, f.obj->'attributes' AS attributes
     FROM chunks c
     JOIN vector_store_files f ON f.vector_store_id = c.vector_store_id AND f.file_id = c.file_id
@@ -144,7 +144,6 @@ class SearchHit:
     content: str  # the chunk's text
     vector_store_id: str
     attributes: dict = field(default_factory=dict)
-    chunk_index: int = 0
 
 
 class SearchError(RuntimeError):
@@ -289,7 +288,6 @@ async def search_queries(
                 content=row["content"],
                 vector_store_id=row["vector_store_id"],
                 attributes=row["attributes"] or {},
-                chunk_index=row["chunk_index"],
             )
         )
         if len(hits) >= max_num_results:

@@ -41,7 +41,6 @@ INGEST_FILE = "assistgraph.ingest_vector_store_file"
 EXPIRE_STORES = "assistgraph.expire_vector_stores"
 
 DAY = 86400
-FILE_STATUSES = ("in_progress", "completed", "failed", "cancelled")
 OPENAI_PREFIX = "openai:"  # recorded model names of the `openai` provider (local models have their own names)
 
 # --- SQL ---------------------------------------------------------------------------------------

@@ -12,7 +12,8 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.contract.errors import APIError, error_body
-from api.storage.database import DATABASE_UNAVAILABLE
+from api.files.file_store import StoreUnavailable
+from api.storage.database import DATABASE_UNAVAILABLE, OUTAGE
 
 log = logging.getLogger(__name__)
 
@@ -139,8 +140,11 @@ def install_error_handlers(app: FastAPI) -> None:
     # worth trying again; the pool replaces the broken connection meanwhile. A 503, which the
     # OpenAI SDKs retry, with a line in the log (not a traceback per request).
     async def _database_unavailable(_: Request, exc: Exception):
-        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        log.warning("a request found the database unavailable: %s", detail)
+        if isinstance(exc, psycopg.OperationalError):
+            OUTAGE.seen(exc)  # one line per outage, not one per request
+        elif OUTAGE.since is None:
+            # Every connection busy for the pool's whole timeout: an overloaded database, not a lost one.
+            log.warning("a request waited too long for a database connection: %s", exc)
         return JSONResponse(
             error_body("The server's database is unavailable or overloaded right now. Please try again.", "server_error"),
             status_code=503,
@@ -148,6 +152,15 @@ def install_error_handlers(app: FastAPI) -> None:
 
     for unavailable in DATABASE_UNAVAILABLE:
         app.add_exception_handler(unavailable, _database_unavailable)
+
+    # The same for the file store (a bucket that cannot be reached or refuses the operation).
+    @app.exception_handler(StoreUnavailable)
+    async def _store_unavailable(_: Request, exc: StoreUnavailable):
+        log.warning("a request found the file store unavailable: %s", str(exc).splitlines()[0] if str(exc) else "")
+        return JSONResponse(
+            error_body("The server's file store is unavailable right now. Please try again.", "server_error"),
+            status_code=503,
+        )
 
     @app.exception_handler(UnicodeEncodeError)
     async def _unencodable(_: Request, exc: UnicodeEncodeError):

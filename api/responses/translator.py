@@ -21,15 +21,6 @@ from typing import Any
 from api.responses import items as item_views
 from api.responses.ids import call_item_id
 
-END_EVENTS = {
-    "thread.run.requires_action",
-    "thread.run.completed",
-    "thread.run.incomplete",
-    "thread.run.failed",
-    "thread.run.cancelled",
-    "thread.run.expired",
-}
-
 
 @dataclass
 class _Call:
@@ -63,6 +54,9 @@ class ResponseEventTranslator:
     _output: list[Any] = field(default_factory=list)  # _Call | _Message by output_index
     _steps: set[str] = field(default_factory=set)
     _calls: dict[tuple[str, int], _Call] = field(default_factory=dict)
+    # Calls whose item type waits for their answer (items.undecided), as streamed so far.
+    _undecided: dict[tuple[str, int], dict] = field(default_factory=dict)
+    _answered: set[tuple[str, int]] = field(default_factory=set)  # calls whose server answer is an item
     _messages: dict[str, _Message] = field(default_factory=dict)
     _started: bool = False
 
@@ -221,8 +215,13 @@ class ResponseEventTranslator:
         for call in (delta["delta"].get("step_details") or {}).get("tool_calls") or []:
             key = (step_id, call["index"])
             entry = self._calls.get(key)
+            if entry is None and key in self._undecided:
+                call = _merged(self._undecided.pop(key), call)
             if entry is None:
                 if not call.get("id"):
+                    continue
+                if item_views.undecided(call, self.kinds):
+                    self._undecided[key] = call
                     continue
                 events += self._call_added(key, call)
             else:
@@ -287,9 +286,20 @@ class ResponseEventTranslator:
         for position, call in enumerate(step["step_details"].get("tool_calls") or []):
             key = (step["id"], position)
             if key not in self._calls:
+                self._undecided.pop(key, None)
                 events += self._call_added(key, call)
             events += self._call_done(self._calls[key], item_views.call_item(call, step["status"], self.kinds,
                                                                              self.include, self.container))
+            answer = item_views.answered_by_server(call, self.kinds)
+            if answer is not None and key not in self._answered:
+                # The error the model was given for a name the run does not have: an item of its own.
+                self._answered.add(key)
+                entry = _Call(len(self._output), "function_call_output", answer, done=True)
+                self._output.append(entry)
+                events += [
+                    self._event("response.output_item.added", output_index=entry.index, item=copy.deepcopy(answer)),
+                    self._event("response.output_item.done", output_index=entry.index, item=copy.deepcopy(answer)),
+                ]
         return events
 
     on_run_step_completed = on_run_step_failed = on_run_step_cancelled = on_run_step_expired = _step_done
@@ -348,3 +358,12 @@ class ResponseEventTranslator:
                         item = {**entry.item, "status": "incomplete" if entry.kind != "mcp_call" else "failed"}
                 events += self._call_done(entry, item)
         return events
+
+
+def _merged(call: dict, delta: dict) -> dict:
+    """A function call as streamed so far, with one more delta of it."""
+    fn, more = dict(call.get("function") or {}), delta.get("function") or {}
+    fn["arguments"] = (fn.get("arguments") or "") + (more.get("arguments") or "")
+    if more.get("output") is not None:
+        fn["output"] = more["output"]
+    return {**call, "function": fn}

@@ -43,6 +43,7 @@ def context_for(run: dict, settings: Settings, server_tools: list | None = None)
         server_tools=server_tools,
         tool_choice=run.get("tool_choice") if tools or server_tools else None,
         tool_timeout=settings.tool_timeout,
+        tool_call_repeats=settings.tool_call_repeats,
         parallel_tool_calls=run.get("parallel_tool_calls", True),
         temperature=run.get("temperature"),
         top_p=run.get("top_p"),
@@ -55,6 +56,8 @@ def context_for(run: dict, settings: Settings, server_tools: list | None = None)
         api_key=settings.openai_api_key,
         timeout=settings.model_timeout,
         chunk_timeout=settings.model_chunk_timeout or None,
+        first_token_timeout=settings.model_first_token_timeout or None,
+        empty_answer_retry=settings.empty_answer_retry,
         max_model_calls=settings.max_model_calls,
         max_retries=settings.model_max_retries,
     )
@@ -81,7 +84,7 @@ class RunBinder:
             # The sandbox enforces its own limits (kernel start, execution, interrupt); the call as a
             # whole also reads the files back.
             s = self.settings
-            limit = s.code_interpreter_startup_timeout + s.code_interpreter_execution_timeout + CODE_SLACK_SECONDS
+            limit = s.code_interpreter.startup_timeout + s.code_interpreter.execution_timeout + CODE_SLACK_SECONDS
             context = dataclasses.replace(context, tool_timeouts={"code_interpreter": max(limit, s.tool_timeout)})
         return await self._routed(context, config.get("key_id")), kinds
 
@@ -106,10 +109,7 @@ class RunBinder:
             # Installed tools' names are unique and never `file_search` (the registry sees to it);
             # action operations get a suffix where they would clash with any other tool.
             taken = {tool.name for tool in tools} | function_names(run["tools"]) | {"file_search", "code_interpreter"}
-            async with self.pool.connection() as conn:
-                tools += await actions.tools_for_run(
-                    conn, tenant, action_ids, self.settings, self._run_credentials(config), taken_names=taken
-                )
+            tools += await actions.tools_for_run(self.pool, self.settings, tenant, action_ids, config, taken_names=taken)
         if mcp_ids := tool_types.enabled_mcp(run["tools"]):
             taken = {tool.name for tool in tools} | function_names(run["tools"]) | {"file_search", "code_interpreter"}
             try:
@@ -126,11 +126,6 @@ class RunBinder:
             tools.append(code)
             kinds[code.name] = "code_interpreter"
         return tools, kinds
-
-    def _run_credentials(self, config: dict) -> dict[str, dict] | None:
-        """Credentials the client supplied with the run for its actions (sealed in the run's config)."""
-        sealed = config.get("action_credentials")
-        return actions.unseal(self.settings, sealed.encode()) if sealed else None
 
     async def _file_search(self, run: dict) -> FileSearchTool | None:
         spec = next((t for t in run["tools"] if t["type"] == "file_search"), None)
@@ -190,4 +185,5 @@ class RunBinder:
             base_url=route.base_url,
             api_key=route.api_key,
             model_options=route.options,
+            text_tool_calls=route.text_tool_calls,
         )

@@ -14,7 +14,9 @@ from api.contract.errors import InvalidRequest, NotFound, not_found
 from api.contract.ids import now
 from api.files import files_store
 from api.files import vector_stores as vs
-from api.runs.mapper import Event, RunEventMapper
+from api.contract.run_status import CANCELLABLE, RunStatus
+from api.runs import lifecycle
+from api.runs.events import Event
 from api.runs.runtime import Services
 from api.runs.streaming import Subscription
 from api.security.auth import Caller
@@ -199,7 +201,7 @@ async def submit_tool_outputs(
         run = await store.get(conn, "runs", run_id, svc.tenant, for_update=True)
         if run is None or run["thread_id"] != thread_id:
             raise not_found("run", run_id)
-        if run["status"] != "requires_action" or not run.get("required_action"):
+        if run["status"] != RunStatus.REQUIRES_ACTION or not run.get("required_action"):
             raise InvalidRequest(
                 f"Runs in status \"{run['status']}\" do not accept tool outputs.", param="tool_outputs"
             )
@@ -226,7 +228,7 @@ async def submit_tool_outputs(
                     call["function"]["output"] = given[call["id"]]
             step.update(status="completed", completed_at=now(), usage=usage)
             events.append(Event("thread.run.step.completed", step))
-        run.update(status="queued", required_action=None)
+        run.update(status=RunStatus.QUEUED.value, required_action=None)
         events.append(Event("thread.run.queued", run))
         # Kept until the execution that uses them reaches its next pause: an execution lost before
         # that finds them again.
@@ -249,20 +251,18 @@ async def cancel_run(svc: Services, thread_id: str, run_id: str) -> dict:
         run = await store.get(conn, "runs", run_id, svc.tenant, for_update=True)
         if run is None or run["thread_id"] != thread_id:
             raise not_found("run", run_id)
-        if run["status"] not in ("queued", "in_progress", "requires_action"):
+        if run["status"] not in CANCELLABLE:
             raise InvalidRequest(f"Cannot cancel run with status '{run['status']}'.")
         previous = run["status"]
-        mapper = RunEventMapper(
-            run, open_steps=await store.open_steps(conn, run_id), open_messages=await store.open_messages(conn, run_id)
-        )
-        events = mapper.cancelling()
-        if previous != "in_progress":
+        mapper = await lifecycle.stored_mapper(conn, run)
+        events = lifecycle.cancelling(mapper)
+        if previous != RunStatus.IN_PROGRESS:
             # No execution holds a queued or waiting run (one that starts later finds it cancelled,
             # and the row lock orders it after this): it is cancelled here, atomically.
             row = await store.run_row(conn, run_id)
-            events += mapper.cancel(row["config"].get("usage"))
+            events += lifecycle.close_events(mapper, RunStatus.CANCELLED, row["config"].get("usage"))
         await svc.sink.emit(events, run_id=run_id, conn=conn)
-    if previous == "in_progress":
+    if previous == RunStatus.IN_PROGRESS:
         # The executor holding the run finishes the cancellation (it knows the partial answer); if
         # it is already gone, the recovery sweep settles the run.
         await svc.queue.abort(run_id)

@@ -18,20 +18,22 @@ from procrastinate.job_context import AbortReason, JobContext
 from psycopg_pool import AsyncConnectionPool
 
 from api.contract.ids import now
-from api.contract.objects import ACTIVE_RUN_STATUSES
+from api.contract.run_status import ACTIVE, STARTABLE, RunStatus
 from api.observability.callbacks import run_callbacks
-from api.runs import resume
+from api.runs import lifecycle, resume
 from api.runs.binding import RunBinder
 from api.runs.checkpoints import RunSaver
-from api.runs.events import EventPump, EventSink, RunPreempted, prune_events
-from api.runs.failures import RunLost, describe_model_error
+from api.runs.failures import RunLost, describe_model_error, expiry_error
 from api.runs.mapper import RunEventMapper
+from api.runs.pump import EventPump
 from api.runs.recovery import RunRecovery
+from api.runs.sink import EventSink, RunPreempted, prune_events
 from api.settings import Settings
 from api.storage import store
 from api.storage.database import DATABASE_UNAVAILABLE
 from api.storage.queue import ADVANCE_RUN, EXPIRE_RUNS, PRUNE_EVENTS, QUEUE, RunQueue
 from api.tooling.code_sessions import CodeSessions
+from api.files.file_store import store_for
 from graph.graph import builder
 from tools.registry import ToolRegistry
 
@@ -106,7 +108,7 @@ class RunExecutor:
 
     # --- tasks --------------------------------------------------------------------------------
 
-    async def advance(self, context: JobContext, run_id: str, timestamp: int | None = None) -> None:
+    async def advance(self, context: JobContext, run_id: str) -> None:
         execution = _Execution(run_id)
         try:
             await self._advance(execution)
@@ -128,10 +130,10 @@ class RunExecutor:
             row = await store.run_start(conn, run_id)
         if row is None:
             return
-        if row["status"] == "cancelling":
+        if row["status"] == RunStatus.CANCELLING:
             await self.recovery.settle_cancel(run_id)
             return
-        if row["status"] not in ("queued", "in_progress"):
+        if row["status"] not in STARTABLE:
             return
         config = row["config"]
         execution.mapper = RunEventMapper(row["obj"])
@@ -139,16 +141,16 @@ class RunExecutor:
             # Stored while the run's tools and input are prepared: a cancel that came first fails
             # that write, and the pump raises it at the next event.
             execution.pump = pump = EventPump(self.sink, run_id, window=self.settings.delta_window_ms / 1000)
-            pump.put(execution.mapper.start())
+            pump.put(lifecycle.start(execution.mapper))
             run = execution.mapper.run  # now in_progress, with its start time
             context, kinds = await self.binder.context(run, row["tenant_id"], config)
-            plan = await resume.plan(self.pool, self.graph, {**row, "obj": run}, kinds, self.settings.data_dir)
+            plan = await resume.plan(self.pool, self.graph, {**row, "obj": run}, kinds, store_for(self.settings))
             execution.mapper, execution.totals = plan.mapper, plan.totals
             if plan.taken_over:
                 await self._count_takeover(run_id, config)
             # Deltas only matter to a stream; a polled run skips publishing them.
             publish_deltas = config.get("stream", True)
-            pump.put([e for e in plan.replay if publish_deltas or not e.event.endswith(".delta")])
+            pump.put([e for e in plan.replay if publish_deltas or not e.is_delta])
             if plan.graph_input is not resume.FINISHED:
                 # Checkpointed after every step, before the next starts: a run whose process dies is
                 # continued from its last completed node by whichever executor takes it over.
@@ -170,7 +172,7 @@ class RunExecutor:
                             plan.totals.observe(payload)
                         events = plan.mapper.handle(mode, payload)
                         if not publish_deltas:
-                            events = [e for e in events if not e.event.endswith(".delta")]
+                            events = [e for e in events if not e.is_delta]
                         if plan.totals.usage:
                             # A cancel or expiry while the run waits reports the usage so far: stored
                             # with the pause itself, so no cancel can come between.
@@ -184,9 +186,11 @@ class RunExecutor:
                 finally:
                     self.saver.forget(run_id)
             await pump.flush()
-            if plan.mapper.run["status"] == "requires_action":
+            if plan.mapper.run["status"] == RunStatus.REQUIRES_ACTION:
                 return
-            await self.sink.emit(plan.mapper.finish(plan.totals.usage, plan.totals.incomplete), run_id=run_id)
+            # Computed on a copy: a finish the database refuses (a cancel got there first) leaves the
+            # mapper's message and steps open for the cancel to close.
+            await self.sink.emit(lifecycle.finish(plan.mapper.fork(), plan.totals.usage, plan.totals.incomplete), run_id=run_id)
         except RunPreempted:
             await self._after_preemption(execution)
         except Exception as exc:  # the model, the network, a bad tool schema: the run fails, never hangs
@@ -205,7 +209,8 @@ class RunExecutor:
             log.warning("run %s failed: %s", run_id, exc)
             code, message = describe_model_error(exc, self.settings)
             usage = execution.totals.usage if execution.totals else config.get("usage")
-            await self._emit_quietly(execution.mapper.fail(code, message, usage), run_id)
+            if not await self._emit_quietly(lifecycle.fail(execution.mapper.fork(), code, message, usage), run_id):
+                await self._after_preemption(execution)  # cancelled as it failed: the cancel closes it
 
     async def _count_takeover(self, run_id: str, config: dict) -> None:
         takeovers = config.get("takeovers", 0) + 1
@@ -223,27 +228,22 @@ class RunExecutor:
     async def expire(self, run_id: str) -> None:
         async with self.pool.connection() as conn:
             row = await store.run_row(conn, run_id)
-        if row is None or row["status"] not in ACTIVE_RUN_STATUSES:
+        if row is None or row["status"] not in ACTIVE:
             return
-        if row["status"] != "requires_action" and await self.queue.abort(run_id) == "doing":
+        if row["status"] != RunStatus.REQUIRES_ACTION and await self.queue.abort(run_id) == "doing":
             # The executor holding the run expires it itself, keeping the partial answer it
             # streamed; wait for it, and fall through only if that process is gone.
             if await self._wait_until_settled(run_id, timeout=5.0):
                 return
-        async with self.pool.connection() as conn:
-            mapper = RunEventMapper(
-                row["obj"],
-                open_steps=await store.open_steps(conn, run_id),
-                open_messages=await store.open_messages(conn, run_id),
-            )
-        await self._emit_quietly(mapper.expire(row["config"].get("usage")), run_id)
+        reason = expiry_error(self.settings, row["obj"], waiting_for_outputs=row["status"] == RunStatus.REQUIRES_ACTION)
+        await lifecycle.close(self.sink, self.pool, row, RunStatus.EXPIRED, last_error=reason)
 
     async def _wait_until_settled(self, run_id: str, timeout: float) -> bool:
         deadline = asyncio.get_running_loop().time() + timeout
         while asyncio.get_running_loop().time() < deadline:
             async with self.pool.connection() as conn:
                 row = await store.run_row(conn, run_id)
-            if row is None or row["status"] not in ACTIVE_RUN_STATUSES:
+            if row is None or row["status"] not in ACTIVE:
                 return True
             await asyncio.sleep(0.05)
         return False
@@ -271,14 +271,18 @@ class RunExecutor:
         async with self.pool.connection() as conn:
             row = await store.run_row(conn, run_id)
         if row is None or execution.mapper is None:
-            if row is not None and row["status"] == "cancelling":
+            if row is not None and row["status"] == RunStatus.CANCELLING:
                 await self.recovery.settle_cancel(run_id)
             return
-        usage = execution.totals.usage if execution.totals else row["config"].get("usage")
-        if row["status"] == "cancelling":
-            await self._emit_quietly(execution.mapper.cancel(usage), run_id)
-        elif row["status"] in ACTIVE_RUN_STATUSES and now() >= (row["obj"].get("expires_at") or now() + 1):
-            await self._emit_quietly(execution.mapper.expire(usage), run_id)
+        reason = None
+        if row["status"] == RunStatus.CANCELLING:
+            to = RunStatus.CANCELLED
+        elif row["status"] in ACTIVE and now() >= (row["obj"].get("expires_at") or now() + 1):
+            to, reason = RunStatus.EXPIRED, expiry_error(self.settings, row["obj"])
+        else:
+            return
+        usage = execution.totals.usage if execution.totals else lifecycle.STORED_USAGE
+        await lifecycle.close(self.sink, self.pool, row, to, mapper=execution.mapper, usage=usage, last_error=reason)
 
     async def _emit_quietly(self, events, run_id: str) -> bool:
         try:

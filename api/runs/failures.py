@@ -32,6 +32,18 @@ def _connection_cause(exc: BaseException) -> tuple[bool, str]:
     return never_connected, detail
 
 
+def _endpoint(exc: openai.APIError) -> str | None:
+    """The endpoint the failed request went to: the run's route (its catalogue entry, or the key's
+    own endpoint), which need not be OPENAI_BASE_URL."""
+    try:
+        url = exc.request.url
+    except (AttributeError, RuntimeError):  # httpx raises RuntimeError for a request never set
+        return None
+    path = url.path.rsplit("/", 1)[0] if url.path.endswith("/completions") else url.path
+    path = path.removesuffix("/chat")
+    return str(url.copy_with(path=path or "/", query=None, fragment=None)).rstrip("/")
+
+
 class KeyRevoked(Exception):
     """The API key that created the run was revoked."""
 
@@ -63,7 +75,7 @@ def describe_model_error(exc: BaseException, settings: Settings) -> tuple[str, s
     if isinstance(exc, openai.APITimeoutError):
         return "server_error", "The model provider did not answer in time."
     if isinstance(exc, openai.APIConnectionError):
-        where = settings.openai_base_url or "the default OpenAI endpoint"
+        where = _endpoint(exc) or settings.openai_base_url or "the default OpenAI endpoint"
         never_connected, detail = _connection_cause(exc)
         if never_connected or not detail:
             return "server_error", f"Could not reach the model provider at {where}: {detail or exc.message}"
@@ -72,3 +84,22 @@ def describe_model_error(exc: BaseException, settings: Settings) -> tuple[str, s
     if isinstance(exc, openai.APIStatusError):
         return "server_error", f"The model provider returned HTTP {exc.status_code}: {_provider_message(exc)}"
     return "server_error", f"The run failed: {type(exc).__name__}: {exc}"
+
+
+def expiry_error(settings: Settings, run: dict, *, waiting_for_outputs: bool = False) -> dict:
+    """Why a run expired: its time ran out before any of the model's own limits (which would have
+    failed it with their reason) could end it. The run's time is its own (set by the process that
+    created it), the model's limits this process's."""
+    lifetime = (run.get("expires_at") or 0) - (run.get("created_at") or 0)
+    seconds = lifetime if lifetime > 0 else settings.run_expires_after
+    expiry = f"The run expired: it had not finished {seconds} seconds after it was created (ASSISTGRAPH_RUN_EXPIRES_AFTER)"
+    if waiting_for_outputs:
+        return {"code": "server_error", "message": f"{expiry} while it waited for the outputs of its tool calls."}
+    limits = f"ASSISTGRAPH_MODEL_TIMEOUT ({settings.model_timeout:g} s) in all"
+    if settings.model_first_token_timeout:
+        limits = f"ASSISTGRAPH_MODEL_FIRST_TOKEN_TIMEOUT ({settings.model_first_token_timeout:g} s) to their first token and {limits}"
+    return {
+        "code": "server_error",
+        "message": f"{expiry} while it was still running. Its model calls may take {limits}; "
+        "a limit longer than what is left of the run's time is never reached.",
+    }

@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import base64
 import json
-from pathlib import Path
 
 from langchain_core.messages import AIMessage, AnyMessage, HumanMessage, SystemMessage, ToolMessage
 from psycopg_pool import AsyncConnectionPool
 
 from api.files import file_storage, files_store
+from api.files.file_store import FileStore
 from api.storage import store
 
 # A compaction item reaches the model as the summary it holds (opened by the Responses API when the
@@ -141,7 +141,7 @@ def render(messages: list[dict], images: dict[str, str] | None = None) -> list[A
     return out
 
 
-async def load_images(pool: AsyncConnectionPool, messages: list[dict], tenant: str, data_dir: Path) -> dict[str, str]:
+async def load_images(pool: AsyncConnectionPool, messages: list[dict], tenant: str, files: FileStore) -> dict[str, str]:
     """Data URLs of the image files the user messages show (file id -> URL); files that are gone or
     are not images are left out."""
     wanted = list(
@@ -164,7 +164,7 @@ async def load_images(pool: AsyncConnectionPool, messages: list[dict], tenant: s
         if kind not in IMAGE_TYPES:
             continue
         try:
-            data = await file_storage.read_bytes(data_dir, stored)
+            data = await files.read_bytes(stored)
         except FileNotFoundError:
             continue
         urls[file_id] = f"data:{kind};base64,{base64.b64encode(data).decode()}"
@@ -172,11 +172,11 @@ async def load_images(pool: AsyncConnectionPool, messages: list[dict], tenant: s
 
 
 async def thread_messages(
-    pool: AsyncConnectionPool, thread_id: str, tenant: str, data_dir: Path, rows: list[dict] | None = None
+    pool: AsyncConnectionPool, thread_id: str, tenant: str, files: FileStore, rows: list[dict] | None = None
 ) -> list[AnyMessage]:
     """The thread's messages, oldest first, rendered with their images; `rows`: the thread's
     history already read (`store.run_start`)."""
     if rows is None:
         async with pool.connection() as conn:
             rows = await store.thread_history(conn, thread_id)
-    return render(rows, await load_images(pool, rows, tenant, data_dir))
+    return render(rows, await load_images(pool, rows, tenant, files))

@@ -1,20 +1,19 @@
 """Graph stream → Assistants events. A pure object: no I/O, one handler per kind of graph event.
 
 It owns the run's snapshot and the step/message that are open, and returns the events to emit
-(full objects for lifecycle events, deltas for tokens). Persisting and publishing them is the
-executor's business.
+(full objects for the run's transitions, steps and messages; deltas for tokens). Persisting and
+publishing them is the executor's business; when the run moves is the lifecycle's
+(`api/runs/lifecycle.py`, `api/contract/run_status.py`).
 
-The steps and message of a model call have ids derived from the run id and the call's number, so
-an execution that takes a run over after a crash re-creates the very objects the lost one had
-opened: given what was stored (`known`) and what clients were already sent (`streamed`), the mapper
-adopts them instead of creating new ones and only sends what clients have not seen.
+An execution that takes a run over after a crash re-creates the objects the lost one had opened
+(their ids derive from the run and the model call): the mapper adopts what was stored instead (see
+`adoption.py`).
 """
 
 from __future__ import annotations
 
 import copy
 import json
-from dataclasses import dataclass
 from typing import Any, Callable
 
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
@@ -23,59 +22,10 @@ from langchain_core.utils.json import parse_partial_json
 from api.contract import objects
 from api.contract.ids import derived_id
 from api.contract.ids import now as default_now
+from api.runs.adoption import Known, Streamed, public, streamed_input
+from api.runs.events import Event
+from graph import node_names
 from graph.nodes import normalize_call_id
-
-MODEL_NODE = "model"
-SERVER_TOOLS_NODE = "server_tools"
-
-
-@dataclass(frozen=True)
-class Event:
-    event: str
-    data: dict
-    # Internal snapshots are persisted but never sent to clients (no such SSE event exists).
-    publish: bool = True
-    # False when the object is already stored as the event shows it (a run's INSERT at creation).
-    persist: bool = True
-    # Internal settings of the run (runs.config) stored in the transaction of this run event.
-    config: dict | None = None
-
-
-@dataclass
-class Streamed:
-    """What clients already received of a run's open objects before its execution was lost:
-    characters of each message's text, and characters of each tool call's arguments by step and
-    call index (an index present means the call was announced)."""
-
-    text: dict[str, int]
-    arguments: dict[str, dict[int, int]]
-
-    @classmethod
-    def none(cls) -> "Streamed":
-        return cls({}, {})
-
-    @classmethod
-    def from_deltas(cls, deltas: list[tuple[str, dict]]) -> "Streamed":
-        """From the run's kept `thread.message.delta` / `thread.run.step.delta` events, in order."""
-        seen = cls.none()
-        for name, data in deltas:
-            if name == "thread.message.delta":
-                for block in data["delta"].get("content") or []:
-                    value = (block.get("text") or {}).get("value") or ""
-                    seen.text[data["id"]] = seen.text.get(data["id"], 0) + len(value)
-            elif name == "thread.run.step.delta":
-                calls = seen.arguments.setdefault(data["id"], {})
-                for call in data["delta"].get("step_details", {}).get("tool_calls") or []:
-                    calls[call["index"]] = calls.get(call["index"], 0) + len(_streamed_input(call))
-        return seen
-
-
-def _streamed_input(call: dict) -> str:
-    """What a tool call delta (or a stored call) shows clients of the model's input: a function's
-    arguments, or a code_interpreter call's code."""
-    if call.get("type") == "code_interpreter":
-        return (call.get("code_interpreter") or {}).get("input") or ""
-    return (call.get("function") or {}).get("arguments") or ""
 
 
 def code_of(arguments: str) -> str:
@@ -111,11 +61,6 @@ def turn_usage(message: AIMessage) -> dict:
     return {"prompt_tokens": meta.get("input_tokens", 0), "completion_tokens": meta.get("output_tokens", 0)}
 
 
-def _public(obj: dict) -> dict:
-    # store.open_steps()/run_objects() add internal columns ("_pending_usage"): never send or persist them.
-    return {k: v for k, v in copy.deepcopy(obj).items() if not k.startswith("_")}
-
-
 class RunEventMapper:
     def __init__(
         self,
@@ -142,17 +87,13 @@ class RunEventMapper:
         self._now = clock
         # Model calls the run has completed so far: the number in the ids of the next call's objects.
         self._turn = turn
-        # Steps and messages stored by earlier executions, by id: adopted when re-created.
-        self._known = {obj["id"]: obj for obj in [*(open_steps or []), *(open_messages or []), *(known or [])]}
+        # Steps and messages stored by earlier executions: adopted when re-created.
+        self._known = Known([*(open_steps or []), *(open_messages or []), *(known or [])])
         self._streamed = streamed or Streamed.none()
         # Objects left open by an earlier execution (a tool_calls step waiting for outputs, or
         # whatever a lost execution had open): closed on a terminal event unless adopted first.
-        self._stale_steps = [
-            _public(o) for o in self._known.values() if o["object"] == "thread.run.step" and o["status"] == "in_progress"
-        ]
-        self._stale_messages = [
-            _public(o) for o in self._known.values() if o["object"] == "thread.message" and o["status"] == "in_progress"
-        ]
+        self._stale_steps = self._known.open("thread.run.step")
+        self._stale_messages = self._known.open("thread.message")
         self._message: dict | None = None
         self._message_step: dict | None = None
         self._text: list[str] = []
@@ -169,8 +110,11 @@ class RunEventMapper:
     def turn(self) -> int:
         return self._turn
 
-    def use_server_tools(self, kinds: dict[str, str]) -> None:
-        self._server_tools = kinds
+    def fork(self) -> "RunEventMapper":
+        """A copy to compute a run's closing events with. Closing changes the mapper (the message and
+        steps it closes are no longer open); a closing batch the database refuses (the run was
+        cancelled meanwhile) must leave this one as it was, so the cancel still closes them."""
+        return copy.deepcopy(self)
 
     # --- dispatch ---------------------------------------------------------------------------
 
@@ -178,66 +122,37 @@ class RunEventMapper:
         handler = getattr(self, f"on_{mode}", None)
         return handler(payload) if handler else []
 
-    # --- run lifecycle ------------------------------------------------------------------------
+    # --- what the lifecycle asks of the run's open objects (`lifecycle.py` moves the run) -----------
 
-    def _run_event(self, status: str, **fields) -> Event:
+    def now(self) -> int:
+        return self._now()
+
+    def transition(self, status: str, **fields) -> Event:
+        """The run moved to `status` (with these fields): its event, carrying the run as it is now."""
+        status = str(status)  # the text, not a RunStatus member: the run dict is also what streams relay
         self.run.update(status=status, **fields)
         return Event(f"thread.run.{status}", copy.deepcopy(self.run))
 
-    def start(self) -> list[Event]:
-        return [self._run_event("in_progress", started_at=self.run.get("started_at") or self._now())]
-
-    def finish(self, usage: dict | None, incomplete: str | None) -> list[Event]:
-        """The run's last events: its answer, its step and its status, stored in one transaction."""
+    def close_answer(self, incomplete: str | None) -> list[Event]:
+        """The run's answer (the last model call's message) and its step, closed as the run ends
+        (the message incomplete when a budget cut it short)."""
         final = self._final or {}
         events = self._close_message(
             incomplete_reason="max_tokens" if incomplete else None, usage=final.get("usage"), text=final.get("text")
         )
-        events += self._close_steps("completed" if not incomplete else "cancelled")
-        common = {"usage": usage_json(usage), "required_action": None, "expires_at": None}
-        if incomplete:
-            events.append(self._run_event("incomplete", incomplete_details={"reason": incomplete}, **common))
-        else:
-            events.append(self._run_event("completed", completed_at=self._now(), **common))
-        return events
+        return events + self._close_steps("completed" if not incomplete else "cancelled")
 
-    def fail(self, code: str, message: str, usage: dict | None = None) -> list[Event]:
-        error = {"code": code, "message": message}
-        events = self._close_steps("failed", last_error=error)
-        events += self._close_message(incomplete_reason="run_failed")
-        events.append(
-            self._run_event(
-                "failed", failed_at=self._now(), last_error=error, required_action=None,
-                expires_at=None, usage=usage_json(usage) if usage else None,
-            )
-        )
-        return events
-
-    def cancelling(self) -> list[Event]:
-        return [self._run_event("cancelling")]
-
-    def cancel(self, usage: dict | None = None) -> list[Event]:
-        events = self._close_steps("cancelled")
-        events += self._close_message(incomplete_reason="run_cancelled")
-        events.append(
-            self._run_event(
-                "cancelled", cancelled_at=self._now(), required_action=None, expires_at=None,
-                usage=usage_json(usage) if usage else None,
-            )
-        )
-        return events
-
-    def expire(self, usage: dict | None = None) -> list[Event]:
-        events = self._close_steps("expired")
-        events += self._close_message(incomplete_reason="run_expired")
-        events.append(self._run_event("expired", required_action=None, usage=usage_json(usage) if usage else None))
-        return events
+    def close_open(self, step_status: str, message_reason: str, last_error: dict | None = None) -> list[Event]:
+        """Whatever is open, closed as a run cut short leaves it: steps as `step_status`, the
+        message incomplete for `message_reason`."""
+        events = self._close_steps(step_status, last_error=last_error)
+        return events + self._close_message(incomplete_reason=message_reason)
 
     # --- graph events -------------------------------------------------------------------------
 
     def on_messages(self, payload: tuple[BaseMessage, dict]) -> list[Event]:
         chunk, meta = payload
-        if meta.get("langgraph_node") != MODEL_NODE or not isinstance(chunk, AIMessage):
+        if meta.get("langgraph_node") != node_names.MODEL or not isinstance(chunk, AIMessage):
             return []
         events: list[Event] = []
         if chunk.id and chunk.id != self._chunk_source:
@@ -264,9 +179,9 @@ class RunEventMapper:
         for node, update in payload.items():
             if node == "__interrupt__":
                 events += self._requires_action(update)
-            elif node == MODEL_NODE and update:
+            elif node == node_names.MODEL and update:
                 events += self._model_turn_done(update)
-            elif node == SERVER_TOOLS_NODE and update:
+            elif node == node_names.SERVER_TOOLS and update:
                 events += self._server_tools_done(update)
         return events
 
@@ -285,11 +200,10 @@ class RunEventMapper:
         self._stale_messages = [m for m in self._stale_messages if m["id"] != object_id]
         if known.get("_pending_usage") is not None:
             self.pending_tool_usage[object_id] = known["_pending_usage"]
-        return _public(known)
+        return public(known)
 
     def _was_completed(self, obj: dict) -> bool:
-        known = self._known.get(obj["id"])
-        return known is not None and known["status"] != "in_progress"
+        return self._known.was_completed(obj["id"])
 
     # --- message creation -----------------------------------------------------------------------
 
@@ -434,7 +348,7 @@ class RunEventMapper:
             sent = self._streamed.arguments.get(self._tool_step["id"], {}).get(pos)
             stored = self._tool_step["step_details"]["tool_calls"]
             if pos < len(stored):  # an adopted step stored with its calls: clients have those
-                sent = max(sent or 0, len(_streamed_input(stored[pos])))
+                sent = max(sent or 0, len(streamed_input(stored[pos])))
             call = {
                 "id": normalize_call_id(raw_id, self._chunk_source, pos),
                 "name": name or "",
@@ -489,7 +403,7 @@ class RunEventMapper:
             # Nothing was streamed for this response (a provider that does not stream, or an
             # answer an earlier execution got): replay it as one delta.
             self._chunk_source = response.id
-            events += self.on_messages((response, {"langgraph_node": MODEL_NODE}))
+            events += self.on_messages((response, {"langgraph_node": node_names.MODEL}))
         text = _text_of(response.content)
         if self._message is None and self._tool_step is None:
             events += self._open_message()  # an empty answer is still an (empty) message
@@ -570,7 +484,11 @@ class RunEventMapper:
                 outputs = artifact.get("outputs") or [{"type": "logs", "logs": _text_of(message.content)}]
                 call["outputs"] = outputs
                 self._sandbox_files.update(artifact.get("files") or {})
-                self._images += [o["image"]["file_id"] for o in outputs if o["type"] == "image"]
+                drawn = [o["image"]["file_id"] for o in outputs if o["type"] == "image"]
+                if drawn:
+                    # A model that runs its plotting code again draws the chart again: the answer
+                    # shows the last drawing call's images, each once.
+                    self._images = list(dict.fromkeys(drawn))
                 events.append(
                     self._step_delta(
                         {
@@ -624,7 +542,7 @@ class RunEventMapper:
                 {**copy.deepcopy(step), "_pending_usage": self.pending_tool_usage.get(step["id"])},
                 publish=False,
             ),
-            self._run_event(
+            self.transition(
                 "requires_action",
                 required_action={"type": "submit_tool_outputs", "submit_tool_outputs": {"tool_calls": calls}},
             ),

@@ -17,8 +17,9 @@ import logging
 
 from psycopg_pool import AsyncConnectionPool
 
-from api.runs.events import EventSink, RunPreempted
-from api.runs.mapper import RunEventMapper
+from api.contract.run_status import RunStatus
+from api.runs import lifecycle
+from api.runs.sink import EventSink
 from api.settings import Settings
 from api.storage import store
 from api.storage.queue import ADVANCE_RUN, QUEUE, RECOVER_RUNS, RunQueue
@@ -58,7 +59,7 @@ class RunRecovery:
             orphans = await store.orphaned_runs(conn, ORPHAN_QUIET_SECONDS)
         for run_id, status in orphans:
             try:
-                if status == "cancelling":
+                if status == RunStatus.CANCELLING:
                     await self.settle_cancel(run_id)
                 else:
                     log.warning("run %s: %s without a job; queueing it again", run_id, status)
@@ -71,14 +72,5 @@ class RunRecovery:
         cancelled with it."""
         async with self.pool.connection() as conn:
             row = await store.run_row(conn, run_id)
-            if row is None or row["status"] != "cancelling":
-                return
-            mapper = RunEventMapper(
-                row["obj"],
-                open_steps=await store.open_steps(conn, run_id),
-                open_messages=await store.open_messages(conn, run_id),
-            )
-        try:
-            await self.sink.emit(mapper.cancel(row["config"].get("usage")), run_id=run_id)
-        except RunPreempted:
-            pass  # settled meanwhile
+        if row is not None and row["status"] == RunStatus.CANCELLING:
+            await lifecycle.close(self.sink, self.pool, row, RunStatus.CANCELLED)  # False: settled meanwhile

@@ -14,7 +14,6 @@ here.
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 from typing import Any
 
 from langchain_core.messages import AIMessage, ToolMessage
@@ -22,9 +21,14 @@ from langgraph.types import Command
 from psycopg_pool import AsyncConnectionPool
 
 from api.runs import history
-from api.runs.events import kept_deltas
-from api.runs.mapper import MODEL_NODE, SERVER_TOOLS_NODE, Event, RunEventMapper, Streamed, turn_usage
+from api.contract.run_status import RunStatus
+from api.runs.adoption import Streamed
+from api.runs.events import Event
+from api.runs.mapper import RunEventMapper, turn_usage
+from api.runs.sink import kept_deltas
 from api.storage import store
+from api.files.file_store import FileStore
+from graph import node_names
 from graph.state import add_usage
 
 # The graph has nothing left to do: the lost execution ended it, only its last events are missing.
@@ -61,11 +65,11 @@ class Plan:
     fresh: bool = False  # no execution has checkpointed the run yet
 
 
-async def plan(pool: AsyncConnectionPool, graph, row: dict, kinds: dict[str, str], data_dir: Path) -> Plan:
-    """`data_dir`: where the Files API keeps the bytes of the images the thread's messages show."""
+async def plan(pool: AsyncConnectionPool, graph, row: dict, kinds: dict[str, str], files: FileStore) -> Plan:
+    """`files`: where the Files API keeps the bytes of the images the thread's messages show."""
     run, config, run_id = row["obj"], row["config"], row["obj"]["id"]
-    if row["status"] == "queued" and "resume" not in config:
-        messages = await history.thread_messages(pool, run["thread_id"], row["tenant_id"], data_dir, row.get("history"))
+    if row["status"] == RunStatus.QUEUED and "resume" not in config:
+        messages = await history.thread_messages(pool, run["thread_id"], row["tenant_id"], files, row.get("history"))
         mapper = RunEventMapper(run, server_tools=kinds)
         return Plan({"history": messages}, mapper, RunTotals(), [], False, fresh=True)
 
@@ -73,7 +77,7 @@ async def plan(pool: AsyncConnectionPool, graph, row: dict, kinds: dict[str, str
     values = snapshot.values or {}
     messages = list(values.get("messages") or [])
     totals = RunTotals(values.get("usage"), values.get("incomplete"))
-    if row["status"] == "queued":
+    if row["status"] == RunStatus.QUEUED:
         # Tool outputs arrived for a run that waited for them: everything before is stored.
         mapper = RunEventMapper(run, turn=_model_calls(messages), server_tools=kinds)
         return Plan(Command(resume=config["resume"]), mapper, totals, [], False)
@@ -83,7 +87,7 @@ async def plan(pool: AsyncConnectionPool, graph, row: dict, kinds: dict[str, str
         streamed = Streamed.from_deltas(await kept_deltas(conn, run_id))
     mapper = RunEventMapper(run, known=known, streamed=streamed, server_tools=kinds)
     if not values:  # lost before its first checkpoint: start over (adopting what it stored)
-        thread = await history.thread_messages(pool, run["thread_id"], row["tenant_id"], data_dir)
+        thread = await history.thread_messages(pool, run["thread_id"], row["tenant_id"], files)
         # The thread as the run found it: without the message the lost execution was writing (a
         # run's own messages are the thread's last, nothing else is added while it is active).
         own = sum(1 for obj in known if obj.get("object") == "thread.message")
@@ -112,13 +116,13 @@ def _replay(mapper: RunEventMapper, messages: list) -> list[Event]:
 
     def flush_results() -> None:
         if results:
-            events.extend(mapper.on_updates({SERVER_TOOLS_NODE: {"messages": list(results)}}))
+            events.extend(mapper.on_updates({node_names.SERVER_TOOLS: {"messages": list(results)}}))
             results.clear()
 
     for message in messages:
         if isinstance(message, AIMessage):
             flush_results()
-            events.extend(mapper.on_updates({MODEL_NODE: {"messages": [message], "usage": turn_usage(message)}}))
+            events.extend(mapper.on_updates({node_names.MODEL: {"messages": [message], "usage": turn_usage(message)}}))
         elif isinstance(message, ToolMessage):
             results.append(message)
     flush_results()

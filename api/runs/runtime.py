@@ -12,15 +12,16 @@ from collections.abc import Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
+import psycopg
 from psycopg_pool import AsyncConnectionPool
 
 from api.files.ingest_jobs import IngestionJobs
-from api.runs.events import EventSink
+from api.runs.sink import EventSink
 from api.runs.executor import RunExecutor, setup_checkpointer
 from api.runs.streaming import EventHub
 from api.security.auth import DEFAULT_CALLER, Caller
 from api.settings import Settings
-from api.storage.database import Backoff, migrate, open_pool
+from api.storage.database import DATABASE_UNAVAILABLE, OUTAGE, RECONNECT_TIMEOUT, Backoff, migrate, open_pool
 from api.storage.queue import RunQueue
 from api.tooling import tool_types
 from api.tooling.code_sessions import CodeSessions
@@ -80,11 +81,16 @@ async def _keep_running(name: str, worker: Callable[[], Awaitable[None]]) -> Non
     backoff = Backoff(RESTART_FIRST, RESTART_MAX)
     while True:
         started = time.monotonic()
+        database_gone = False
         try:
             await worker()
             reason = "stopped"
         except Exception as exc:
             reason = f"failed ({exc.__class__.__name__}: {str(exc).strip()})"
+            if _database_gone(exc, psycopg.OperationalError):
+                OUTAGE.seen(exc)  # said once for the whole process, not at every restart
+            # A pool still reconnecting just after an outage times out too: part of the same outage.
+            database_gone = _database_gone(exc, DATABASE_UNAVAILABLE) and OUTAGE.recent(2 * RECONNECT_TIMEOUT)
         task = asyncio.current_task()
         if task is not None and task.cancelling():
             # This process is stopping (a worker that cannot reach the database to say goodbye
@@ -94,8 +100,17 @@ async def _keep_running(name: str, worker: Callable[[], Awaitable[None]]) -> Non
             raise asyncio.CancelledError
         if time.monotonic() - started > RESTART_RESET_AFTER:
             backoff.reset()
-        log.warning("%s %s; starting it again in %.1f s", name, reason, backoff.delay)
+        log.log(logging.DEBUG if database_gone else logging.WARNING, "%s %s; starting it again in %.1f s", name, reason, backoff.delay)
         await backoff.wait()
+
+
+def _database_gone(exc: BaseException | None, kinds: type | tuple) -> bool:
+    """Whether an exception (procrastinate wraps the driver's) comes from one of `kinds`."""
+    while exc is not None:
+        if isinstance(exc, kinds):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
 
 
 @asynccontextmanager

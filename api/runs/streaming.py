@@ -1,6 +1,7 @@
-"""Server-sent events: Assistants events travel from whichever process executes the run to the
-process holding the client's socket through Postgres NOTIFY, and every event is kept (numbered per
-run) so a stream never loses one.
+"""Streams of a run's events: Assistants events travel from whichever process executes the run to
+the process holding the client's socket through Postgres NOTIFY, and every event is kept (numbered
+per run) so a stream never loses one. What is read here are `KeptEvent`s; how they are written to a
+socket is an encoder's business (`api/http/encoders/`).
 
 Every API process keeps one LISTEN connection on a single channel and hands each notification to
 the local streams subscribed to that run. Subscribing is a dictionary insert, so a stream is
@@ -12,25 +13,24 @@ or a re-attach from an earlier event (`Last-Event-ID`) is filled from `run_event
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections import defaultdict
-from typing import AsyncIterator
+from typing import AsyncIterator, Iterable
 
 import psycopg
 from psycopg_pool import AsyncConnectionPool
-from sse_starlette import EventSourceResponse, ServerSentEvent
 
-from api.contract.objects import TERMINAL_RUN_STATUSES, present_step
-from api.runs.events import CHANNEL, REVOKED, decode_notification, event_data, events_after, notification_run
+from api.contract.run_status import STREAM_END, STREAM_END_EVENTS, TERMINAL
+from api.runs import notify
+from api.runs.events import KeptEvent, Revoked, StreamBroken
+from api.runs.sink import event_data, events_after
 from api.storage import store
-from api.storage.database import Backoff
+from api.storage.database import OUTAGE, Backoff
 
 log = logging.getLogger(__name__)
 
-# A stream ends (after `done`) on any of these: the run is over or waits for the client.
-STREAM_END_STATUSES = (*TERMINAL_RUN_STATUSES, "requires_action")
-STREAM_END_EVENTS = {f"thread.run.{s}" for s in STREAM_END_STATUSES}
+# The names other modules import.
+STREAM_END_STATUSES = STREAM_END
 
 
 class Subscription:
@@ -38,27 +38,25 @@ class Subscription:
         self.hub = hub
         self.run_id = run_id
         self.key_id = key_id
-        # (event number, event name, data JSON | "@"); a revocation is (0, REVOKED, "").
-        self.queue: asyncio.Queue[tuple[int, str, str]] = asyncio.Queue()
+        self.queue: asyncio.Queue[KeptEvent | Revoked] = asyncio.Queue()
 
     def close(self) -> None:
         self.hub._unsubscribe(self)
 
-    async def wait_for(self, names: set[str], timeout: float) -> bool:
+    async def wait_for(self, names: Iterable[str], timeout: float) -> bool:
         """Whether one of these events (or the key's revocation) arrived within `timeout` seconds."""
         return await self.wait_for_event(names, timeout) is not None
 
-    async def wait_for_event(self, names: set[str], timeout: float) -> tuple[int, str, str] | None:
-        """The first of these events (or the key's revocation) to arrive within `timeout` seconds:
-        (number, name, data JSON or "@" when it was too large for a notification)."""
+    async def wait_for_event(self, names: Iterable[str], timeout: float) -> KeptEvent | Revoked | None:
+        """The first of these events (or the key's revocation) to arrive within `timeout` seconds."""
         deadline = asyncio.get_running_loop().time() + timeout
         while (left := deadline - asyncio.get_running_loop().time()) > 0:
             try:
-                event = await asyncio.wait_for(self.queue.get(), left)
+                item = await asyncio.wait_for(self.queue.get(), left)
             except asyncio.TimeoutError:
                 return None
-            if event[1] in names or event[1] == REVOKED:
-                return event
+            if isinstance(item, Revoked) or item.name in names:
+                return item
         return None
 
 
@@ -99,7 +97,7 @@ class EventHub:
                 del self._subs[sub.run_id]
                 self._relayed.pop(sub.run_id, None)
 
-    def relay(self, run_id: str, events: list[tuple[int, str, str]]) -> None:
+    def relay(self, run_id: str, events: list[KeptEvent]) -> None:
         """Events this process just stored (`EventSink`): its own streams of the run get them now.
         Same numbers as their notification, which then finds nothing new for these streams."""
         subs = self._subs.get(run_id)
@@ -108,83 +106,96 @@ class EventHub:
         for sub in tuple(subs):
             for event in events:
                 sub.queue.put_nowait(event)
-        self._relayed[run_id] = max(self._relayed.get(run_id, 0), events[-1][0])
+        self._relayed[run_id] = max(self._relayed.get(run_id, 0), events[-1].seq)
 
     async def _listen(self) -> None:
         backoff = Backoff(RECONNECT_FIRST, RECONNECT_MAX)
         while True:
             try:
                 async with await psycopg.AsyncConnection.connect(self._url, autocommit=True) as conn:
-                    await conn.execute(f"LISTEN {CHANNEL}")
+                    await conn.execute(f"LISTEN {notify.CHANNEL}")
                     if backoff.reset():
                         log.info("event listener connected again")
+                    OUTAGE.over()
                     self._ready.set()
                     async for note in conn.notifies():
                         self._dispatch(note.payload)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # the database restarted: listen again; streams fill the gap from run_events
-                # One line per failed attempt, attempts further and further apart: a database that
-                # stays away does not fill the log.
-                log.warning("event listener lost its connection (%s); trying again in %.1f s", exc, backoff.delay)
+                if isinstance(exc, psycopg.OperationalError):
+                    OUTAGE.seen(exc)  # one warning for the whole outage
+                    log.debug("event listener lost its connection (%s); trying again in %.1f s", exc, backoff.delay)
+                else:
+                    log.warning("event listener failed (%s); trying again in %.1f s", exc, backoff.delay)
                 await backoff.wait()
 
     def _dispatch(self, payload: str) -> None:
-        run_id = notification_run(payload)
-        if run_id == REVOKED:
-            _, ((_, key_id, _),) = decode_notification(payload)
+        run_id = notify.notification_run(payload)
+        if run_id is None:
+            revoked = Revoked(notify.revoked_key(payload))
             # A revoked key's streams end at their next event.
             for subs in tuple(self._subs.values()):
                 for sub in tuple(subs):
-                    if sub.key_id == key_id:
-                        sub.queue.put_nowait((0, REVOKED, ""))
+                    if sub.key_id == revoked.key_id:
+                        sub.queue.put_nowait(revoked)
             return
         subs = self._subs.get(run_id)
         if not subs:
             return  # nobody here streams this run: not even decoded
-        _, events = decode_notification(payload)
+        _, events = notify.decode(payload)
         relayed = self._relayed.get(run_id, 0)
-        if events[-1][0] <= relayed:
+        if events[-1].seq <= relayed:
             return
         for sub in tuple(subs):
             for event in events:
-                if event[0] > relayed:
+                if event.seq > relayed:
                     sub.queue.put_nowait(event)
 
 
-def _error_event(message: str) -> ServerSentEvent:
-    # The SDK's stream helpers only surface an error whose JSON has a top-level "error" key.
-    error = {"code": "server_error", "message": message, "param": None, "type": "server_error"}
-    return ServerSentEvent(event="error", data=json.dumps({**error, "error": error}))
+REVOKED_MESSAGE = "The API key used for this stream was revoked."
+GONE_MESSAGE = (
+    "Events of this run are no longer kept (ASSISTGRAPH_EVENT_RETENTION); read the run and its steps instead."
+)
 
 
 class _Gone(Exception):
     """Events the stream owes its client are no longer kept."""
 
 
+async def with_data(pool: AsyncConnectionPool, run_id: str, event: KeptEvent) -> KeptEvent | None:
+    """The event with its data: read from `run_events` when it was too large for its notification
+    (None: no longer kept)."""
+    if event.data is not None:
+        return event
+    async with pool.connection() as conn:
+        data = await event_data(conn, run_id, event.seq)
+    return None if data is None else event._replace(data=data)
+
+
 async def run_events(
     sub: Subscription,
     pool: AsyncConnectionPool,
     keepalive: float,
-    include: list[str] | None = None,
-    first: list[tuple[str, dict]] | None = None,
     *,
     after: int = 0,
     replay: bool = False,
-) -> AsyncIterator[ServerSentEvent]:
-    """The SSE events of one run numbered above `after`, until the run ends or needs the client,
-    then `done`. Each carries its number as the SSE `id`. With `replay` (a client re-attaching),
-    the kept events come first, and an end event ends the stream only once it is the run's latest."""
+) -> AsyncIterator[KeptEvent | StreamBroken]:
+    """The events of one run numbered above `after`, in order and each once, until the run ends or
+    needs the client; a `StreamBroken` last when the stream cannot go on. With `replay` (a client
+    re-attaching), the kept events come first, and an end event ends the stream only once it is
+    the run's latest. `keepalive`: seconds of quiet after which kept events are checked for any
+    whose notification was lost."""
     last = after
-    backlog: list[tuple[int, str, str]] = []
+    backlog: list[KeptEvent] = []
 
     async def fill(upto: int | None = None) -> None:
         """Queue the kept events after the last one sent (and before `upto`), all of them or none."""
         async with pool.connection() as conn:
             rows = await events_after(conn, sub.run_id, last)
         if upto is not None:
-            rows = [row for row in rows if row[0] < upto]
-        if rows and rows[0][0] != last + 1 or upto is not None and (rows[-1][0] if rows else last) != upto - 1:
+            rows = [row for row in rows if row.seq < upto]
+        if rows and rows[0].seq != last + 1 or upto is not None and (rows[-1].seq if rows else last) != upto - 1:
             raise _Gone()  # pruned meanwhile
         backlog.extend(rows)
 
@@ -192,83 +203,52 @@ async def run_events(
         """The run, when it is over or waits for the client (nothing more will come unasked)."""
         async with pool.connection() as conn:
             row = await store.run_row(conn, sub.run_id)
-        return row if row is not None and row["status"] in STREAM_END_STATUSES else None
+        return row if row is not None and row["status"] in STREAM_END else None
 
     try:
-        for name, data in first or []:
-            yield ServerSentEvent(event=name, data=json.dumps(data, separators=(",", ":")))
         if replay:
             try:
                 await fill()
             except _Gone:
                 row = await settled()
-                if last > 0 or row is None or row["status"] not in TERMINAL_RUN_STATUSES:
+                if last > 0 or row is None or row["status"] not in TERMINAL:
                     raise
                 # A run whose events were all pruned: its final state is all there is to say.
-                yield ServerSentEvent(event=f"thread.run.{row['status']}", data=json.dumps(row["obj"]))
-                yield ServerSentEvent(event="done", data="[DONE]")
+                yield KeptEvent.unkept(f"thread.run.{row['status']}", row["obj"])
                 return
             if not backlog and await settled():
-                yield ServerSentEvent(event="done", data="[DONE]")  # asked for events after the last one
-                return
+                return  # asked for events after the last one
         while True:
             if backlog:
-                seq, name, data = backlog.pop(0)
+                event = backlog.pop(0)
             else:
                 try:
-                    seq, name, data = await asyncio.wait_for(sub.queue.get(), timeout=keepalive)
+                    item = await asyncio.wait_for(sub.queue.get(), timeout=keepalive)
                 except asyncio.TimeoutError:
                     # Quiet for a while: catch up on events whose notification was lost.
                     await fill()
                     if not backlog and sub.queue.empty() and await settled():
                         break
                     continue
-                if name == REVOKED:
-                    yield _error_event("The API key used for this stream was revoked.")
-                    break
-                if seq <= last:
+                if isinstance(item, Revoked):
+                    yield StreamBroken("server_error", REVOKED_MESSAGE)
+                    return
+                event = item
+                if event.seq <= last:
                     continue  # already sent: read from run_events before its notification arrived
-                if seq > last + 1:
+                if event.seq > last + 1:
                     # The notifications in between were lost (the listener reconnected): read them first.
-                    await fill(upto=seq)
-                    backlog.append((seq, name, data))
+                    await fill(upto=event.seq)
+                    backlog.append(event)
                     continue
-            if data == "@":  # too large for a notification
-                async with pool.connection() as conn:
-                    data = await event_data(conn, sub.run_id, seq)
-                if data is None:
-                    raise _Gone()
-            if name.startswith("thread.run.step.") and name != "thread.run.step.delta" and '"file_search"' in data:
-                data = json.dumps(present_step(json.loads(data), include), separators=(",", ":"))
-            last = seq
-            yield ServerSentEvent(event=name, data=data, id=str(seq))
-            if name in STREAM_END_EVENTS and not backlog:
+            event = await with_data(pool, sub.run_id, event)
+            if event is None:
+                raise _Gone()
+            last = event.seq
+            yield event
+            if event.name in STREAM_END_EVENTS and not backlog:
                 break
-        yield ServerSentEvent(event="done", data="[DONE]")
     except _Gone:
-        yield _error_event(
-            "Events of this run are no longer kept (ASSISTGRAPH_EVENT_RETENTION); read the run and its steps instead."
-        )
+        yield StreamBroken("server_error", GONE_MESSAGE)
     finally:
         sub.close()
-
-
-class _KeepAlive(ServerSentEvent):
-    """A comment line without the blank line that would end an event. Once it has seen an `id:`,
-    the openai SDK's decoder turns every blank line into an event (it keeps the last id, as the
-    SSE spec says, and dispatches even with no data), then fails to parse that event's empty data;
-    a lone comment line is skipped by every SSE parser and still keeps the connection busy."""
-
-    def encode(self) -> bytes:
-        return b": keep-alive\n"
-
-
-def sse_response(events: AsyncIterator[ServerSentEvent], keepalive: float) -> EventSourceResponse:
-    # Comment pings keep proxies and clients from timing out during long tool calls.
-    return EventSourceResponse(
-        events,
-        ping=keepalive,
-        ping_message_factory=_KeepAlive,
-        headers={"Cache-Control": "no-cache"},
-        sep="\n",
-    )

@@ -28,7 +28,9 @@ from api.settings import Settings
 log = logging.getLogger(__name__)
 
 OPENAI_COMPATIBLE = "openai"
-ENTRY_KEYS = frozenset({"match", "provider", "base_url", "api_key", "model", "list", "options", "owned_by"})
+ENTRY_KEYS = frozenset(
+    {"match", "provider", "base_url", "api_key", "model", "list", "options", "owned_by", "text_tool_calls"}
+)
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,8 @@ class Route:
     base_url: str | None
     api_key: str | None
     options: dict[str, Any] = field(default_factory=dict)
+    # Tool calls the model writes as text in its answer are turned into real calls.
+    text_tool_calls: bool = False
 
     @property
     def openai_compatible(self) -> bool:
@@ -56,6 +60,7 @@ class Entry:
     names: tuple[str, ...]  # what GET /v1/models lists for a pattern (besides what its endpoint lists)
     options: dict[str, Any]
     owned_by: str
+    text_tool_calls: bool = False
 
     @property
     def is_pattern(self) -> bool:
@@ -80,6 +85,11 @@ class Entry:
         options = raw.get("options") or {}
         if not isinstance(options, dict):
             raise ValueError(f"{where}: `options` must be a mapping of keyword arguments")
+        text_tool_calls = raw.get("text_tool_calls", False)
+        if not isinstance(text_tool_calls, bool):
+            raise ValueError(f"{where}: `text_tool_calls` must be true or false")
+        if text_tool_calls and provider != OPENAI_COMPATIBLE:
+            raise ValueError(f"{where}: `text_tool_calls` applies to OpenAI-compatible endpoints only")
         return cls(
             match=match,
             provider=provider,
@@ -89,6 +99,7 @@ class Entry:
             names=tuple(names),
             options=dict(options),
             owned_by=str(raw.get("owned_by") or provider),
+            text_tool_calls=text_tool_calls,
         )
 
 
@@ -129,7 +140,7 @@ class Catalog:
         base_url = entry.base_url
         if entry.provider == OPENAI_COMPATIBLE and not base_url:
             base_url = self.default_base_url
-        return Route(entry.provider, entry.model or name, base_url, api_key, entry.options)
+        return Route(entry.provider, entry.model or name, base_url, api_key, entry.options, entry.text_tool_calls)
 
     def serves(self, name: str, creds: Credentials | None = None) -> bool:
         return self.route(name, creds) is not None

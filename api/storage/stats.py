@@ -5,15 +5,17 @@ from __future__ import annotations
 
 from psycopg import AsyncConnection
 
+from api.contract.run_status import ACTIVE, sql_list
+
 from api.storage.database import SELECT_MIGRATION_VERSIONS
 from api.storage.migrations import MIGRATIONS
 from api.storage.queue import INGESTION_QUEUE, QUEUE
 
 # Only active statuses: `runs_active` indexes them, so a scrape never scans every run ever made
 # (ended runs are counted as they happen: assistgraph_run_transitions_total).
-COUNT_ACTIVE_RUNS = """
+COUNT_ACTIVE_RUNS = f"""
     SELECT status, count(*) AS n FROM runs
-    WHERE status IN ('queued', 'in_progress', 'requires_action', 'cancelling') GROUP BY status
+    WHERE status IN {sql_list(ACTIVE)} GROUP BY status
 """
 # Jobs that may start now: their age counts from when they were deferred (or scheduled for).
 QUEUE_STATS = """
@@ -39,7 +41,7 @@ COUNT_LIVE_WORKERS = """
 
 
 async def collect(conn: AsyncConnection, ingest_task: str, stalled_after: float = 30.0) -> dict:
-    runs = {s: 0 for s in ("queued", "in_progress", "requires_action", "cancelling")}
+    runs = dict.fromkeys(ACTIVE, 0)
     for row in await (await conn.execute(COUNT_ACTIVE_RUNS)).fetchall():
         runs[row["status"]] = row["n"]
     queues = {name: {"todo": 0, "doing": 0, "age": 0.0} for name in (QUEUE, INGESTION_QUEUE)}

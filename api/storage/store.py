@@ -8,7 +8,8 @@ from typing import Any, Literal
 from psycopg import AsyncConnection, sql
 from psycopg.types.json import Jsonb
 
-from api.contract.objects import ACTIVE_RUN_STATUSES
+from api.contract.run_status import ACTIVE as ACTIVE_RUN_STATUSES
+from api.contract.run_status import EXECUTING, sql_list
 from api.observability import runs as observed_runs
 
 Table = Literal[
@@ -32,11 +33,13 @@ INSERT_RUN = """
 """
 
 SELECT_ACTIVE_RUN = "SELECT id FROM runs WHERE thread_id = %s AND status = ANY(%s) LIMIT 1"
-# What creating a run reads, in one round trip: the thread (locked: serialises "is a run active?"
-# decisions), its active run, and the assistant the run starts from (absent: not found, or not asked).
+# What creating a run reads: the thread (locked: serialises "is a run active?" decisions) and the
+# assistant the run starts from (absent: not found, or not asked). The active run is read by
+# SELECT_ACTIVE_RUN in a statement of its own, after this one holds the lock: under READ COMMITTED a
+# statement that waited for the row lock re-checks the locked row, but a subquery of that statement
+# still reads the snapshot taken before the wait and misses the run the lock holder just committed.
 LOCK_THREAD_FOR_RUN = """
-    SELECT t.obj AS thread, a.obj AS assistant,
-        (SELECT r.id FROM runs r WHERE r.thread_id = t.id AND r.status = ANY(%(active)s) LIMIT 1) AS active_run
+    SELECT t.obj AS thread, a.obj AS assistant
     FROM threads t
     LEFT JOIN assistants a ON a.id = %(assistant)s AND a.tenant_id = %(tenant)s
     WHERE t.id = %(thread)s AND t.tenant_id = %(tenant)s
@@ -47,9 +50,10 @@ SELECT_RUN_ROW = "SELECT obj, status, config, tenant_id FROM runs WHERE id = %s"
 MERGE_RUN_CONFIG = "UPDATE runs SET config = config || %s WHERE id = %s"
 # Polling reads a run as the JSON text the API returns: no decoding and re-encoding per poll.
 SELECT_RUN_JSON = "SELECT obj::text AS json, status FROM runs WHERE id = %s AND thread_id = %s AND tenant_id = %s"
-SELECT_OVERDUE_RUNS = """
+# The status list is the one of the `runs_expiring` partial index (a literal, so the planner uses it).
+SELECT_OVERDUE_RUNS = f"""
     SELECT id FROM runs
-    WHERE status IN ('queued', 'in_progress', 'requires_action', 'cancelling') AND expires_at <= %s
+    WHERE status IN {sql_list(ACTIVE_RUN_STATUSES)} AND expires_at <= %s
     ORDER BY expires_at LIMIT %s
 """
 # What a run's prompt needs of each message, not the whole object (decoding is per run, per message);
@@ -73,9 +77,9 @@ SELECT_RUN_STEPS = "SELECT obj, pending_usage FROM run_steps WHERE run_id = %s O
 SELECT_RUN_MESSAGES = "SELECT obj FROM messages WHERE run_id = %s ORDER BY seq"
 # Active runs no job will ever move on (their job was lost between a crash and a hand-back, or
 # ended without settling the run), quiet for a while so a transition in flight is not taken for one.
-SELECT_ORPHANED_RUNS = """
+SELECT_ORPHANED_RUNS = f"""
     SELECT r.id, r.status FROM runs r
-    WHERE r.status IN ('queued', 'in_progress', 'cancelling')
+    WHERE r.status IN {sql_list(EXECUTING)}
       AND r.updated_at < now() - make_interval(secs => %s)
       AND NOT EXISTS (
           SELECT 1 FROM procrastinate_jobs j WHERE j.lock = r.id AND j.status IN ('todo', 'doing')
@@ -90,20 +94,6 @@ COUNT_FILES_IN_PROGRESS = """
     SELECT count(*) AS n FROM vector_store_files WHERE vector_store_id = ANY(%s) AND status = 'in_progress'
 """
 
-# A run's status only moves along the lifecycle: a status change is stored only from these
-# statuses (the WHERE clause of the statement that stores it, `runs/events.py`), so a late write (a
-# finishing executor racing a cancel or an expiry) changes nothing.
-ALLOWED_FROM: dict[str, tuple[str, ...]] = {
-    "queued": ("queued", "requires_action"),
-    "in_progress": ("queued", "in_progress"),
-    "requires_action": ("in_progress",),
-    "completed": ("in_progress",),
-    "incomplete": ("in_progress",),
-    "failed": ("queued", "in_progress"),
-    "cancelling": ("queued", "in_progress", "requires_action"),
-    "cancelled": ("queued", "in_progress", "requires_action", "cancelling"),
-    "expired": ("queued", "in_progress", "requires_action", "cancelling"),
-}
 
 
 @lru_cache(maxsize=None)
@@ -188,12 +178,18 @@ async def run_start(conn: AsyncConnection, run_id: str) -> dict | None:
 
 
 async def lock_thread_for_run(conn: AsyncConnection, thread_id: str, tenant: str, assistant_id: str | None) -> dict | None:
-    """{"thread", "assistant", "active_run"} of `LOCK_THREAD_FOR_RUN`; None when the thread does not exist."""
-    cur = await conn.execute(
-        LOCK_THREAD_FOR_RUN,
-        {"thread": thread_id, "tenant": tenant, "assistant": assistant_id, "active": list(ACTIVE_RUN_STATUSES)},
-    )
-    return await cur.fetchone()
+    """{"thread", "assistant", "active_run"}; None when the thread does not exist. Both statements go
+    in one round trip (pipelined); the second starts, with a fresh snapshot, once the first holds the lock."""
+    async with conn.pipeline():
+        locked = await conn.execute(
+            LOCK_THREAD_FOR_RUN, {"thread": thread_id, "tenant": tenant, "assistant": assistant_id}
+        )
+        active = await conn.execute(SELECT_ACTIVE_RUN, (thread_id, list(ACTIVE_RUN_STATUSES)))
+        row = await locked.fetchone()
+        active_row = await active.fetchone()
+    if row is None:
+        return None
+    return {**row, "active_run": active_row["id"] if active_row else None}
 
 
 async def active_run_id(conn: AsyncConnection, thread_id: str) -> str | None:

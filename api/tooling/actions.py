@@ -5,12 +5,11 @@ builds from them (tools/openapi_actions does the HTTP).
 
 from __future__ import annotations
 
-import json
-import logging
 from typing import Any
 
 from langchain_core.tools import BaseTool
 from psycopg import AsyncConnection
+from psycopg_pool import AsyncConnectionPool
 from psycopg.types.json import Jsonb
 from pydantic import ValidationError
 
@@ -18,9 +17,9 @@ from api.contract.errors import InvalidRequest, not_found
 from api.contract.ids import new_id, now
 from api.security import crypto
 from api.settings import Settings
+from api.tooling.sources import Edits, ToolSource
 from tools import openapi_actions as oa
-
-log = logging.getLogger(__name__)
+from tools.functions import unique_name
 
 Credentials = oa.Credentials
 
@@ -41,10 +40,6 @@ UPDATE_ACTION = """
         credentials = CASE WHEN %(replace_credentials)s THEN %(credentials)s ELSE credentials END
     WHERE id = %(id)s AND tenant_id = %(tenant)s
 """
-
-
-def _secret(settings: Settings) -> str | None:
-    return settings.secret_key.get_secret_value() if settings.secret_key else None
 
 
 def parse(source: Any) -> dict:
@@ -89,17 +84,20 @@ def seal(settings: Settings, credentials: Credentials | None) -> bytes | None:
     """Credentials encrypted for storage; a 400 on `auth` when no secret key is configured."""
     if credentials is None:
         return None
-    secret = _secret(settings)
-    if not secret:
-        raise InvalidRequest(
-            "ASSISTGRAPH_SECRET_KEY must be set on the server before an action's credentials can be stored.",
-            param="auth",
-        )
-    return crypto.encrypt(secret, json.dumps(credentials.plain()))
+    return crypto.seal(settings, credentials.plain(), param="auth", before="an action's credentials can be stored")
 
 
-def unseal(settings: Settings, sealed: bytes) -> dict:
-    return json.loads(crypto.decrypt(_secret(settings), sealed))
+def unseal(settings: Settings, sealed: bytes | None) -> dict | None:
+    return crypto.unseal(settings, sealed)
+
+
+SOURCE = ToolSource(
+    noun="action",
+    select_ids=SELECT_ACTION_IDS,
+    run_param="action_credentials",
+    run_secrets="action credentials",
+    check_run_secret=lambda value, param: validate_credentials(value, param=param).plain(),
+)
 
 
 def _info_text(info: Any, key: str) -> str | None:
@@ -149,19 +147,10 @@ async def insert_action(conn: AsyncConnection, obj: dict, tenant: str, doc: dict
 
 
 async def modify_action(
-    conn: AsyncConnection,
-    action_id: str,
-    tenant: str,
-    *,
-    given: set[str],
-    name: str | None = None,
-    description: str | None = None,
-    metadata: dict | None = None,
-    doc: dict | None = None,
-    auth: Credentials | None = None,
-    sealed: bytes | None = None,
+    conn: AsyncConnection, action_id: str, tenant: str, edits: Edits, *,
+    doc: dict | None = None, auth: Credentials | None = None, sealed: bytes | None = None,
 ) -> dict:
-    """The action with the fields in `given` changed, stored in one transaction.
+    """The action with the fields `edits` gives changed, stored in one transaction.
 
     `doc` and `auth`/`sealed` are validated (and sealed) by the caller, so nothing the client gave
     is refused while the row is locked. `null` means what leaving the field out means on create: the document's title or
@@ -174,20 +163,15 @@ async def modify_action(
         info = doc.get("info") if doc is not None else row["info"]
         if doc is not None:
             obj.update(_document_fields(doc))
-        if "name" in given:
-            obj["name"] = _name(name, info)
-        if "description" in given:
-            obj["description"] = _description(description, info)
-        if "metadata" in given:
-            obj["metadata"] = metadata or {}
-        if "auth" in given:
+        edits.apply(obj, name=lambda name: _name(name, info), description=lambda text: _description(text, info))
+        if "auth" in edits.given:
             obj["auth"] = _public_auth(auth)
         await conn.execute(
             UPDATE_ACTION,
             {
                 "obj": Jsonb(obj),
                 "document": Jsonb(doc) if doc is not None else None,
-                "replace_credentials": "auth" in given,
+                "replace_credentials": "auth" in edits.given,
                 "credentials": sealed,
                 "id": action_id,
                 "tenant": tenant,
@@ -198,42 +182,35 @@ async def modify_action(
 
 async def missing_actions(conn: AsyncConnection, tenant: str, ids: list[str]) -> list[str]:
     """The ids (in the order given) that name no action of the tenant."""
-    if not ids:
-        return []
-    rows = await (await conn.execute(SELECT_ACTION_IDS, (list(ids), tenant))).fetchall()
-    found = {row["id"] for row in rows}
-    return [i for i in dict.fromkeys(ids) if i not in found]
+    return await SOURCE.missing(conn, tenant, ids)
 
 
 async def tools_for_run(
-    conn: AsyncConnection,
-    tenant: str,
-    action_ids: list[str],
-    settings: Settings,
-    run_credentials: dict[str, dict | Credentials] | None,
-    *,
+    pool: AsyncConnectionPool, settings: Settings, tenant: str, action_ids: list[str], config: dict, *,
     taken_names: set[str] | frozenset[str] = frozenset(),
 ) -> list[BaseTool]:
     """The tools of the tenant's actions, in the order of `action_ids`.
 
-    Credentials given for the run (by action id) replace the stored ones. Actions deleted since
+    Credentials given with the run (by action id) replace the stored ones. Actions deleted since
     they were attached are skipped. A tool whose name is already used (by an earlier action or in
     `taken_names`, e.g. the run's function tools) gets a numeric suffix.
     """
     ids = list(dict.fromkeys(action_ids))
     if not ids:
         return []
-    rows = await (await conn.execute(SELECT_RUN_ACTIONS, (ids, tenant))).fetchall()
+    given = SOURCE.run_secrets_of(settings, config)
+    async with pool.connection() as conn:
+        rows = await (await conn.execute(SELECT_RUN_ACTIONS, (ids, tenant))).fetchall()
     by_id = {row["id"]: row for row in rows}
     names = set(taken_names)
     tools: list[BaseTool] = []
     for action_id in ids:
         row = by_id.get(action_id)
         if row is None:
-            log.info("action %s no longer exists; its tools are not offered", action_id)
+            SOURCE.gone(action_id)
             continue
-        credentials: Any = (run_credentials or {}).get(action_id)
-        if credentials is None and row["credentials"] is not None:
+        credentials: Any = given.get(action_id)
+        if credentials is None:
             credentials = unseal(settings, row["credentials"])
         for tool in oa.action_tools(
             row["document"],
@@ -242,30 +219,11 @@ async def tools_for_run(
             max_bytes=settings.action_max_response_bytes,
             allowed_hosts=settings.actions_allowed_hosts,
         ):
-            name, n = tool.name, 2
-            while name in names:
-                suffix = f"_{n}"
-                name = tool.name[: 64 - len(suffix)] + suffix
-                n += 1
-            tool.name = name
-            names.add(name)
+            tool.name = unique_name(tool.name, names)
             tools.append(tool)
     return tools
 
 
 async def seal_run_credentials(conn: AsyncConnection, settings: Settings, tenant: str, given: dict[str, Any]) -> str:
-    """Credentials a client supplies with a run, checked and encrypted for the run's config (the
-    executor that runs it may be another process)."""
-    plain = {}
-    for action_id, value in given.items():
-        plain[action_id] = validate_credentials(value, param=f"action_credentials.{action_id}").plain()
-    missing = await missing_actions(conn, tenant, list(given))
-    if missing:
-        raise InvalidRequest(f"No action with id '{missing[0]}'.", param="action_credentials")
-    secret = _secret(settings)
-    if not secret:
-        raise InvalidRequest(
-            "ASSISTGRAPH_SECRET_KEY must be set on the server before a run's action credentials can be accepted.",
-            param="action_credentials",
-        )
-    return crypto.encrypt(secret, json.dumps(plain)).decode()
+    """Credentials a client supplies with a run, checked and encrypted for the run's config."""
+    return await SOURCE.seal_run_secrets(conn, settings, tenant, given)

@@ -6,13 +6,15 @@ Files of the run's tenant."""
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections import OrderedDict
 from pathlib import PurePosixPath
 
 from psycopg_pool import AsyncConnectionPool
 
-from api.files import file_storage, files_store, generated
+from api.files import files_store, generated
+from api.files.file_store import StoreUnavailable, store_for
 from api.settings import Settings
 from api.storage import store
 from tools.code_interpreter import (
@@ -37,32 +39,19 @@ CLAIM_KERNEL = """
 RELEASE_KERNEL = "DELETE FROM code_interpreter_kernels WHERE key = %s AND kernel_id = %s"
 # Sessions whose staged files are remembered; one that falls out has its files placed again.
 STAGED_SESSIONS_KEPT = 1000
+# What bounds this process's sessions (the store's `limits`), for /readyz; None: it runs no code.
+_limits_in_force: str | None = None
+
+
+def limits_in_force() -> str | None:
+    return _limits_in_force
 
 
 def config_from(settings: Settings) -> CodeInterpreterConfig:
-    token = settings.code_interpreter_gateway_token
+    group = settings.code_interpreter
+    token = group.gateway_token
     return CodeInterpreterConfig(
-        backend=settings.code_interpreter_backend,
-        idle_timeout=settings.code_interpreter_idle_timeout,
-        execution_timeout=settings.code_interpreter_execution_timeout,
-        startup_timeout=settings.code_interpreter_startup_timeout,
-        max_output_chars=settings.code_interpreter_max_output_chars,
-        max_output_files=settings.code_interpreter_max_output_files,
-        max_file_mb=settings.code_interpreter_max_file_mb,
-        max_sessions=settings.code_interpreter_max_sessions,
-        memory_mb=settings.code_interpreter_memory_mb,
-        max_processes=settings.code_interpreter_max_processes,
-        cpu_seconds=settings.code_interpreter_cpu_seconds,
-        cpus=settings.code_interpreter_cpus,
-        tmp_mb=settings.code_interpreter_tmp_mb,
-        sessions_dir=settings.code_interpreter_sessions_dir,
-        nsjail_path=settings.code_interpreter_nsjail_path,
-        host_uid_base=settings.code_interpreter_host_uid_base,
-        unsandboxed=settings.code_interpreter_unsandboxed,
-        gateway_url=settings.code_interpreter_gateway_url,
-        gateway_token=token.get_secret_value() if token else None,
-        gateway_kernel_name=settings.code_interpreter_gateway_kernel_name,
-        gateway_data_dir=settings.code_interpreter_gateway_data_dir,
+        **group.model_dump(exclude={"gateway_token"}), gateway_token=token.get_secret_value() if token else None
     )
 
 
@@ -92,16 +81,22 @@ class CodeSessions:
         self.sessions = sessions
         self.pool = pool
         self.settings = settings
+        self.files = store_for(settings)
         # Input files already placed in each session (by session id: a replaced session starts empty),
         # for the most recently used sessions.
         self._staged: OrderedDict[str, set[str]] = OrderedDict()
 
     @classmethod
     async def open(cls, pool: AsyncConnectionPool, settings: Settings) -> "CodeSessions":
-        mapping = PostgresKernelIds(pool) if settings.code_interpreter_backend == "gateway" else None
-        return cls(await open_session_store(config_from(settings), mapping=mapping), pool, settings)
+        global _limits_in_force
+        mapping = PostgresKernelIds(pool) if settings.code_interpreter.backend == "gateway" else None
+        sessions = await open_session_store(config_from(settings), mapping=mapping)
+        _limits_in_force = sessions.limits
+        return cls(sessions, pool, settings)
 
     async def close(self) -> None:
+        global _limits_in_force
+        _limits_in_force = None
         await self.sessions.aclose()
 
     async def tool_for(self, run: dict, tenant: str) -> CodeInterpreterTool:
@@ -119,16 +114,27 @@ class CodeSessions:
                 if file_id in staged:
                     continue
                 try:
-                    data = await file_storage.read_bytes(self.settings.data_dir, stored)
+                    data = await self.files.read_bytes(stored)
                 except FileNotFoundError:
                     log.warning("file %s of thread %s has no bytes; not placed in /mnt/data", file_id, thread_id)
+                    continue
+                except StoreUnavailable as exc:
+                    # Not remembered as placed: the next call of the tool tries again.
+                    log.warning("file %s of thread %s not placed in /mnt/data: the file store is unavailable (%s)", file_id, thread_id, exc)
                     continue
                 await current.put_file(name, data)
                 staged.add(file_id)
             return current
 
+        # The same bytes are stored once per run: re-run code writes the same chart and files again.
+        # Displayed images (named by the tool) by their bytes alone, files by name and bytes.
+        saved: dict[tuple[str, str], str] = {}
+
         async def save_output(name: str, data: bytes, mime: str) -> str:
-            return (await generated.create(self.pool, self.settings.data_dir, tenant, name, data))["id"]
+            key = (hashlib.sha256(data).hexdigest(), "" if name.startswith("image-") else name)
+            if key not in saved:
+                saved[key] = (await generated.create(self.pool, self.files, tenant, name, data))["id"]
+            return saved[key]
 
         tool = CodeInterpreterTool(session=session, save_output=save_output)
         if files:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
@@ -23,10 +22,9 @@ from api.contract.ids import new_id, now
 from api.security import crypto
 from api.settings import Settings, get_settings
 from api.storage import store
+from api.tooling.sources import Edits, ToolSource
 from tools import mcp_servers as mcp
 from tools.mcp_servers.config import MAX_HEADERS, RemoteServer, StdioServer
-
-log = logging.getLogger(__name__)
 
 SHARED_PREFIX = "mcp_shared_"
 
@@ -69,10 +67,6 @@ class SharedServerUnavailable(Exception):
 # --- validation and secrets --------------------------------------------------------------------
 
 
-def _secret(settings: Settings) -> str | None:
-    return settings.secret_key.get_secret_value() if settings.secret_key else None
-
-
 def check_url(url: Any) -> str:
     try:
         return mcp.check_url(url)
@@ -103,17 +97,20 @@ def seal_headers(settings: Settings, headers: dict[str, str] | None, param: str 
     """Headers encrypted for storage; a 400 when no secret key is configured."""
     if not headers:
         return None
-    secret = _secret(settings)
-    if not secret:
-        raise InvalidRequest(
-            "ASSISTGRAPH_SECRET_KEY must be set on the server before an MCP server's headers can be stored.",
-            param=param,
-        )
-    return crypto.encrypt(secret, json.dumps(headers))
+    return crypto.seal(settings, headers, param=param, before="an MCP server's headers can be stored")
 
 
 def unseal_headers(settings: Settings, sealed: bytes | None) -> dict[str, str]:
-    return json.loads(crypto.decrypt(_secret(settings), sealed)) if sealed else {}
+    return crypto.unseal(settings, sealed, default={})
+
+
+SOURCE = ToolSource(
+    noun="MCP server",
+    select_ids=SELECT_SERVER_IDS,
+    run_param="mcp_headers",
+    run_secrets="MCP headers",
+    check_run_secret=lambda value, param: validate_headers(value, param=param) or {},
+)
 
 
 def _merge_headers(stored: dict[str, str], given: dict[str, str] | None) -> dict[str, str]:
@@ -264,23 +261,14 @@ async def _write(
 
 
 async def modify_server(
-    pool: AsyncConnectionPool,
-    settings: Settings,
-    server_id: str,
-    tenant: str,
-    *,
-    given: set[str],
-    url: str | None = None,
-    transport: str | None = None,
-    headers: dict[str, str] | None = None,
-    name: str | None = None,
-    description: str | None = None,
+    pool: AsyncConnectionPool, settings: Settings, server_id: str, tenant: str, edits: Edits, *,
+    url: str | None = None, transport: str | None = None, headers: dict[str, str] | None = None,
     allowed_tools: list[str] | None = None,
-    metadata: dict | None = None,
 ) -> dict:
-    """The server with the fields in `given` changed (validated by the caller). A new URL, transport
-    or headers lists the tools again over the new connection (refused, nothing changes, if that
-    fails). `null` means what leaving the field out means on create."""
+    """The server with the fields `edits` gives changed (validated by the caller). A new URL,
+    transport or headers lists the tools again over the new connection (refused, nothing changes,
+    if that fails)."""
+    given = edits.given
     read = await _read(pool, server_id, tenant)
     reconnect = bool(given & {"url", "transport", "headers"})
     new_url = url if "url" in given else read["url"]
@@ -306,14 +294,9 @@ async def modify_server(
             columns.update(url=new_url, transport=new_transport, headers=sealed, tools=Jsonb(listing.tools))
         if "headers" in given:
             obj["header_names"] = sorted(plain or {})
-        if "name" in given:
-            obj["name"] = _default_name(name, obj["server_info"], obj["url"])
-        if "description" in given:
-            obj["description"] = description
         if "allowed_tools" in given:
             obj["allowed_tools"] = allowed_tools
-        if "metadata" in given:
-            obj["metadata"] = metadata or {}
+        edits.apply(obj, name=lambda name: _default_name(name, obj["server_info"], obj["url"]))
         return columns
 
     return await _write(pool, server_id, tenant, read, change, relisted=reconnect)
@@ -540,55 +523,25 @@ async def missing_servers(
     conn: AsyncConnection, tenant: str, ids: list[str], settings: Settings | None = None
 ) -> list[str]:
     """The ids (in the order given) that name neither a server of the tenant nor a shared one."""
-    if not ids:
-        return []
-    shared = shared_servers(settings or get_settings())
-    registered = [i for i in ids if not is_shared(i)]
-    found = set(shared)
-    if registered:
-        rows = await (await conn.execute(SELECT_SERVER_IDS, (registered, tenant))).fetchall()
-        found |= {row["id"] for row in rows}
-    return [i for i in dict.fromkeys(ids) if i not in found]
+    return await SOURCE.missing(conn, tenant, ids, shared=shared_servers(settings or get_settings()))
 
 
 async def seal_run_headers(conn: AsyncConnection, settings: Settings, tenant: str, given: dict[str, Any]) -> str:
-    """Headers a client supplies with a run, by server id, checked and encrypted for the run's config
-    (the executor that runs it may be another process)."""
-    plain = {}
-    for server_id, headers in given.items():
-        plain[server_id] = validate_headers(headers, param=f"mcp_headers.{server_id}") or {}
-    missing = await missing_servers(conn, tenant, list(given), settings)
-    if missing:
-        raise InvalidRequest(f"No MCP server with id '{missing[0]}'.", param="mcp_headers")
+    """Headers a client supplies with a run, by server id, checked and encrypted for the run's config."""
     shared = shared_servers(settings)
-    for server_id in given:
+
+    def refuse(server_id: str) -> None:
         if server_id in shared and isinstance(shared[server_id][1], StdioServer):
             raise InvalidRequest(
                 f"The MCP server '{server_id}' runs on the server (stdio) and takes no headers.",
                 param=f"mcp_headers.{server_id}",
             )
-    secret = _secret(settings)
-    if not secret:
-        raise InvalidRequest(
-            "ASSISTGRAPH_SECRET_KEY must be set on the server before a run's MCP headers can be accepted.",
-            param="mcp_headers",
-        )
-    return crypto.encrypt(secret, json.dumps(plain)).decode()
 
-
-def run_headers(settings: Settings, config: dict) -> dict[str, dict[str, str]]:
-    """Headers the client supplied with the run, by server id (sealed in the run's config)."""
-    sealed = config.get("mcp_headers")
-    return json.loads(crypto.decrypt(_secret(settings), sealed.encode())) if sealed else {}
+    return await SOURCE.seal_run_secrets(conn, settings, tenant, given, shared=shared, refuse=refuse)
 
 
 async def tools_for_run(
-    pool: AsyncConnectionPool,
-    settings: Settings,
-    tenant: str,
-    server_ids: list[str],
-    config: dict,
-    *,
+    pool: AsyncConnectionPool, settings: Settings, tenant: str, server_ids: list[str], config: dict, *,
     taken_names: set[str] | frozenset[str] = frozenset(),
 ) -> list[BaseTool]:
     """The tools of these servers, in order, from their stored listings (a shared server never listed
@@ -599,7 +552,7 @@ async def tools_for_run(
     if not ids:
         return []
     client = await mcp.load_client()
-    given = run_headers(settings, config)
+    given = SOURCE.run_secrets_of(settings, config)
     registered = [i for i in ids if not is_shared(i)]
     rows = {}
     if registered:
@@ -621,7 +574,7 @@ async def tools_for_run(
             target = await _http_target(settings, server_id, row["url"], row["transport"], headers)
             definitions, allowed = row["tools"], row["obj"].get("allowed_tools")
         else:
-            log.info("MCP server %s no longer exists; its tools are not offered", server_id)
+            SOURCE.gone(server_id)
             continue
         tools += client.build_tools(
             target, definitions, allowed_tools=allowed, taken_names=names, max_output_chars=settings.mcp_max_output_chars

@@ -53,11 +53,11 @@ async def render(conn: AsyncConnection, registry: ToolRegistry, tenant: str, too
         if kind == "action":
             if tool["id"] in missing:
                 raise InvalidRequest(f"No action with id '{tool['id']}'.", param=f"tools[{i}].id")
-            out.append(_action_entry(tool["id"]))
+            out.append(_source_entry("action", tool["id"], "OpenAPI action", "actions", "operations"))
         elif kind == "mcp":
             if tool["id"] in missing_mcp:
                 raise InvalidRequest(f"No MCP server with id '{tool['id']}'.", param=f"tools[{i}].id")
-            out.append(_mcp_entry(tool["id"]))
+            out.append(_source_entry("mcp", tool["id"], "MCP server", "mcp_servers", "tools"))
         elif kind in RESERVED_TYPES:
             out.append(tool)
         elif (installed := registry.get(kind)) is not None:
@@ -70,24 +70,14 @@ async def render(conn: AsyncConnection, registry: ToolRegistry, tenant: str, too
     return out
 
 
-def _action_entry(action_id: str) -> dict:
-    # Only the id: the action's name and operations can change (POST /v1/actions/{id}) after
-    # assistants enable it, and runs build its tools from the document as it is then.
-    description = f"OpenAPI action {action_id}: its operations are offered to the model as tools (GET /v1/actions/{action_id})."
+def _source_entry(kind: str, source_id: str, noun: str, path: str, parts: str) -> dict:
+    # Only the id: an action's document and an MCP server's tools can change after assistants
+    # enable them (modify, refresh), and runs build the tools from them as they are then.
+    description = f"{noun} {source_id}: its {parts} are offered to the model as tools (GET /v1/{path}/{source_id})."
     return {
         "type": "function",
-        "function": {"name": action_id, "description": description, "parameters": NO_PARAMETERS, "strict": False},
-        "builtin": {"type": "action", "id": action_id},
-    }
-
-
-def _mcp_entry(server_id: str) -> dict:
-    # Only the id, as for actions: the server's tools are listed again on refresh.
-    description = f"MCP server {server_id}: its tools are offered to the model as tools (GET /v1/mcp_servers/{server_id})."
-    return {
-        "type": "function",
-        "function": {"name": server_id, "description": description, "parameters": NO_PARAMETERS, "strict": False},
-        "builtin": {"type": "mcp", "id": server_id},
+        "function": {"name": source_id, "description": description, "parameters": NO_PARAMETERS, "strict": False},
+        "builtin": {"type": kind, "id": source_id},
     }
 
 

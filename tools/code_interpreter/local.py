@@ -16,19 +16,32 @@ import shutil
 import sys
 import tempfile
 import time
-from collections import OrderedDict
+from dataclasses import replace
 from pathlib import Path
 
 import zmq.asyncio
 from jupyter_client.asynchronous import AsyncKernelClient
 
 from . import files
+from .budget import RLIMITS_ONLY, Budget
+from .budget import detect as detect_budget
 from .config import CodeInterpreterConfig
 from .errors import CodeInterpreterError, SessionStartFailed
-from .execution import Execution, FileInfo, run_code
-from .jail import SOCKET_DIR, UID_LEASES_DIR, Identity, Jail, SessionPaths, UidLeases, identity_for_slot
+from .execution import FileInfo
+from .jail import (
+    SOCKET_DIR,
+    Identity,
+    Jail,
+    SessionPaths,
+    UidLeases,
+    data_limited,
+    data_mount_problem,
+    identity_for_slot,
+    unmount_under,
+)
+from .kernel import SESSION_ENDED, SHUTTING_DOWN, KernelSession, KernelStore
 from .provisioner import JailProvisioner, SandboxedKernelManager, kernel_spec
-from .store import SessionStore, UnavailableStore
+from .store import UnavailableStore
 
 log = logging.getLogger(__name__)
 
@@ -38,28 +51,19 @@ SESSION_ID_CHARS = 12
 SOCKET_NAME = "k"
 # sun_path holds 108 bytes with its terminating NUL.
 MAX_SOCKET_PATH = 107
-# Keys whose session ended, remembered so their next session can say so (bounded).
-ENDED_MEMORY = 10_000
 
 
-class LocalSession:
+class LocalSession(KernelSession):
     def __init__(self, store: LocalSessionStore, key: str, slot: int, notice: str | None) -> None:
-        self.key = key
-        self.id = secrets.token_hex(SESSION_ID_CHARS // 2)
+        super().__init__(store.config, key, secrets.token_hex(SESSION_ID_CHARS // 2), notice)
         self.slot = slot
         self.paths = SessionPaths(store.base / self.id)
         # Set by start(): a server running as root leases a host uid of its own for the jail.
         self.identity: Identity | None = None
         self._uid_lease: int | None = None
-        self.last_used = time.monotonic()
-        self.busy = False
         self._store = store
-        self._config = store.config
-        self._notice = notice
-        self._lock = asyncio.Lock()
         self._km: SandboxedKernelManager | None = None
         self._client: AsyncKernelClient | None = None
-        self.dead = False
 
     @property
     def _owner(self) -> tuple[int, int] | None:
@@ -71,11 +75,11 @@ class LocalSession:
         store = self._store
         if store.jail is not None:
             if os.geteuid() == 0:
-                index, self._uid_lease = await asyncio.to_thread(store.uid_leases.acquire)
+                index, self._uid_lease = await asyncio.to_thread(store.uid_leases.acquire, store.config.host_uid_base)
                 self.identity = identity_for_slot(store.config, index)
             else:
                 self.identity = identity_for_slot(store.config, self.slot)
-        await asyncio.to_thread(self.paths.create, self.identity)
+        await asyncio.to_thread(self.paths.create, self.identity, self._config.data_mb)
         store, paths = self._store, self.paths
         km = SandboxedKernelManager(
             transport="ipc",
@@ -120,6 +124,16 @@ class LocalSession:
         self._client = client
         await client.wait_for_ready(timeout=self._config.startup_timeout)
 
+    def _channels(self) -> AsyncKernelClient:
+        assert self._client is not None
+        return self._client
+
+    async def _ready(self) -> bool:
+        if self._client is None:
+            raise CodeInterpreterError(SESSION_ENDED)
+        # A kernel that died between calls (CPU-time limit, a crash) is replaced before the code runs.
+        return not await self._is_alive() and await self._restart()
+
     async def _interrupt(self) -> None:
         if self._km is not None and self._km.has_kernel:
             await self._km.interrupt_kernel()
@@ -128,7 +142,8 @@ class LocalSession:
         return self._km is not None and await self._km.is_alive()
 
     async def _restart(self) -> bool:
-        assert self._km is not None
+        if self._km is None:
+            return False
         try:
             await self._km.restart_kernel(now=True)
             await self._connect()
@@ -138,60 +153,8 @@ class LocalSession:
             return False
         return True
 
-    async def execute(self, code: str) -> Execution:
-        async with self._lock:
-            if self.dead or self._client is None:
-                raise CodeInterpreterError("The Python session ended; call the tool again to start a new one.")
-            self.busy = True
-            self.last_used = time.monotonic()
-            try:
-                return await self._execute(code)
-            finally:
-                self.busy = False
-                self.last_used = time.monotonic()
-
-    async def _execute(self, code: str) -> Execution:
-        config = self._config
-        data = str(self.paths.data)
-        # A kernel that died between calls (CPU-time limit, a crash) is replaced before the code runs.
-        restarted = not await self._is_alive() and await self._restart()
-        if self.dead:
-            raise CodeInterpreterError("The Python session ended; call the tool again to start a new one.")
-        before = await asyncio.to_thread(files.snapshot, data)
-        assert self._client is not None
-        try:
-            output = await run_code(
-                self._client,
-                code,
-                timeout=config.execution_timeout,
-                max_chars=config.max_output_chars,
-                max_images=config.max_output_files,
-                interrupt=self._interrupt,
-                is_alive=self._is_alive,
-            )
-        except asyncio.CancelledError:
-            # The caller gave up (run cancelled, tool timeout): stop the code instead of letting it run on.
-            await self._interrupt()
-            raise
-        if output.ending in ("stuck", "died"):
-            restarted = await self._restart() or restarted
-        after = await asyncio.to_thread(files.snapshot, data)
-        changed = files.changed_files(before, after)
-        notice, self._notice = self._notice, None
-        return Execution(
-            logs=output.text,
-            images=output.images,
-            files=changed[: config.max_output_files],
-            error=output.error,
-            timed_out=output.ending in ("timed_out", "stuck"),
-            kernel_restarted=restarted or (output.ending == "died" and self.dead),
-            kernel_died=output.ending == "died",
-            omitted_chars=output.omitted_chars,
-            images_omitted=output.images_omitted,
-            files_omitted=max(len(changed) - config.max_output_files, 0),
-            session_notice=notice,
-            timeout_seconds=config.execution_timeout,
-        )
+    async def _snapshot(self) -> files.Snapshot:
+        return await asyncio.to_thread(files.snapshot, str(self.paths.data))
 
     async def put_file(self, name: str, data: bytes) -> str:
         if len(data) > self._config.max_file_bytes:
@@ -205,7 +168,7 @@ class LocalSession:
         return await asyncio.to_thread(files.read_file, str(self.paths.data), name, self._config.max_file_bytes)
 
     async def list_files(self) -> list[FileInfo]:
-        snapshot = await asyncio.to_thread(files.snapshot, str(self.paths.data))
+        snapshot = await self._snapshot()
         return [FileInfo(name, size) for name, (size, _) in sorted(snapshot.items())]
 
     async def stop(self) -> None:
@@ -220,33 +183,27 @@ class LocalSession:
             except Exception:  # the process is gone either way; the directory must go too
                 log.exception("code_interpreter: stopping session %s failed", self.id)
             self._km = None
-        await asyncio.to_thread(shutil.rmtree, self.paths.root, True)
+        await asyncio.to_thread(self.paths.remove)
         if self._uid_lease is not None:
             UidLeases.release(self._uid_lease)  # only once the jail's processes are gone
             self._uid_lease = None
 
 
-class LocalSessionStore:
+class LocalSessionStore(KernelStore[LocalSession]):
     """Jailed kernels on this machine, one per key, stopped after `idle_timeout` without use."""
 
     def __init__(self, config: CodeInterpreterConfig, base: Path, jail: Jail | None) -> None:
-        self.config = config
+        super().__init__(config)
         self.base = base
         self.jail = jail
         self.python = jail.inside_python if jail else sys.executable
         self.zmq_context = zmq.asyncio.Context()
         self.unsandboxed_environment = _unsandboxed_environment(config) if jail is None else {}
-        self._sessions: dict[str, LocalSession] = {}
-        self._starting: dict[str, asyncio.Task[LocalSession]] = {}
-        self._ended: OrderedDict[str, str] = OrderedDict()
         self._free_slots = list(range(config.max_sessions))
-        # Shared by every server using the same sessions directory (the system temp dir by default).
-        self.uid_leases = UidLeases(base.parent / UID_LEASES_DIR)
-        self._closed = False
-        self._reaper: asyncio.Task[None] | None = None
+        self.uid_leases = UidLeases()
 
     @classmethod
-    async def open(cls, config: CodeInterpreterConfig) -> SessionStore:
+    async def open(cls, config: CodeInterpreterConfig) -> LocalSessionStore | UnavailableStore:
         base = await asyncio.to_thread(_make_base, config.sessions_dir)
         socket_path = base / ("0" * SESSION_ID_CHARS) / "run" / f"{SOCKET_NAME}-99"
         if len(os.fsencode(socket_path)) > MAX_SOCKET_PATH:
@@ -256,44 +213,35 @@ class LocalSessionStore:
             return UnavailableStore(reason)
         jail = None
         if not config.unsandboxed:
-            try:
-                jail = Jail.for_config(config)
-                reason = await jail.probe(base, UidLeases(base.parent / UID_LEASES_DIR))
-            except Exception as exc:  # noqa: BLE001 - any failure to set up the jail means "no sandbox"
-                reason = f"{type(exc).__name__}: {exc}"
-            if reason is not None:
+            if config.data_mb and data_limited():
+                problem = await asyncio.to_thread(data_mount_problem, base)
+                if problem is not None:
+                    log.warning("code_interpreter: /mnt/data cannot be size-limited here (%s)", problem)
+                    config = replace(config, data_mb=0)
+            jail, reason = await _working_jail(config, base)
+            if jail is None:
                 log.error("code_interpreter disabled: no working sandbox on this machine (%s)", reason)
                 await asyncio.to_thread(shutil.rmtree, base, True)
                 return UnavailableStore("no working sandbox on this machine")
+            log.info("code_interpreter: %s", _limits_line(config, jail.budget))
         else:
             log.warning("code_interpreter runs code UNSANDBOXED, as the server's user (unsandboxed setting)")
         store = cls(config, base, jail)
-        store._reaper = asyncio.create_task(store._reap_forever(), name="code_interpreter reaper")
+        store.start_reaper()
         return store
 
-    async def session(self, key: str) -> LocalSession:
-        if self._closed:
-            raise CodeInterpreterError("The code interpreter is shutting down.")
-        session = self._sessions.get(key)
-        if session is not None and not session.dead:
-            session.last_used = time.monotonic()
-            return session
-        task = self._starting.get(key)
-        if task is None:
-            task = asyncio.create_task(self._start(key, replacing=session))
-            self._starting[key] = task
-            task.add_done_callback(lambda _: self._starting.pop(key, None))
-        return await asyncio.shield(task)
+    @property
+    def limits(self) -> str:
+        """What bounds a session's resources here: `cgroup v2`, `cgroup v1`, `rlimits` or `none`."""
+        return self.jail.budget.kind if self.jail is not None else "none"
 
-    async def _start(self, key: str, replacing: LocalSession | None) -> LocalSession:
-        notice = None
+    async def _open(self, key: str, replacing: LocalSession | None) -> LocalSession:
         if replacing is not None:
             self._sessions.pop(key, None)
             self._release(replacing)
             await replacing.stop()
-            notice = _notice("ended", self.config.idle_timeout)
-        elif key in self._ended:
-            notice = _notice(self._ended.pop(key), self.config.idle_timeout)
+            self._remember_end(key, "ended")
+        notice = self._notice_for(key)
         if not self._free_slots:
             await self._evict_one()
         slot = self._free_slots.pop(0)
@@ -305,7 +253,7 @@ class LocalSessionStore:
             raise
         if self._closed:
             await session.stop()
-            raise CodeInterpreterError("The code interpreter is shutting down.")
+            raise CodeInterpreterError(SHUTTING_DOWN)
         self._sessions[key] = session
         log.info("code_interpreter: session %s started (%d running)", session.id, len(self._sessions))
         return session
@@ -327,10 +275,7 @@ class LocalSessionStore:
     async def _end(self, session: LocalSession, reason: str) -> None:
         if self._sessions.get(session.key) is session:
             del self._sessions[session.key]
-        self._ended[session.key] = reason
-        self._ended.move_to_end(session.key)
-        while len(self._ended) > ENDED_MEMORY:
-            self._ended.popitem(last=False)
+        self._remember_end(session.key, reason)
         await session.stop()
         self._release(session)
         log.info("code_interpreter: session %s stopped (%s)", session.id, reason)
@@ -346,40 +291,43 @@ class LocalSessionStore:
         limit = time.monotonic() - self.config.idle_timeout
         expired = [s for s in self._sessions.values() if not s.busy and s.last_used < limit]
         await asyncio.gather(*(self._end(s, "idle") for s in expired))
+        if self.jail is not None:
+            await asyncio.to_thread(self.jail.budget.sweep)
         return [s.key for s in expired]
 
-    async def _reap_forever(self) -> None:
-        interval = min(max(self.config.idle_timeout / 4, 0.5), 60.0)
-        while True:
-            await asyncio.sleep(interval)
-            try:
-                await self.reap_idle()
-            except Exception:  # the reaper must outlive one failed stop
-                log.exception("code_interpreter: reaping idle sessions failed")
+    async def _disconnect(self, session: LocalSession) -> None:
+        await session.stop()
 
-    async def aclose(self) -> None:
-        self._closed = True
-        if self._reaper is not None:
-            self._reaper.cancel()
-        for task in list(self._starting.values()):
-            task.cancel()
-        sessions = list(self._sessions.values())
-        self._sessions.clear()
-        await asyncio.gather(*(s.stop() for s in sessions), return_exceptions=True)
+    async def _release_resources(self) -> None:
         self.zmq_context.destroy(linger=0)
-        await asyncio.to_thread(shutil.rmtree, self.base, True)
-        if sessions:
-            log.info("code_interpreter: %d sessions stopped at shutdown", len(sessions))
+        await asyncio.to_thread(_remove_base, self.base)
 
 
-def _notice(reason: str, idle_timeout: float) -> str:
-    why = {
-        "idle": f"it was unused for more than {idle_timeout:g} s",
-        "evicted": "the server needed room for other sessions",
-    }.get(reason, "its kernel could not be recovered")
+async def _working_jail(config: CodeInterpreterConfig, base: Path) -> tuple[Jail | None, str]:
+    """The jail with the best budget that runs here, or None and why no jail does."""
+    try:
+        budget = await asyncio.to_thread(detect_budget) if config.cgroups else Budget("rlimits", reason="cgroups off")
+        jail = Jail.for_config(config, budget)
+        reason = await jail.probe(base, UidLeases())
+        if reason is not None and budget is not RLIMITS_ONLY:
+            # A cgroup this server may create but not use (a host that refuses to move the jail
+            # into it): per-process limits are still a sandbox.
+            jail = replace(jail, budget=Budget("rlimits", reason=f"{budget.kind} refused: {reason}"))
+            reason = await jail.probe(base, UidLeases())
+    except Exception as exc:  # noqa: BLE001 - any failure to set up the jail means "no sandbox"
+        return None, f"{type(exc).__name__}: {exc}"
+    return (jail, "") if reason is None else (None, reason)
+
+
+def _limits_line(config: CodeInterpreterConfig, budget: Budget) -> str:
+    if not config.data_mb:
+        data = "unlimited"
+    else:
+        data = f"{config.data_mb} MB" if data_limited() else "unlimited (the server is not root)"
+    scope = "each session" if budget.kind != "rlimits" else "each process"
     return (
-        f"This is a new Python session: the previous one was stopped because {why}, so its variables, "
-        "imports and files are gone (files attached to the conversation are placed in /mnt/data again)."
+        f"limits by {budget.describe()}: {config.memory_mb} MB of memory and {config.max_processes} processes "
+        f"for {scope}, {config.cpus} CPU(s); /mnt/data {data}"
     )
 
 
@@ -393,10 +341,16 @@ def _make_base(parent: Path | None) -> Path:
         except (OSError, ValueError):
             continue
         if not _process_exists(pid):
+            unmount_under(stale)  # /mnt/data tmpfs of its sessions
             shutil.rmtree(stale, ignore_errors=True)
     base = Path(tempfile.mkdtemp(prefix=BASE_PREFIX, dir=root))
     (base / OWNER_FILE).write_text(str(os.getpid()))
     return base
+
+
+def _remove_base(base: Path) -> None:
+    unmount_under(base)
+    shutil.rmtree(base, ignore_errors=True)
 
 
 def _process_exists(pid: int) -> bool:

@@ -1,4 +1,5 @@
-"""Turning a kernel's output stream into text a model can read: colour codes out, length capped."""
+"""Turning a kernel's output stream into text a model can read and a database can store: colour codes
+out, NULs and undecodable bytes escaped, length capped."""
 
 from __future__ import annotations
 
@@ -8,8 +9,30 @@ import re
 _ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[@-Z\\-_]")
 
 
+# What JSON or Postgres text cannot hold: NUL (jsonb refuses \u0000) and lone surrogates (bytes that were
+# not UTF-8, as Python's surrogateescape keeps them, or halves of a pair).
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
 def strip_ansi(text: str) -> str:
     return _ANSI.sub("", text)
+
+
+def _escape(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    if 0xDC80 <= code <= 0xDCFF:  # an undecodable byte, kept by surrogateescape
+        return f"\\x{code - 0xDC00:02x}"
+    return "\\x00" if code == 0 else "\ufffd"
+
+
+def readable(text: str) -> str:
+    """`text` with NULs and undecodable bytes written as `\\xNN` (other lone surrogates as U+FFFD)."""
+    return _UNSTORABLE.sub(_escape, text)
+
+
+def clean(text: str) -> str:
+    """Kernel output as the model sees it: no colour codes, nothing a database refuses."""
+    return readable(strip_ansi(text))
 
 
 class CappedText:

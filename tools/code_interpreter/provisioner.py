@@ -25,10 +25,17 @@ from jupyter_client.kernelspec import KernelSpec
 from jupyter_client.manager import AsyncKernelManager
 from jupyter_client.provisioning import LocalProvisioner
 
+from .figures import SHOW_OPEN_FIGURES
+
 PR_SET_PDEATHSIG = 1
 
-# The kernel's own options: no history database to write at start, no colour codes in tracebacks.
-KERNEL_ARGS = ["--HistoryManager.enabled=False", "--InteractiveShell.colors=nocolor"]
+# The kernel's own options: no history database to write at start, no colour codes in tracebacks,
+# figures of every matplotlib backend shown.
+KERNEL_ARGS = [
+    "--HistoryManager.enabled=False",
+    "--InteractiveShell.colors=nocolor",
+    f"--IPKernelApp.exec_lines={SHOW_OPEN_FIGURES}",
+]
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _prctl = _libc.prctl

@@ -1,25 +1,17 @@
 """The interfaces the host programs against: a `Session` per key, and a `SessionStore` that keeps them.
 
 Two stores implement them: `LocalSessionStore` (kernels in nsjail on this machine, the default) and
-`GatewaySessionStore` (kernels in a Jupyter Kernel Gateway shared by several workers).
-`open_session_store` picks one from the configuration and returns a store whose calls fail with a
-readable `SandboxUnavailable` when no sandbox works, so the tool can tell the model instead of
-running code unsandboxed.
+`GatewaySessionStore` (kernels in a Jupyter Kernel Gateway shared by several workers); backends.py
+picks one. `UnavailableStore` stands in when no sandbox works: its calls fail with a readable
+`SandboxUnavailable`, so the tool can tell the model instead of running code unsandboxed.
 """
 
 from __future__ import annotations
 
-import logging
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
-from .config import CodeInterpreterConfig
 from .errors import SandboxUnavailable
 from .execution import Execution, FileInfo
-
-if TYPE_CHECKING:
-    from .gateway import KernelIdMapping
-
-log = logging.getLogger(__name__)
 
 
 @runtime_checkable
@@ -44,6 +36,10 @@ class Session(Protocol):
 
 @runtime_checkable
 class SessionStore(Protocol):
+    # What bounds a session's resources: `cgroup v2`, `cgroup v1` or `rlimits` (see budget.py), `none`
+    # (unsandboxed), `gateway` (the gateway's operator decides) or `unavailable`.
+    limits: str
+
     async def session(self, key: str) -> Session:
         """The running session of `key`, started if there is none."""
         ...
@@ -62,6 +58,8 @@ class SessionStore(Protocol):
 class UnavailableStore:
     """Stands in when no sandbox works: every call says why, nothing runs."""
 
+    limits = "unavailable"
+
     def __init__(self, reason: str) -> None:
         self.reason = reason
 
@@ -76,20 +74,3 @@ class UnavailableStore:
 
     async def aclose(self) -> None:
         return None
-
-
-async def open_session_store(
-    config: CodeInterpreterConfig, *, mapping: KernelIdMapping | None = None
-) -> SessionStore:
-    """The configured store, started; an `UnavailableStore` (logged once) if it cannot work here.
-
-    `mapping` (gateway backend only) is where key → kernel id lives, shared by the workers; an
-    in-memory one serves a single process.
-    """
-    if config.backend == "gateway":
-        from .gateway import GatewaySessionStore
-
-        return await GatewaySessionStore.open(config, mapping=mapping)
-    from .local import LocalSessionStore
-
-    return await LocalSessionStore.open(config)

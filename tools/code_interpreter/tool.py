@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from .errors import CodeInterpreterError
 from .execution import Execution
+from .output import readable
 from .store import Session
 
 log = logging.getLogger(__name__)
@@ -92,18 +93,20 @@ class CodeInterpreterTool(BaseTool):
         files: dict[str, str] = {}
         written: list[str] = []
         for info in result.files:
+            # A name the code made of arbitrary bytes is stored and shown escaped.
+            path = readable(info.path)
             try:
                 data = await session.read_file(info.name)
                 mime = mimetypes.guess_type(info.name)[0] or "application/octet-stream"
-                files[info.path] = await self.save_output(info.name.rsplit("/", 1)[-1], data, mime)
+                files[path] = await self.save_output(path.rsplit("/", 1)[-1], data, mime)
             except CodeInterpreterError as exc:
-                notes.append(f"sandbox:{info.path} was not returned: {exc}")
+                notes.append(f"sandbox:{path} was not returned: {exc}")
                 continue
             except Exception:
-                log.exception("code_interpreter: storing %s failed", info.path)
-                notes.append(f"sandbox:{info.path} could not be stored.")
+                log.exception("code_interpreter: storing %s failed", path)
+                notes.append(f"sandbox:{path} could not be stored.")
                 continue
-            written.append(f"sandbox:{info.path} ({_size(info.size)})")
+            written.append(f"sandbox:{path} ({_size(info.size)})")
 
         parts = [result.logs if result.logs else "(no output)"]
         shown = sum(1 for o in outputs if o["type"] == "image")
@@ -111,12 +114,12 @@ class CodeInterpreterTool(BaseTool):
             parts.append(f"[{shown} image{'s' if shown > 1 else ''} shown to the user.]")
         if written:
             parts.append("[Files written (link them as sandbox:/mnt/data/<name>): " + ", ".join(written) + "]")
-        parts += [f"[Note: {note}]" for note in notes]
+        parts += [f"[Note: {readable(note)}]" for note in notes]
         return "\n\n".join(parts), {"outputs": outputs, "files": files}
 
 
 def _failure(message: str) -> tuple[str, dict[str, Any]]:
-    text = f"Error: {message}"
+    text = readable(f"Error: {message}")
     return text, {"outputs": [{"type": "logs", "logs": text}], "files": {}}
 
 

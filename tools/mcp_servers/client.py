@@ -23,6 +23,7 @@ from mcp.shared.exceptions import McpError
 from mcp.types import Tool as MCPTool
 from pydantic import ConfigDict, Field, PrivateAttr
 
+from tools.functions import unique_name
 from tools.mcp_servers.config import MIN_SECRET_LENGTH, header_secrets
 from tools.openapi_actions.network_guard import GuardedTransport, RefusedAddress, _normal_host
 
@@ -273,13 +274,7 @@ def build_tools(
             continue
         mcp_tool = MCPTool.model_validate(definition)
         call = convert_mcp_tool_to_langchain_tool(None, mcp_tool, connection=target.connection, server_name=target.label)
-        base = function_name(mcp_tool.name)
-        name, n = base, 2
-        while name in taken_names:
-            suffix = f"_{n}"
-            name = base[: NAME_LENGTH - len(suffix)] + suffix
-            n += 1
-        taken_names.add(name)
+        name = unique_name(function_name(mcp_tool.name), taken_names, NAME_LENGTH)
         schema = mcp_tool.inputSchema or {"type": "object", "properties": {}}
         tool = McpTool(
             name=name,

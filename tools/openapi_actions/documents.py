@@ -14,6 +14,8 @@ from urllib.parse import unquote, urlsplit
 
 import yaml
 
+from tools.functions import unique_name
+
 HTTP_METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
 MAX_DOCUMENT_CHARS = 2_000_000
 MAX_OPERATIONS = 128
@@ -337,14 +339,7 @@ def operations(doc: dict) -> list[Operation]:
             operation = _operation(doc, _Inliner(doc), path, method, op, shared, server, where)
             if operation is None:
                 continue
-            name = operation.name
-            n = 2
-            while name in taken:
-                suffix = f"_{n}"
-                name = operation.name[: 64 - len(suffix)] + suffix
-                n += 1
-            taken.add(name)
-            out.append(dataclasses.replace(operation, name=name))
+            out.append(dataclasses.replace(operation, name=unique_name(operation.name, taken)))
             if len(out) > MAX_OPERATIONS:
                 raise ValueError(f"the document has more than {MAX_OPERATIONS} operations")
     if not out:

@@ -10,10 +10,11 @@ from pydantic import Field, field_validator
 
 from api.contract import objects
 from api.contract.errors import not_found
-from api.contract.schemas import WithMetadata
+from api.contract.schemas import WithMetadata, refuse_null
 from api.http.deps import App, PageParams, _id_checker
 from api.storage import store
 from api.tooling import actions
+from api.tooling.sources import Edits
 
 router = APIRouter(prefix="/actions", tags=["actions"])
 
@@ -35,13 +36,8 @@ class ModifyAction(CreateAction):
         default=None, description="A new OpenAPI 3 document; operations and server follow it."
     )
 
-    @field_validator("openapi")
-    @classmethod
-    def _document_given(cls, value: Any) -> Any:
-        # Runs only when the field is given: an action always has a document.
-        if value is None:
-            raise ValueError("expected an OpenAPI 3 document, not null")
-        return value
+    # An action always has a document.
+    _document_given = field_validator("openapi")(refuse_null("an OpenAPI 3 document"))
 
 
 @router.post("")
@@ -83,18 +79,7 @@ async def modify_action(action_id: ActionId, body: ModifyAction, app: App) -> di
     auth = actions.validate_credentials(body.auth)
     sealed = actions.seal(app.settings, auth)
     async with app.pool.connection() as conn:
-        return await actions.modify_action(
-            conn,
-            action_id,
-            app.tenant,
-            given=given,
-            name=body.name,
-            description=body.description,
-            metadata=body.metadata,
-            doc=doc,
-            auth=auth,
-            sealed=sealed,
-        )
+        return await actions.modify_action(conn, action_id, app.tenant, Edits.of(body), doc=doc, auth=auth, sealed=sealed)
 
 
 @router.delete("/{action_id}")

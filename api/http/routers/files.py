@@ -1,6 +1,7 @@
 """The Files API: upload (multipart/form-data), list, retrieve, delete, download.
 
-Bytes live on disk (see `api.files.file_storage`), the File object in the `files` table (`api.files.files_store`).
+Bytes live in the file store (`api.files.file_store`: a local directory or S3), the File object in the
+`files` table (`api.files.files_store`).
 Files carry no `OpenAI-Beta` header and have their own pagination (limit up to 10 000, no `before`).
 """
 
@@ -17,6 +18,7 @@ from api.contract import objects
 from api.contract.errors import InvalidRequest, NotFound
 from api.contract.ids import new_id, now
 from api.files import file_storage, files_store
+from api.files.file_store import remove_all, store_for
 from api.http.deps import App, _id_checker
 from api.storage import store
 
@@ -129,7 +131,7 @@ async def _live_file(app: App, file_id: str) -> tuple[dict, str]:
         found = await files_store.get(conn, file_id, app.tenant)
         if found is not None and files_store.is_expired(found[0], now()):
             await files_store.delete(conn, file_id, app.tenant)
-            await file_storage.remove(app.settings.data_dir, found[1])
+            await remove_all(store_for(app.settings), [found[1]], "its expiry")
             found = None
     if found is None:
         raise no_such_file(file_id)
@@ -140,14 +142,15 @@ async def _live_file(app: App, file_id: str) -> tuple[dict, str]:
 async def create_file(request: Request, app: App) -> dict:
     file_id = new_id("file")
     stored = file_storage.storage_path(app.tenant, file_id)
-    destination = file_storage.local_path(app.settings.data_dir, stored)
-    upload = await file_storage.receive_upload(request, destination, _check_field)
+    files = store_for(app.settings)
+    # The row goes in only once the bytes are stored, and the bytes go again if the row does not.
+    upload = await file_storage.receive_upload(request, files, stored, _check_field)
     try:
         obj = _file_object(file_id, upload)
         async with app.pool.connection() as conn:
             await files_store.insert(conn, obj, app.tenant, stored)
     except BaseException:
-        await file_storage.remove(app.settings.data_dir, stored)
+        await remove_all(files, [stored], "a refused upload")
         raise
     return obj
 
@@ -172,8 +175,7 @@ async def list_files(
             after=after,
             before=None,
         )
-    for stored in expired:
-        await file_storage.remove(app.settings.data_dir, stored)
+    await remove_all(store_for(app.settings), expired, "their expiry")
     return objects.page(items, more)
 
 
@@ -185,13 +187,15 @@ async def retrieve_file(file_id: FileId, app: App) -> dict:
 
 @router.delete("/{file_id}")
 async def delete_file(file_id: FileId, app: App) -> dict:
-    # Deleting the row also removes the file from every vector store (ON DELETE CASCADE).
-    async with app.pool.connection() as conn:
+    # Deleting the row also removes the file from every vector store (ON DELETE CASCADE). The
+    # bytes are removed before the row's deletion commits: a store that cannot remove them rolls
+    # it back (a 503 to retry), so neither a row without bytes nor bytes without a row are left.
+    async with app.pool.connection() as conn, conn.transaction():
         deleted = await files_store.delete(conn, file_id, app.tenant)
-    if deleted is None:
-        raise no_such_file(file_id)
-    obj, stored = deleted
-    await file_storage.remove(app.settings.data_dir, stored)
+        if deleted is None:
+            raise no_such_file(file_id)
+        obj, stored = deleted
+        await store_for(app.settings).remove(stored)
     if files_store.is_expired(obj, now()):
         raise no_such_file(file_id)
     return {"id": file_id, "object": "file", "deleted": True}
@@ -201,7 +205,7 @@ async def delete_file(file_id: FileId, app: App) -> dict:
 async def download_file(file_id: FileId, app: App) -> StreamingResponse:
     obj, stored = await _live_file(app, file_id)
     try:
-        handle, size = await file_storage.open_for_reading(app.settings.data_dir, stored)
+        chunks, size = await store_for(app.settings).open(stored)
     except FileNotFoundError:
         # Deleted between the lookup and the open, or the bytes were lost.
         log.warning("bytes of %s are missing from %s", file_id, stored)
@@ -213,7 +217,7 @@ async def download_file(file_id: FileId, app: App) -> StreamingResponse:
     else:
         disposition = f"attachment; filename*=utf-8''{quoted}"
     return StreamingResponse(
-        file_storage.iter_chunks(handle),
+        chunks,
         media_type=file_storage.media_type(filename),
         headers={"content-length": str(size), "content-disposition": disposition},
     )

@@ -11,8 +11,8 @@ from api.contract import objects
 from api.contract.errors import NotFound
 from api.contract.schemas import Body
 from api.http.deps import PageParams, Server
-from api.runs.events import publish_revocation
-from api.security import keys
+from api.runs.notify import publish_revocation
+from api.security import crypto, keys
 from api.security.auth import Forbidden, Unauthorized, bearer
 from api.storage import store
 
@@ -43,7 +43,7 @@ router = APIRouter(prefix="/admin/keys", tags=["admin"], dependencies=[Depends(_
 
 @router.post("")
 async def create_key(body: CreateKey, svc: Server) -> dict:
-    secret = svc.settings.secret_key.get_secret_value() if svc.settings.secret_key else None
+    secret = crypto.configured_secret(svc.settings)
     async with svc.pool.connection() as conn:
         return await keys.create(conn, secret, **body.model_dump())
 

@@ -10,9 +10,10 @@ from fastapi import APIRouter, Depends
 from pydantic import Field, field_validator
 
 from api.contract import objects
-from api.contract.schemas import WithMetadata
+from api.contract.schemas import WithMetadata, refuse_null
 from api.http.deps import App, PageParams, _id_checker
 from api.tooling import mcp_servers
+from api.tooling.sources import Edits
 
 router = APIRouter(prefix="/mcp_servers", tags=["mcp_servers"])
 
@@ -38,13 +39,8 @@ class ModifyMcpServer(CreateMcpServer):
     url: str | None = None  # type: ignore[assignment]
     transport: Transport | None = None  # type: ignore[assignment]
 
-    @field_validator("url", "transport")
-    @classmethod
-    def _not_null(cls, value: Any) -> Any:
-        # Runs only when the field is given: a server always has a URL and a transport.
-        if value is None:
-            raise ValueError("expected a string, not null")
-        return value
+    # A server always has a URL and a transport.
+    _not_null = field_validator("url", "transport")(refuse_null("a string"))
 
 
 @router.post("")
@@ -92,14 +88,11 @@ async def modify_mcp_server(mcp_server_id: McpServerId, body: ModifyMcpServer, a
         app.settings,
         mcp_server_id,
         app.tenant,
-        given=given,
+        Edits.of(body),
         url=url,
         transport=body.transport,
         headers=headers,
-        name=body.name,
-        description=body.description,
         allowed_tools=body.allowed_tools,
-        metadata=body.metadata,
     )
 
 

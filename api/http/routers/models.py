@@ -26,6 +26,7 @@ from starlette.background import BackgroundTask
 from api.contract.errors import APIError, InvalidRequest, error_body
 from api.http.deps import App
 from api.runs.runtime import Services
+from api.security import crypto
 from api.security.auth import model_credentials
 from api.security.models import OPENAI_COMPATIBLE, Catalog, Credentials, Route, catalog_for, unknown_model
 from graph import tokens
@@ -87,7 +88,7 @@ async def close(app) -> None:
 async def _credentials(app: Services) -> Credentials:
     if not app.caller.key_id:
         return Credentials()
-    secret = app.settings.secret_key.get_secret_value() if app.settings.secret_key else None
+    secret = crypto.configured_secret(app.settings)
     async with app.pool.connection() as conn:
         found, _ = await model_credentials(conn, app.caller.key_id, secret)
     return Credentials(**found)

@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse
 from api.files import vector_stores as vs
 from api.observability import metrics
 from api.storage import stats
+from api.tooling import code_sessions
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +52,11 @@ async def readyz(request: Request) -> JSONResponse:
     else:
         checks["executor"] = "stopped"
     ready = all(value in ("ok", "disabled") for value in checks.values())
-    return JSONResponse({"status": "ready" if ready else "not_ready", "checks": checks}, status_code=200 if ready else 503)
+    body: dict = {"status": "ready" if ready else "not_ready", "checks": checks}
+    limits = code_sessions.limits_in_force()
+    if limits is not None:  # what bounds this process's code_interpreter sessions (README: The sandbox)
+        body["code_interpreter"] = {"limits": limits}
+    return JSONResponse(body, status_code=200 if ready else 503)
 
 
 @router.get("/metrics")

@@ -5,6 +5,8 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, HTTPException, Query
 
 from api.http.deps import App, Includes, ResponseId
+from api.http.encoders import responses as responses_sse
+from api.http.encoders import sse
 from api.responses import compaction, items, params, service, streams
 
 router = APIRouter(tags=["responses"])
@@ -21,7 +23,7 @@ async def create_response(body: params.CreateResponse, app: App):
             await service.purge(app, [row["id"]])
 
     if body.stream:
-        return streams.response(app, streams.events(app, row, started.sub, include=include, on_end=settle))
+        return _stream(app, streams.events(app, row, started.sub, include=include, on_end=settle))
     if body.background:
         return await service.current(app, row, include)
     await service.wait_until_settled(app, started)
@@ -32,8 +34,8 @@ async def create_response(body: params.CreateResponse, app: App):
 
 @router.post("/responses/compact")
 async def compact_response(body: params.CompactResponse, app: App) -> dict:
-    """A window of items as the user messages it holds and one compaction item (`encrypted_content`
-    sealed by the server; give the output back as input to go on from it)."""
+    """A window of items as one compaction item (`encrypted_content` sealed by the server; give the
+    output back as input to go on from it)."""
     return await compaction.compact(app, body)
 
 
@@ -59,9 +61,7 @@ async def retrieve_response(
     async with app.pool.connection() as conn:
         row = await service.stored_row(conn, app, response_id)
     sub = app.hub.subscribe(row["run_id"], app.caller.key_id)  # before reading: no missed event
-    return streams.response(
-        app, streams.events(app, row, sub, include=shown, starting_after=starting_after, replay=True)
-    )
+    return _stream(app, streams.events(app, row, sub, include=shown, starting_after=starting_after, replay=True))
 
 
 @router.delete("/responses/{response_id}")
@@ -87,3 +87,7 @@ async def list_input_items(
     return await service.input_items(
         app, response_id, limit=limit, order=order, after=after, before=before, include=items.check_include(include)
     )
+
+
+def _stream(app: App, events):
+    return sse.response(responses_sse.stream(events), app.settings.stream_keepalive)

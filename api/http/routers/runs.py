@@ -10,14 +10,17 @@ from api.files import tool_resources
 from api.http.deps import App, Include, PageParams, RunId, StepId, ThreadId
 from api.observability import metrics
 from api.runs.control import add_messages, announce, cancel_run, create_run, launch, submit_tool_outputs
+from api.contract.run_status import POLLED_WHILE, STREAM_END_EVENTS
+from api.http.encoders import assistants as assistants_sse
+from api.http.encoders import sse
+from api.runs.events import KeptEvent
 from api.runs.runtime import Services
-from api.runs.events import REVOKED
-from api.runs.streaming import STREAM_END_EVENTS, run_events, sse_response
+from api.runs.streaming import run_events
 from api.settings import Settings
 from api.storage import store
 
-# Statuses the SDK's poll helpers keep polling through.
-POLLED_WHILE = ("queued", "in_progress", "cancelling")
+# The largest event number a client can name (a run's events are numbered by a bigint).
+MAX_EVENT = 2**63 - 1
 
 
 def poll_hold(request: Request, settings: Settings) -> float:
@@ -35,11 +38,10 @@ def poll_hold(request: Request, settings: Settings) -> float:
 router = APIRouter(tags=["runs"])
 
 
-def stream(app: Services, sub, include: list[str] | None, after: int, first=None):
+def stream(app: Services, sub, include: list[str] | None, after: int, first=(), replay: bool = False):
     keepalive = app.settings.stream_keepalive
-    return sse_response(
-        _counted(run_events(sub, app.pool, keepalive, include=include, first=first, after=after)), keepalive
-    )
+    events = run_events(sub, app.pool, keepalive, after=after, replay=replay)
+    return sse.response(_counted(assistants_sse.stream(events, include, first)), keepalive)
 
 
 async def _counted(events):
@@ -67,7 +69,7 @@ async def create_thread_and_run(body: schemas.CreateThreadAndRun, app: App, incl
         sub, after = await announce(app, conn, run, events, stream=bool(body.stream))
     await launch(app, jobs)
     if sub:
-        return stream(app, sub, include, after, first=[("thread.created", thread)])
+        return stream(app, sub, include, after, first=[KeptEvent.unkept("thread.created", thread)])
     return run
 
 
@@ -117,11 +119,8 @@ async def retrieve_run(thread_id: ThreadId, run_id: RunId, app: App, request: Re
         if sub is not None and found[1] in POLLED_WHILE:
             # The SDK's poll helper (it says so in a header) only stops at requires_action or a
             # terminal status: answer when the run gets there, instead of after every poll interval,
-            # with the run as that event shows it (as stored by the same statement).
-            event = await sub.wait_for_event(STREAM_END_EVENTS, hold)
-            if event is not None and event[1] != REVOKED and event[2] != "@":
-                return Response(event[2], media_type="application/json")
-            if event is not None:
+            # with the run as stored (its metadata may have changed since the execution read it).
+            if await sub.wait_for(STREAM_END_EVENTS, hold):
                 found = await _run_json(app, thread_id, run_id)
     finally:
         if sub is not None:
@@ -166,14 +165,15 @@ async def run_event_stream(
     run_id: RunId,
     app: App,
     include: Include = None,
-    after: Annotated[int | None, Query(ge=0, description="Send the events numbered above this one.")] = None,
+    after: Annotated[int | None, Query(ge=0, le=MAX_EVENT, description="Send the events numbered above this one.")] = None,
     last_event_id: Annotated[str | None, Header(description="The `id` of the last event received.")] = None,
 ):
     """Re-attach to a run's event stream (live or finished): its events after the given one (all of
     them by default), each with its number as the SSE `id`, until the run ends or needs the client.
     `Last-Event-ID` (as an EventSource sends it on reconnect) is honoured when `after` is absent."""
     if after is None and last_event_id is not None:
-        if not last_event_id.strip().isdigit():
+        # Digits only, and few enough to be an event number (int() refuses thousands of digits).
+        if not last_event_id.strip().isdigit() or len(last_event_id.strip()) > len(str(MAX_EVENT)) or int(last_event_id) > MAX_EVENT:
             raise InvalidRequest(f"Invalid Last-Event-ID '{last_event_id}': expected an event number.", param="Last-Event-ID")
         after = int(last_event_id)
     sub = app.hub.subscribe(run_id, app.caller.key_id)  # before reading: no missed event
@@ -183,9 +183,7 @@ async def run_event_stream(
     except BaseException:
         sub.close()
         raise
-    keepalive = app.settings.stream_keepalive
-    events = run_events(sub, app.pool, keepalive, include=include, after=after or 0, replay=True)
-    return sse_response(_counted(events), keepalive)
+    return stream(app, sub, include, after or 0, replay=True)
 
 
 @router.get("/threads/{thread_id}/runs/{run_id}/steps")
