@@ -143,6 +143,13 @@ class Settings(BaseSettings):
         ge=1,
         description="Model calls one run may make; a run that needs more fails with a last_error saying so.",
     )
+    model_context_window: int | None = Field(
+        default=None,
+        ge=256,
+        description="Tokens a model's context holds (prompt and answer). When set, runs with `auto` truncation "
+        "(the Assistants default; Responses' `truncation: \"auto\"`) drop the oldest messages of a longer "
+        "history before calling the model instead of failing on its context-length error.",
+    )
     model_max_retries: int = Field(default=1, description="Retries of a failed model call before the run fails.")
     model_first_token_timeout: float = Field(
         default=300.0,

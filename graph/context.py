@@ -74,6 +74,13 @@ class Context:
         default=None,
         metadata={"description": "Keep only this many most recent thread messages (truncation `last_messages`)."},
     )
+    context_window: int | None = field(
+        default=None,
+        metadata={
+            "description": "Tokens the model's context holds: the oldest thread messages that do not fit (with "
+            "room for the answer's budget) are dropped before each call (truncation `auto`). None: all are sent."
+        },
+    )
     max_prompt_tokens: int | None = field(
         default=None, metadata={"description": "Prompt-token budget for the whole run, summed over model calls."}
     )

@@ -210,12 +210,19 @@ def _prompt(state: State, ctx: Context) -> tuple[list[AnyMessage] | None, int]:
     if ctx.last_messages:
         history = history[-ctx.last_messages :]
     own = list(state.get("messages") or [])
-    if ctx.max_prompt_tokens is None:
+    used = state.get("usage") or {}
+    limits = []
+    if ctx.max_prompt_tokens is not None:
+        limits.append(ctx.max_prompt_tokens - used.get("prompt_tokens", 0))
+    if ctx.context_window is not None:
+        answer = (ctx.max_completion_tokens - used.get("completion_tokens", 0)) if ctx.max_completion_tokens else 0
+        limits.append(ctx.context_window - max(answer, 0))
+    if not limits:
         prompt = system + history + own
         return prompt, count_tokens_approximately(prompt)
-    remaining = ctx.max_prompt_tokens - (state.get("usage") or {}).get("prompt_tokens", 0)
+    remaining = min(limits)
     fixed = count_tokens_approximately(system + own)
-    # "auto" truncation: keep the newest thread messages that fit what is left of the budget.
+    # "auto" truncation: keep the newest thread messages that fit what is left of the budget and the window.
     kept = trim_messages(
         history,
         max_tokens=max(remaining - fixed, 0),

@@ -64,6 +64,10 @@ A small model's misbehaviours are turns too: a tool call written as text is a
 ``stall``              seconds (a slow or stuck local model), then go on;
                        ``stall_after: 0`` sends the headers and then no token at
                        all for that long (``delay`` holds even the headers back).
+``context_window``     tokens the model holds: a prompt estimated above it (the
+                       ``usage`` estimate) is refused with a 400
+                       ``context_length_exceeded`` error, as OpenAI-compatible
+                       servers do.
 ``gate``               streaming only: after ``gate_after`` chunks (default 0),
                        wait until the test calls ``release(gate)`` (or the client
                        goes away); ``wait_for_gate(gate)`` returns once a request
@@ -110,6 +114,7 @@ TURN_KEYS = frozenset(
         "stall",
         "gate",
         "gate_after",
+        "context_window",
     }
 )
 DEFAULT_MODELS = ("scripted-model", "scripted-model-mini")
@@ -344,6 +349,18 @@ class ScriptedModel:
             return
 
         messages = body.get("messages") or []
+        window = turn.get("context_window")
+        if window is not None:
+            prompt_tokens = _usage(None, messages, None, 0)["prompt_tokens"]
+            if prompt_tokens > window:
+                await conn.error(
+                    400,
+                    f"This model's maximum context length is {window} tokens. However, your messages resulted "
+                    f"in {prompt_tokens} tokens. Please reduce the length of the messages.",
+                    "invalid_request_error",
+                    "context_length_exceeded",
+                )
+                return
         if turn.get("echo") or ("content" not in turn and not turn.get("tool_calls")):
             user_text = _last_user_text(messages)
             content = "ok" if user_text is None and not turn.get("echo") else f"echo: {user_text or ''}"

@@ -11,6 +11,8 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
+from api.contract import text
+from api.responses.params import MAX_INPUT_ITEMS
 from tests.conftest import ADMIN_KEY, assert_error, raw_post
 
 
@@ -67,6 +69,48 @@ def test_nul_and_lone_surrogates_in_a_json_body_are_400_and_the_connection_stays
         assert raw.conn.sock is sock  # the same connection served the next request
     finally:
         raw.close()
+
+
+@pytest.mark.parametrize(
+    "body, problem",
+    [
+        pytest.param(b'{"a": "\xed\xa0\x80"}', text.SURROGATE, id="utf8-encoded-high-surrogate"),
+        pytest.param(b'{"a": "x\xed\xbf\xbf"}', text.SURROGATE, id="utf8-encoded-low-surrogate"),
+        pytest.param(b'{"a": "\xed\xa0\xbd\xed\xb8\x80"}', text.SURROGATE, id="cesu-8-pair"),
+        pytest.param(b'{"\xed\xa0\x80": 1}', text.SURROGATE, id="in-a-key"),
+        pytest.param('{"a": "\ud7ff \ue000 \U0001F600"}'.encode(), None, id="neighbours-are-fine"),
+        pytest.param(b'{"a": "\\\\ud800"}', None, id="escaped-backslash"),
+        pytest.param(b'{"a": "\\\\u0000", "b": "\\\\\\\\"}', None, id="only-backslashes"),
+        pytest.param(b'{"a": "\\\\\\u0000"}', text.NUL, id="escaped-backslash-then-nul"),
+        pytest.param(b'{"a": "\\\\ud83d\\\\ude00"}', None, id="escaped-pair-text"),
+        pytest.param(b'{"a": "\\ud83d\\ude00"}', None, id="pair"),
+        pytest.param(b'{"a": "\\ud83d"}', text.SURROGATE, id="lone-escape"),
+    ],
+)
+def test_json_body_problem(body, problem):
+    assert text.json_body_problem(body) == problem
+
+
+def _post_routes(server) -> list[str]:
+    document = httpx.get(f"{server.url.removesuffix('/v1')}/openapi.json", timeout=30).json()
+    return sorted(
+        path.removeprefix("/v1") for path, ops in document["paths"].items()
+        if "post" in ops and path.startswith("/v1/")
+    )
+
+
+def test_utf8_encoded_lone_surrogates_are_400_on_every_route(server, http):
+    body = b'{"model": "m", "input": "a\xed\xa0\x80b", "query": "\xed\xa0\x80", "name": "x"}'
+    routes = _post_routes(server)
+    assert "/embeddings" in routes and "/vector_stores/{vector_store_id}/search" in routes
+    for route in routes:
+        path = route.replace("{", "x_").replace("}", "")
+        resp = http.post(path, content=body, headers={"content-type": "application/json"})
+        assert_error(resp, 400, param="input")
+        assert "surrogate" in resp.json()["error"]["message"], route
+        # Other bytes that are not UTF-8: a 400 too (the body does not parse), never a 500.
+        invalid = http.post(path, content=b'{"input": "\xff\xfe"}', headers={"content-type": "application/json"})
+        assert 400 <= invalid.status_code < 500 and "error" in invalid.json(), (route, invalid.text)
 
 
 def test_text_that_only_looks_like_bad_escapes_is_accepted(http, model_name):
@@ -211,3 +255,10 @@ def test_a_chunked_body_over_the_size_cap_is_413(http):
     resp = http.post("/assistants", content=body(), headers={"content-type": "application/json"})
     error = assert_error(resp, 413)
     assert str(32 * 1024 * 1024) in error["message"]
+
+
+def test_a_responses_input_past_the_item_limit_is_400(http, scripted, model_name):
+    items = [{"role": "user", "content": "x"}] * (MAX_INPUT_ITEMS + 1)
+    error = assert_error(http.post("/responses", json={"model": model_name, "input": items}), 400, param="input")
+    assert str(MAX_INPUT_ITEMS) in error["message"]
+    assert scripted.requests(model_name) == []

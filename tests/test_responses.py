@@ -660,6 +660,7 @@ def test_file_search_over_vector_store_ids(client, scripted, model_name):
     check_sequence(events)
     search, answer = response.output
     assert search.type == "file_search_call" and search.status == "completed" and search.id.startswith("fs_")
+    assert search.queries == ["Google Services revenues 2023"]
     assert 0 < len(search.results) <= 3 and search.results[0].filename == "goog-10k.pdf"
     assert "272.5" in search.results[0].text
     (citation,) = answer.content[0].annotations
@@ -671,6 +672,9 @@ def test_file_search_over_vector_store_ids(client, scripted, model_name):
     assert shown.type == "file_search" and shown.vector_store_ids == [store.id] and shown.max_num_results == 3
     # The results' text only with include.
     assert client.responses.retrieve(response.id).output[0].results is None
+    assert client.responses.retrieve(response.id).output[0].queries == ["Google Services revenues 2023"]
+    done = [e.item for e in events if e.type == "response.output_item.done" and e.item.type == "file_search_call"]
+    assert [d.queries for d in done] == [["Google Services revenues 2023"]]
     assert "Google Services" in json.dumps(scripted.requests(model_name)[1]["body"]["messages"][-1]["content"])
 
 

@@ -65,6 +65,7 @@ class FileSearchTool(BaseTool):
         else:
             text = "\n\n".join(f"{r['marker']}\n{r['content']}" for r in results)
         artifact = {
+            "query": query,
             "ranking_options": {"ranker": self.ranker, "score_threshold": self.score_threshold},
             "results": results,
         }

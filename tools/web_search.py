@@ -58,6 +58,9 @@ class WebSearchTool(BaseTool):
     tavily_api_key: SecretStr | None = Field(default=None, repr=False)
     tavily_api_url: str = "https://api.tavily.com"
     timeout: float = Field(default=15, gt=0)
+    # False: the request allows no live web access (OpenAI's `external_web_access`); with no cached
+    # index to search instead, the tool says so rather than searching.
+    external_web_access: bool = True
 
     def _run(self, query: str) -> str:
         # For scripts and sync callers only; the graph awaits `_arun`. asyncio.run refuses to run
@@ -65,6 +68,12 @@ class WebSearchTool(BaseTool):
         return asyncio.run(self._arun(query))
 
     async def _arun(self, query: str) -> str:
+        if not self.external_web_access:
+            return (
+                f"No search was made for {query!r}: live web access is turned off for this request "
+                "(external_web_access: false) and there is no cached index to search instead. Answer from "
+                "what you know and say that the web was not searched."
+            )
         search = {"duckduckgo": self._duckduckgo, "searxng": self._searxng, "tavily": self._tavily}[self.provider]
         try:
             results = await search(query)

@@ -232,19 +232,27 @@ def page(items: list[dict], has_more: bool) -> dict:
 
 
 FILE_SEARCH_CONTENT = "step_details.tool_calls[*].file_search.results[*].content"
+# The queries a file_search call ran: kept in its step for the Responses API's file_search_call.queries,
+# not part of an Assistants step. Only the Responses API's own readers ask for them (clients cannot:
+# `include[]` takes FILE_SEARCH_CONTENT alone).
+FILE_SEARCH_QUERIES = "queries"
 
 
 def present_step(step: dict, include: list[str] | None) -> dict:
     """A run step as the client asked for it: file_search result text only with `include[]`."""
-    if FILE_SEARCH_CONTENT in (include or []) or step.get("type") != "tool_calls":
+    include = include or []
+    with_content, with_queries = FILE_SEARCH_CONTENT in include, FILE_SEARCH_QUERIES in include
+    if (with_content and with_queries) or step.get("type") != "tool_calls":
         return step
     calls = step.get("step_details", {}).get("tool_calls") or []
     if not any(c.get("type") == "file_search" for c in calls):
         return step
     shown = {**step, "step_details": {**step["step_details"], "tool_calls": []}}
     for call in calls:
-        if call.get("type") == "file_search" and call.get("file_search", {}).get("results"):
-            results = [{k: v for k, v in r.items() if k != "content"} for r in call["file_search"]["results"]]
-            call = {**call, "file_search": {**call["file_search"], "results": results}}
+        if call.get("type") == "file_search" and isinstance(call.get("file_search"), dict):
+            search = {k: v for k, v in call["file_search"].items() if with_queries or k != FILE_SEARCH_QUERIES}
+            if not with_content and search.get("results"):
+                search["results"] = [{k: v for k, v in r.items() if k != "content"} for r in search["results"]]
+            call = {**call, "file_search": search}
         shown["step_details"]["tool_calls"].append(call)
     return shown

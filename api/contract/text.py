@@ -16,12 +16,14 @@ SURROGATE = "unpaired surrogates (\\ud800-\\udfff)"
 
 _BAD_CHAR = re.compile("[\x00\ud800-\udfff]")
 
-# A JSON text can only carry NUL or a surrogate as a `\uXXXX` escape (a raw control character or
-# a UTF-8-encoded surrogate is not valid JSON). An escape is a `\u` after an odd run of
+# A JSON text carries NUL or a surrogate as a `\uXXXX` escape, or (a surrogate) as its three-byte
+# UTF-8-style encoding ED A0..BF xx: not valid UTF-8, but Python's json.loads decodes bytes with
+# "surrogatepass" and would let it through as a lone surrogate. An escape is a `\u` after an odd run of
 # backslashes; a high surrogate escape directly followed by a low one is a valid pair. Scanning the
 # raw bytes for these (most bodies have no `\u` at all) costs far less than decoding the body a
 # second time just to look at every string.
 _ESCAPE = re.compile(rb"(\\+)u([0-9a-fA-F]{4})")
+_ENCODED_SURROGATE = re.compile(rb"\xed[\xa0-\xbf]")
 
 
 def text_problem(value: str) -> str | None:
@@ -36,6 +38,8 @@ def json_body_problem(body: bytes) -> str | None:
     """What is wrong with the strings of a JSON body (without parsing it), or None."""
     if b"\x00" in body:
         return NUL  # raw NUL bytes: not UTF-8 JSON at all (UTF-16/32 bodies included)
+    if b"\xed" in body and _ENCODED_SURROGATE.search(body):
+        return SURROGATE
     if b"\\u" not in body:
         return None
     high_ends_at = None  # where an escaped high surrogate ended, waiting for its low half

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass
 from typing import Annotated, Literal
 
@@ -10,6 +11,7 @@ from fastapi import Depends, Path, Query, Request
 
 from api.contract.errors import InvalidRequest
 from api.contract.objects import FILE_SEARCH_CONTENT
+from api.responses.items import INCLUDABLE as RESPONSE_INCLUDABLE
 from api.runs.runtime import Services
 from api.security.auth import authenticate, bearer
 
@@ -36,8 +38,13 @@ App = Annotated[Services, Depends(_authenticated)]
 Server = Annotated[Services, Depends(_server)]
 
 
+def id_pattern(*prefixes: str) -> dict:
+    """The id's prefix, said in the OpenAPI document only (the check below answers OpenAI's 400)."""
+    return {"pattern": "^(" + "|".join(re.escape(p) for p in prefixes) + ")"}
+
+
 def _id_checker(param: str, prefix: str):
-    async def check(value: str = Path(alias=param)) -> str:
+    async def check(value: str = Path(alias=param, json_schema_extra=id_pattern(prefix))) -> str:
         if not value.startswith(prefix):
             raise InvalidRequest(
                 f"Invalid '{param}': '{value}'. Expected an ID that begins with '{prefix.rstrip('_')}'.",
@@ -51,7 +58,7 @@ def _id_checker(param: str, prefix: str):
 _check_thread_id = _id_checker("thread_id", "thread_")
 
 
-async def _thread_id(value: str = Path(alias="thread_id")) -> str:
+async def _thread_id(value: str = Path(alias="thread_id", json_schema_extra=id_pattern("thread_", "conv_"))) -> str:
     """A thread's id; a conversation's id (`conv_…`, the Conversations API's name of the same thread)
     works too."""
     if value.startswith("conv_"):
@@ -103,8 +110,15 @@ async def _include(include: Annotated[list[str] | None, Query(alias="include[]")
 Include = Annotated[list[str] | None, Depends(_include)]
 
 
+# The document lists the values `check_include` takes.
+_INCLUDES_SCHEMA = {
+    "anyOf": [{"type": "array", "items": {"type": "string", "enum": list(RESPONSE_INCLUDABLE)}}, {"type": "null"}]
+}
+
+
 async def _includes(
-    brackets: list[str] | None = Query(None, alias="include[]"), plain: list[str] | None = Query(None, alias="include")
+    brackets: list[str] | None = Query(None, alias="include[]", json_schema_extra=_INCLUDES_SCHEMA),
+    plain: list[str] | None = Query(None, alias="include", json_schema_extra=_INCLUDES_SCHEMA),
 ) -> list[str]:
     return [*(brackets or []), *(plain or [])]
 

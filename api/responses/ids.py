@@ -40,7 +40,7 @@ def new_response_id() -> str:
 
 def new_item_id(kind: str) -> str:
     """A fresh id for a conversation item kept beside the thread's messages."""
-    prefix = CALL_ITEM_PREFIXES.get(kind) or {"message": "msg_", "reasoning": "rs_"}.get(kind, "item_")
+    prefix = CALL_ITEM_PREFIXES.get(kind) or {"message": "msg_", "reasoning": "rs_", "compaction": "cmp_"}.get(kind, "item_")
     return prefix + _random()
 
 

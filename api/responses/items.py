@@ -20,6 +20,7 @@ from posixpath import basename
 from typing import Any
 
 from api.contract.errors import InvalidRequest
+from api.contract.objects import FILE_SEARCH_QUERIES
 from api.responses.ids import call_item_id, new_item_id
 from graph.nodes import NO_SUCH_TOOL
 
@@ -150,6 +151,11 @@ def normalize_input(value: Any, param: str = "input") -> list[dict]:
             if not isinstance(item.get("id"), str):
                 raise _bad("Missing required parameter: 'id'.", f"{where}.id")
             items.append({"type": kind, "id": item["id"]})
+        elif kind == "compaction":
+            sealed = item.get("encrypted_content")
+            if not isinstance(sealed, str) or not sealed or len(sealed) > COMPACTION_MAX_CHARS:
+                raise _bad("Missing or invalid parameter: 'encrypted_content'.", f"{where}.encrypted_content")
+            items.append({"type": kind, "encrypted_content": sealed})
         elif kind in KEPT_ITEM_TYPES:
             items.append(_echoed(kind, item, where))
         else:
@@ -249,7 +255,7 @@ def kept_item(item: dict) -> dict:
     kept = {**item, "id": new_item_id(item["type"])}
     if item["type"] == "message":
         kept["status"] = "completed"
-    elif item["type"] != "reasoning":
+    elif item["type"] not in ("reasoning", "compaction"):
         kept.setdefault("status", "completed")
     return kept
 
@@ -313,8 +319,16 @@ def input_message_item(message: dict, filenames: dict[str, str], container: str)
     return {"type": "message", "id": message["id"], "role": message["role"], "status": message["status"], "content": content}
 
 
+# What a kept compaction item holds for the server only: what it opened to, and its origin.
+COMPACTION_PRIVATE = ("summary", "origin", "user_messages")
+# Open Responses bounds an input compaction item's encrypted_content to 10 MiB.
+COMPACTION_MAX_CHARS = 10 * 1024 * 1024
+
+
 def shown_kept_item(item: dict, include: set[str]) -> dict:
     """A kept conversation item as the API shows it."""
+    if item.get("type") == "compaction":
+        return {k: v for k, v in item.items() if k not in COMPACTION_PRIVATE}
     if item.get("type") == "file_search_call" and "file_search_call.results" not in include:
         return {**item, "results": None}
     if item.get("type") == "code_interpreter_call" and "code_interpreter_call.outputs" not in include:
@@ -432,7 +446,7 @@ def call_item(call: dict, step_status: str, kinds: dict[str, str], include: set[
         return {
             "type": kind,
             "id": item_id,
-            "queries": [],
+            "queries": list((call.get("file_search") or {}).get(FILE_SEARCH_QUERIES) or []),
             "status": _status(step_status),
             "results": file_search_results(call) if "file_search_call.results" in include else None,
         }
@@ -460,7 +474,9 @@ def call_item(call: dict, step_status: str, kinds: dict[str, str], include: set[
         action: dict[str, Any] = {"type": "search", "query": _query(fn.get("arguments") or "")}
         if "web_search_call.action.sources" in include:
             action["sources"] = [{"type": "url", "url": u} for u in dict.fromkeys(_URL.findall(fn.get("output") or ""))]
-        return {"type": kind, "id": item_id, "action": action, "status": _status(step_status)}
+        # The tool reports a failed search as its output ("Error: …"), so the step itself completes.
+        failed = (fn.get("output") or "").startswith("Error: ")
+        return {"type": kind, "id": item_id, "action": action, "status": "failed" if failed else _status(step_status)}
     output = fn.get("output")
     failed = step_status == "failed" or (output or "").startswith("Error: ")
     return {

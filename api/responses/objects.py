@@ -24,6 +24,17 @@ RUN_STATUS = {
 }
 
 
+# OpenAI's values when a request gives none. Responses show numbers for these, never null: strict
+# clients (Open Responses' ResponseResource) refuse a null.
+SAMPLING_DEFAULTS = {"temperature": 1.0, "top_p": 1.0, "top_logprobs": 0, "presence_penalty": 0.0, "frequency_penalty": 0.0}
+
+
+def with_sampling_defaults(skeleton: dict) -> dict:
+    """The request settings a Response shows, with OpenAI's defaults for the sampling values not given
+    (rows written before they were shown carry nulls)."""
+    return {**skeleton, **{k: v for k, v in SAMPLING_DEFAULTS.items() if skeleton.get(k) is None}}
+
+
 def segment(steps: list[dict], kinds: dict[str, str]) -> tuple[list[dict], bool]:
     """The response's steps (those after its start, up to the first calling the client's functions)
     and whether it ended there."""
@@ -104,8 +115,10 @@ def response(
     include: set[str],
     filenames: dict[str, str],
     container: str,
+    leading: list[dict] = (),
 ) -> dict:
-    """The Response: the request's settings (`skeleton`) with status, output, usage and errors."""
+    """The Response: the request's settings (`skeleton`) with status, output (after `leading`, items
+    it has before its run's), usage and errors."""
     kinds = item_views.tool_kinds(run["tools"])
     own, waits = segment(steps, kinds)
     status = "completed" if waits else RUN_STATUS[run["status"]]
@@ -121,7 +134,7 @@ def response(
         "completed_at": completed_at,
         "error": error_of(run) if status == "failed" else None,
         "incomplete_details": incomplete,
-        "output": output(own, messages, kinds, include, filenames, container, waits),
+        "output": [*leading, *output(own, messages, kinds, include, filenames, container, waits)],
         "usage": usage(own, run, whole_run and not waits),
     }
 

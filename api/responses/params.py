@@ -3,13 +3,14 @@ onto a run's: tools, tool_choice, text.format → response_format, and back for 
 
 from __future__ import annotations
 
-from typing import Any, Literal, Union
+from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
 
 from api.contract import schemas
 from api.contract.errors import InvalidRequest
 from api.contract.schemas import NAME_PATTERN, check_metadata
+from tools.file_search import FileSearchTool
 
 Metadata = schemas.Metadata
 
@@ -18,8 +19,12 @@ class Body(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+# What the OpenAPI document says of ids the server reads by prefix (the server's own check answers).
+CONVERSATION_ID = {"pattern": "^(conv_|thread_)"}
+
+
 class ConversationRef(Body):
-    id: str
+    id: str = Field(json_schema_extra=CONVERSATION_ID)
 
 
 class TextFormatText(Body):
@@ -56,11 +61,40 @@ class Reasoning(Body):
     generate_summary: Literal["auto", "concise", "detailed"] | None = None
 
 
+# Items one request's `input` may carry. OpenAI documents no number; this bounds the work and memory of
+# one request (a window past it is what /v1/responses/compact is for) while leaving long agent sessions
+# sent in full (store: false) plenty of room.
+MAX_INPUT_ITEMS = 10_000
+
+
+def _bounded_input(value: Any) -> Any:
+    if isinstance(value, list) and len(value) > MAX_INPUT_ITEMS:
+        raise ValueError(
+            f"at most {MAX_INPUT_ITEMS} items are accepted, got {len(value)}; compact older items "
+            "(POST /v1/responses/compact) or continue with previous_response_id"
+        )
+    return value
+
+
+class ContextManagement(Body):
+    type: Literal["compaction"]
+    # Tokens of the rendered context at which the server compacts it (OpenAI's minimum: 1000).
+    compact_threshold: int | None = Field(default=None, ge=1000)
+
+
 class CreateResponse(Body):
+    # The document says what the server takes: a model, or an assistant that gives one.
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"anyOf": [
+            {"required": ["model"], "properties": {"model": {"type": "string", "minLength": 1}}},
+            {"required": ["assistant_id"], "properties": {"assistant_id": {"type": "string"}}},
+        ]},
+    )
     model: str | None = Field(default=None, min_length=1)
-    input: str | list[Any] | None = None
+    input: str | list[dict[str, Any]] | None = None
     instructions: str | None = Field(default=None, max_length=256_000)
-    conversation: str | ConversationRef | None = None
+    conversation: Annotated[str, Field(json_schema_extra=CONVERSATION_ID)] | ConversationRef | None = None
     previous_response_id: str | None = None
     tools: list[dict[str, Any]] | None = Field(default=None, max_length=128)
     tool_choice: str | dict[str, Any] | None = None
@@ -70,6 +104,7 @@ class CreateResponse(Body):
     temperature: float | None = Field(default=None, ge=0, le=2)
     top_p: float | None = Field(default=None, ge=0, le=1)
     truncation: Literal["auto", "disabled"] | None = None
+    context_management: list[ContextManagement] | None = Field(default=None, max_length=1)
     metadata: Metadata = None
     include: list[str] | None = None
     background: bool | None = None
@@ -92,6 +127,7 @@ class CreateResponse(Body):
     mcp_headers: dict[str, dict[str, Any]] | None = Field(default=None, max_length=20)
 
     _check_metadata = field_validator("metadata")(check_metadata)
+    _check_input = field_validator("input")(_bounded_input)
 
     @field_validator("top_logprobs")
     @classmethod
@@ -101,8 +137,36 @@ class CreateResponse(Body):
         return value
 
 
+class PromptCacheOptions(Body):
+    mode: Literal["implicit", "explicit"] | None = None
+    ttl: Literal["30m", "12h"] | None = None
+
+
+class CompactResponse(Body):
+    """`POST /v1/responses/compact`: a window (`input`, and/or a stored chain by `previous_response_id`)
+    to turn into a compaction item."""
+
+    model: str = Field(min_length=1)
+    input: str | list[dict[str, Any]] | None = None
+    previous_response_id: str | None = Field(default=None, json_schema_extra={"pattern": "^resp_"})
+    instructions: str | None = Field(default=None, max_length=256_000)
+    prompt_cache_key: str | None = Field(default=None, max_length=64)
+    prompt_cache_options: PromptCacheOptions | None = None
+    prompt_cache_retention: Literal["in_memory", "24h"] | None = None
+    service_tier: Literal["auto", "default", "fast", "flex", "scale", "priority"] | None = None
+    safety_identifier: str | None = Field(default=None, max_length=128)
+    # Sent by some clients along with the window (they send every request's settings): accepted; the
+    # summary is text, so they change nothing.
+    tools: list[dict[str, Any]] | None = None
+    parallel_tool_calls: bool | None = None
+    reasoning: Reasoning | None = None
+    text: TextConfig | None = None
+
+    _check_input = field_validator("input")(_bounded_input)
+
+
 class CreateConversation(Body):
-    items: list[Any] | None = Field(default=None, max_length=20)
+    items: list[dict[str, Any]] | None = Field(default=None, max_length=20)
     metadata: Metadata = None
 
     _check_metadata = field_validator("metadata")(check_metadata)
@@ -115,7 +179,7 @@ class UpdateConversation(Body):
 
 
 class CreateItems(Body):
-    items: list[Any] = Field(min_length=1, max_length=20)
+    items: list[dict[str, Any]] = Field(min_length=1, max_length=20)
 
 
 # --- tools ------------------------------------------------------------------------------------------
@@ -123,6 +187,8 @@ class CreateItems(Body):
 _TOOLS = TypeAdapter(list[schemas.Tool])
 _TOOL_CHOICE = TypeAdapter(schemas.ToolChoice)
 _RESPONSE_FORMAT = TypeAdapter(schemas.ResponseFormat)
+# What file_search returns at most when the tool gives no `max_num_results` (shown, as OpenAI does).
+FILE_SEARCH_MAX_RESULTS: int = FileSearchTool.model_fields["max_num_results"].default
 WEB_SEARCH_TYPES = ("web_search", "web_search_preview", "web_search_2025_08_26", "web_search_preview_2025_03_11")
 # OpenAI's hosted tools this server has no counterpart for.
 UNSUPPORTED_TOOLS = (
@@ -152,6 +218,7 @@ class RunTools(BaseModel):
     vector_store_ids: list[str] = []
     code_file_ids: list[str] = []
     container: str | None = None  # a container id the request named
+    external_web_access: bool = True  # web_search may reach the live web
 
 
 def run_tools(tools: list[dict], param: str = "tools") -> RunTools:
@@ -159,6 +226,7 @@ def run_tools(tools: list[dict], param: str = "tools") -> RunTools:
     stores: list[str] = []
     code_files: list[str] = []
     container = None
+    live = True
     for i, tool in enumerate(tools):
         where = f"{param}[{i}]"
         kind = tool.get("type")
@@ -204,13 +272,18 @@ def run_tools(tools: list[dict], param: str = "tools") -> RunTools:
                 raise _invalid("Invalid 'container': expected a container id or {\"type\": \"auto\"}.", f"{where}.container")
             out.append({"type": "code_interpreter"})
         elif kind in WEB_SEARCH_TYPES:
+            access = tool.get("external_web_access")
+            if access is not None and not isinstance(access, bool):
+                raise _invalid("Invalid 'external_web_access': expected a boolean.", f"{where}.external_web_access")
+            live = live and access is not False
             out.append({"type": "web_search"})
         elif kind in UNSUPPORTED_TOOLS:
             raise _invalid(f"Tools of type '{kind}' are not supported by this server.", f"{where}.type")
         else:
             out.append(tool)  # a plugin by name, or {"type": "action", "id": ...}
     return RunTools(
-        tools=_validated(_TOOLS, out, param), vector_store_ids=stores, code_file_ids=code_files, container=container
+        tools=_validated(_TOOLS, out, param), vector_store_ids=stores, code_file_ids=code_files, container=container,
+        external_web_access=live,
     )
 
 
@@ -295,7 +368,9 @@ def text_config(text: TextConfig | None, run_format: Any = None) -> dict:
     return out
 
 
-def display_tools(run_tools: list[dict], resources: dict, container: str | None) -> list[dict]:
+def display_tools(
+    run_tools: list[dict], resources: dict, container: str | None, external_web_access: bool = True
+) -> list[dict]:
     """A run's tools as a Response lists them. Built-in tools other than web_search show as
     `function` tools carrying a `builtin` marker, as on assistants: strict clients parse them, and
     sending them back means the built-in tool again."""
@@ -308,7 +383,7 @@ def display_tools(run_tools: list[dict], resources: dict, container: str | None)
             fn = tool["function"]
             marker = tool.get("builtin")
             if isinstance(marker, dict) and marker.get("type") == "web_search":
-                out.append({"type": "web_search"})
+                out.append({"type": "web_search"} if external_web_access else {"type": "web_search", "external_web_access": False})
                 continue
             shown = {
                 "type": "function",
@@ -326,7 +401,7 @@ def display_tools(run_tools: list[dict], resources: dict, container: str | None)
             out.append({
                 "type": "file_search",
                 "vector_store_ids": stores,
-                "max_num_results": settings.get("max_num_results"),
+                "max_num_results": settings.get("max_num_results") or FILE_SEARCH_MAX_RESULTS,
                 "ranking_options": {"ranker": "auto", "score_threshold": ranking.get("score_threshold", 0.0)},
                 "filters": None,
             })

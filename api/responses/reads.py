@@ -38,6 +38,7 @@ async def response(conn: AsyncConnection, row: dict, include: set[str]) -> dict:
         include=include,
         filenames=await _filenames(conn, row["run_id"], messages, row["tenant_id"]),
         container=container_id(row["thread_id"]),
+        leading=row.get("leading") or [],
     )
 
 

@@ -7,6 +7,7 @@ from psycopg import AsyncConnection
 from psycopg.types.json import Jsonb
 
 from api.contract.run_status import EXECUTING, sql_list
+from api.responses.objects import with_sampling_defaults
 
 INSERT_RESPONSE = """
     INSERT INTO responses (id, tenant_id, thread_id, run_id, stored, in_conversation, steps_after, first_event, input, obj)
@@ -71,13 +72,23 @@ SELECT_SETTLED_UNSTORED = f"""
 DELETE_THREAD = "DELETE FROM threads WHERE id = %s AND tenant_id = %s"
 
 
+# Output items a response has before its run's (the compaction `context_management` made), kept with
+# the response's settings and taken apart again when read.
+LEADING_OUTPUT = "_leading_output"
+
+
 async def insert_response(conn: AsyncConnection, row: dict) -> None:
-    await conn.execute(INSERT_RESPONSE, {**row, "input": Jsonb(row["input"]), "obj": Jsonb(row["obj"])})
+    obj = {**row["obj"], LEADING_OUTPUT: row["leading"]} if row.get("leading") else row["obj"]
+    await conn.execute(INSERT_RESPONSE, {**row, "input": Jsonb(row["input"]), "obj": Jsonb(obj)})
 
 
 async def get_response(conn: AsyncConnection, response_id: str, tenant: str, *, for_update: bool = False) -> dict | None:
     cur = await conn.execute(SELECT_RESPONSE_FOR_UPDATE if for_update else SELECT_RESPONSE, (response_id, tenant))
-    return await cur.fetchone()
+    row = await cur.fetchone()
+    if row is not None:
+        row["leading"] = row["obj"].pop(LEADING_OUTPUT, [])
+        row["obj"] = with_sampling_defaults(row["obj"])
+    return row
 
 
 async def delete_response(conn: AsyncConnection, response_id: str, tenant: str) -> None:

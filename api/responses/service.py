@@ -23,8 +23,9 @@ from api.contract.objects import ACTIVE_RUN_STATUSES, TERMINAL_RUN_STATUSES
 from api.files import files_store
 from api.files import vector_stores as vs
 from api.responses import items as item_views
-from api.responses import params, reads, records, writes
+from api.responses import compaction, params, reads, records, writes
 from api.responses.ids import container_id, conversation_id, new_response_id, thread_id_of
+from api.responses.objects import with_sampling_defaults
 from api.runs import control
 from api.runs.runtime import Services
 from api.runs.streaming import STREAM_END_EVENTS, STREAM_END_STATUSES, Subscription
@@ -341,7 +342,20 @@ async def _start(
     if not model:
         raise InvalidRequest("Missing required parameter: 'model'.", param="model")
     jobs: list = []
-    written = await writes.write_items(conn, svc, target.thread_id, items, jobs)
+    instructions = body.instructions if body.instructions is not None else defaults.get("instructions")
+    limit = compaction.threshold(body, svc.settings.model_context_window)
+    compacted = None
+    if limit is not None:
+        compacted = await compaction.compact_if_over(conn, svc, target.thread_id, items, model, instructions, limit)
+    if compacted is None:
+        written = await writes.write_items(conn, svc, target.thread_id, items, jobs)
+    else:
+        # The items before the compaction, the compaction (the history starts there), the rest.
+        written = await writes.write_items(conn, svc, target.thread_id, items[: compacted.split], jobs)
+        await records.insert_item(conn, target.thread_id, svc.tenant, compacted.kept)
+        written += await writes.write_items(
+            conn, svc, target.thread_id, items[compacted.split :], jobs, start=compacted.split
+        )
     stream = bool(body.stream)
     fields = schemas.RunFields.model_construct(
         assistant_id=defaults["id"],
@@ -363,10 +377,19 @@ async def _start(
         action_credentials=body.action_credentials,
         mcp_headers=mcp_headers or None,
     )
-    run, events = await control.create_run(svc, conn, target.thread_id, fields, jobs=jobs, assistant=defaults)
+    run, events = await control.create_run(
+        svc, conn, target.thread_id, fields, jobs=jobs, assistant=defaults,
+        config={
+            "truncation": body.truncation or "disabled",
+            "external_web_access": request_tools is None or request_tools.external_web_access,
+        },
+    )
     sub, after = await control.announce(svc, conn, run, events, stream=stream or not body.background)
     row = _row(svc, body, run, target, steps_after=0, first_event=after, written=written,
-               text=body.text, container=container, choice=body.tool_choice)
+               text=body.text, container=container, choice=body.tool_choice,
+               external_web_access=request_tools is None or request_tools.external_web_access)
+    if compacted is not None:
+        row["leading"] = [compacted.item]
     await records.insert_response(conn, row)
     return Started(row, sub, jobs)
 
@@ -383,6 +406,7 @@ def _row(
     text: params.TextConfig | None,
     container: str | None,
     choice,
+    external_web_access: bool = True,
 ) -> dict:
     """The response's row: where in the run it starts, its input, and what it shows of the request."""
     response_id = new_response_id()
@@ -393,7 +417,7 @@ def _row(
         "created_at": now(),
         "model": run["model"],
         "instructions": run.get("instructions") or None,
-        "tools": params.display_tools(run["tools"], run.get("tool_resources") or {}, container),
+        "tools": params.display_tools(run["tools"], run.get("tool_resources") or {}, container, external_web_access),
         "tool_choice": params.display_tool_choice(choice) if choice is not None else params.run_tool_choice_shown(
             run.get("tool_choice")
         ),
@@ -412,6 +436,8 @@ def _row(
         "reasoning": {"effort": effort, "summary": None} if effort else None,
         "service_tier": body.service_tier or "default",
         "top_logprobs": body.top_logprobs,
+        "presence_penalty": None,
+        "frequency_penalty": None,
         "user": body.user,
         "safety_identifier": body.safety_identifier,
         "prompt_cache_key": body.prompt_cache_key,
@@ -429,7 +455,7 @@ def _row(
         "steps_after": steps_after,
         "first_event": first_event,
         "input": written,
-        "obj": skeleton,
+        "obj": with_sampling_defaults(skeleton),
     }
 
 

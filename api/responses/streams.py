@@ -46,6 +46,7 @@ async def events(
         include=include,
         filenames=filenames,
         background=bool(row["obj"].get("background")),
+        leading=row.get("leading") or [],
     )
     floor = -1 if starting_after is None else starting_after
     if replay:

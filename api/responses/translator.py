@@ -49,6 +49,7 @@ class ResponseEventTranslator:
     filenames: dict[str, str] = field(default_factory=dict)
     background: bool = False
     ending: str | None = None  # the Assistants event that ended the response
+    leading: list[dict] = field(default_factory=list)  # output items before the run's (a compaction)
     _seq: int = -1
     _output: list[Any] = field(default_factory=list)  # _Call | _Message by output_index
     _steps: set[str] = field(default_factory=set)
@@ -106,7 +107,13 @@ class ResponseEventTranslator:
         if self._started:
             return []  # an execution that took the run over starts it again
         self._started = True
-        return [self._event("response.in_progress", response=self._snapshot("in_progress"))]
+        events = [self._event("response.in_progress", response=self._snapshot("in_progress"))]
+        for item in self.leading:
+            entry = _Call(len(self._output), item["type"], copy.deepcopy(item), done=True)
+            self._output.append(entry)
+            events.append(self._event("response.output_item.added", output_index=entry.index, item=copy.deepcopy(item)))
+            events.append(self._event("response.output_item.done", output_index=entry.index, item=copy.deepcopy(item)))
+        return events
 
     def _end(self, run: dict) -> list[dict]:
         # What is still open is closed by `finish`, from the response as stored.

@@ -15,7 +15,7 @@ from api.contract.errors import InvalidRequest, NotFound
 from api.contract.ids import new_id
 from api.files import files_store
 from api.responses import items as item_views
-from api.responses import objects, records
+from api.responses import compaction, objects, records
 from api.responses.ids import call_of_item, container_id, new_item_id
 from api.runs.control import add_messages
 from api.runs.runtime import Services
@@ -74,17 +74,24 @@ async def _check_files(conn: AsyncConnection, tenant: str, item: dict, param: st
 
 
 async def write_items(
-    conn: AsyncConnection, svc: Services, thread_id: str, items: list[dict], jobs: list, param: str = "input"
+    conn: AsyncConnection, svc: Services, thread_id: str, items: list[dict], jobs: list, param: str = "input",
+    start: int = 0,
 ) -> list[dict]:
     """Write the items into the thread (the caller's transaction holds its lock); the items as
-    written, with their ids."""
+    written, with their ids. `start`: the position of the first in the request's list."""
     written = []
     container = container_id(thread_id)
-    for i, item in enumerate(items):
+    for i, item in enumerate(items, start=start):
         where = f"{param}[{i}]"
         if item["type"] == "item_reference":
             item = await resolve_reference(conn, svc.tenant, item["id"], f"{where}.id")
-        if item["type"] == "message" and item["role"] in ("user", "assistant"):
+        if item["type"] == "compaction":
+            # Opened here: the model sees the summary in its place (api/runs/history.py).
+            opened = compaction.open_sealed(svc, item["encrypted_content"], f"{where}.encrypted_content")
+            kept = item_views.kept_item({"type": "compaction", "encrypted_content": item["encrypted_content"]})
+            await records.insert_item(conn, thread_id, svc.tenant, {**kept, **opened.private()})
+            written.append(kept)
+        elif item["type"] == "message" and item["role"] in ("user", "assistant"):
             names = await _check_files(conn, svc.tenant, item, where)
             try:
                 body = schemas.CreateMessage.model_validate(item_views.to_create_message(item))

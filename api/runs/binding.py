@@ -76,6 +76,10 @@ class RunBinder:
         """The run's context, and the tool-call type clients see for each server-side tool."""
         server_tools, kinds = await self._server_tools(run, tenant, config)
         context = context_for(run, self.settings, server_tools)
+        truncation = (run.get("truncation_strategy") or {}).get("type", "auto")
+        if truncation == "auto" and config.get("truncation", "auto") == "auto":
+            # Fit the model's context; a response asked for `truncation: "disabled"` keeps all of it.
+            context = dataclasses.replace(context, context_window=self.settings.model_context_window)
         if "code_interpreter" in kinds:
             # The sandbox enforces its own limits (kernel start, execution, interrupt); the call as a
             # whole also reads the files back.
@@ -97,7 +101,10 @@ class RunBinder:
                     f"The tool '{name}' is not installed on the server that executed this run "
                     "(every process executing runs needs the same tool plugins)."
                 )
-            tools.append(installed.tool)
+            tool = installed.tool
+            if name == "web_search" and config.get("external_web_access") is False:
+                tool = tool.model_copy(update={"external_web_access": False})
+            tools.append(tool)
         if action_ids:
             # Installed tools' names are unique and never `file_search` (the registry sees to it);
             # action operations get a suffix where they would clash with any other tool.
@@ -147,6 +154,15 @@ class RunBinder:
                 if not await store.files_in_progress(conn, vector_store_ids):
                     return
             await asyncio.sleep(0.5)
+
+    async def model_context(self, model: str, key_id: str | None) -> Context:
+        """A model call outside any run (a compaction): the server's model settings, routed as a run's."""
+        s = self.settings
+        context = Context(
+            model=model, base_url=s.openai_base_url, api_key=s.openai_api_key, timeout=s.model_timeout,
+            chunk_timeout=s.model_chunk_timeout or None, max_retries=s.model_max_retries,
+        )
+        return await self._routed(context, key_id)
 
     async def _routed(self, context: Context, key_id: str | None) -> Context:
         """The run's model through the provider and endpoint the model catalogue gives it; runs created

@@ -125,11 +125,13 @@ async def create_run(
     additional_messages: list[schemas.CreateMessage] | None = None,
     jobs: list[vs.Job],
     assistant: dict | None = None,
+    config: dict | None = None,
 ) -> tuple[dict, list[Event]]:
     """Inside the caller's transaction: validate, lock the thread, insert the run. Returns the run
     and its opening events; the caller announces them (which defers its execution), commits, then
     calls `launch`. `assistant`: the defaults the run starts from (an assistant's fields, or a
-    response's own), instead of the assistant `body.assistant_id` names."""
+    response's own), instead of the assistant `body.assistant_id` names. `config`: execution settings
+    of the Responses API with no Assistants field (`truncation`)."""
     found = await store.lock_thread_for_run(conn, thread_id, svc.tenant, None if assistant else body.assistant_id)
     if assistant is None:
         assistant = found["assistant"] if found else await store.get(conn, "assistants", body.assistant_id, svc.tenant)
@@ -148,7 +150,7 @@ async def create_run(
     check_tools(run)
     check_model_allowed(svc.caller, run["model"], svc.settings)
     # Internal execution settings: who created the run, and whether anyone streams its tokens.
-    config = {"key_id": svc.caller.key_id, "stream": bool(body.stream)}
+    config = {**(config or {}), "key_id": svc.caller.key_id, "stream": bool(body.stream)}
     if body.action_credentials:
         config["action_credentials"] = await actions.seal_run_credentials(
             conn, svc.settings, svc.tenant, body.action_credentials

@@ -6,8 +6,9 @@ endpoints (and LangChain's other providers) take inline images. `image_url` part
 
 Besides Assistants messages, a thread (a conversation, to the Conversations API) holds items the
 Assistants API has no message for: system and developer messages, and function calls with their
-outputs that a client gave as input. They are rendered as what they are: system messages, and an
-assistant turn calling the functions followed by the tools' answers.
+outputs that a client gave as input, and compaction items. They are rendered as what they are: system
+messages, an assistant turn calling the functions followed by the tools' answers, and a compaction's
+user messages and summary (the history starts at the latest compaction the server made itself).
 """
 
 from __future__ import annotations
@@ -22,6 +23,9 @@ from api.files import file_storage, files_store
 from api.files.file_store import FileStore
 from api.storage import store
 
+# A compaction item reaches the model as the summary it holds (opened by the Responses API when the
+# item was written).
+COMPACTION_SUMMARY = "Summary of the earlier part of this conversation (it replaces those messages):\n\n"
 IMAGE_TYPES = frozenset({"image/png", "image/jpeg", "image/gif", "image/webp"})
 
 
@@ -83,6 +87,11 @@ def _render_items(items: list[dict]) -> list[AnyMessage]:
 
     for item in items:
         kind = item.get("type")
+        if kind == "compaction":
+            close_turn()
+            out.extend(HumanMessage(content=text) for text in item.get("user_messages") or [])
+            out.append(SystemMessage(content=COMPACTION_SUMMARY + (item.get("summary") or "")))
+            continue
         if kind == "function_call":
             if item["call_id"] in outputs:
                 turn.append(item)
@@ -96,10 +105,21 @@ def _render_items(items: list[dict]) -> list[AnyMessage]:
     return out
 
 
+def after_server_compaction(messages: list[dict]) -> list[dict]:
+    """A compaction the server made (context_management) covers everything before it: the history
+    starts there."""
+    for position in range(len(messages) - 1, -1, -1):
+        item = messages[position].get("item")
+        if item is not None and item.get("type") == "compaction" and item.get("origin") == "server_side":
+            return messages[position:]
+    return messages
+
+
 def render(messages: list[dict], images: dict[str, str] | None = None) -> list[AnyMessage]:
     """The messages as chat messages; `images` maps the file ids of image_file parts to data URLs.
     Rows that are conversation items (`item`) are rendered as such."""
     images = images or {}
+    messages = after_server_compaction(messages)
     out: list[AnyMessage] = []
     items: list[dict] = []
     for message in messages:

@@ -466,6 +466,8 @@ class RunEventMapper:
                 for hit in hits:
                     self._citations[hit["marker"]] = hit["file_id"]
                 call["file_search"] = {
+                    # The Responses API shows it (file_search_call.queries); Assistants views leave it out.
+                    objects.FILE_SEARCH_QUERIES: [artifact["query"]] if isinstance(artifact.get("query"), str) else [],
                     "ranking_options": artifact.get("ranking_options") or {"ranker": "auto", "score_threshold": 0.0},
                     "results": [
                         {

@@ -2,12 +2,12 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, HTTPException, Query
 
 from api.http.deps import App, Includes, ResponseId
 from api.http.encoders import responses as responses_sse
 from api.http.encoders import sse
-from api.responses import items, params, service, streams
+from api.responses import compaction, items, params, service, streams
 
 router = APIRouter(tags=["responses"])
 
@@ -30,6 +30,19 @@ async def create_response(body: params.CreateResponse, app: App):
     shown = await service.current(app, row, include)
     await settle()
     return shown
+
+
+@router.post("/responses/compact")
+async def compact_response(body: params.CompactResponse, app: App) -> dict:
+    """A window of items as one compaction item (`encrypted_content` sealed by the server; give the
+    output back as input to go on from it)."""
+    return await compaction.compact(app, body)
+
+
+@router.api_route("/responses/compact", methods=["GET", "DELETE"], include_in_schema=False)
+async def compact_other_methods() -> None:
+    # `compact` is no response id: other methods on it are a 405, not a malformed id.
+    raise HTTPException(405, headers={"Allow": "POST"})
 
 
 @router.get("/responses/{response_id}")
