@@ -1,0 +1,259 @@
+"""WebSocket mode of the Responses API, driven by the official SDK's `client.responses.connect()`:
+streamed turns (the same events as the SSE stream), function calls and their outputs, `store:
+false` chains kept by the connection, warm-ups, queued turns, error events, and the handshake's
+authentication."""
+
+from __future__ import annotations
+
+import json
+
+import openai
+import pytest
+from openai._models import validate_type
+from openai.types.responses import ResponseStreamEvent
+from openai.types.responses.responses_server_event import ResponsesServerEvent
+from websockets.exceptions import InvalidStatus
+
+from tests.conftest import ADMIN_KEY
+from tests.test_tenancy import new_key
+
+WEATHER = {
+    "type": "function",
+    "name": "get_weather",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+}
+TERMINAL = ("response.completed", "response.incomplete", "response.failed")
+
+
+def turn(connection) -> list[dict]:
+    """The events of one turn, as sent, each checked against the SDK's types (strict), up to its
+    terminal event or an error."""
+    events = []
+    while True:
+        event = json.loads(connection.recv_bytes())
+        validate_type(type_=ResponsesServerEvent, value=event)
+        events.append(event)
+        if event["type"] in TERMINAL or event["type"] == "error":
+            return events
+
+
+async def aturn(connection) -> list[dict]:
+    events = []
+    while True:
+        event = json.loads(await connection.recv_bytes())
+        validate_type(type_=ResponsesServerEvent, value=event)
+        events.append(event)
+        if event["type"] in TERMINAL or event["type"] == "error":
+            return events
+
+
+def sse_events(client: openai.OpenAI, **body) -> list[dict]:
+    with client.responses.create(stream=True, **body) as stream:
+        return [event.to_dict() for event in stream]
+
+
+def error_of(events: list[dict]) -> dict:
+    assert [e["type"] for e in events] == ["error"], events
+    (event,) = events
+    assert set(event) == {"type", "status", "error"}, event
+    assert set(event["error"]) == {"type", "code", "message", "param"}, event
+    assert isinstance(event["error"]["code"], str) and event["error"]["message"]
+    return event
+
+
+def test_a_streamed_turn_carries_the_sse_stream_events(client, scripted, model_name):
+    script = [{"content": "Counting: one, two, three."}]
+    scripted.script(model_name, script)
+    with client.responses.connect() as connection:
+        connection.response.create(model=model_name, input=[{"role": "user", "content": "Count from 1 to 3."}])
+        events = turn(connection)
+    scripted.script(model_name, script)
+    over_http = sse_events(client, model=model_name, input=[{"role": "user", "content": "Count from 1 to 3."}])
+    for event in over_http:
+        validate_type(type_=ResponseStreamEvent, value=event)
+    assert [e["type"] for e in events] == [e["type"] for e in over_http]
+    assert [e["sequence_number"] for e in events] == list(range(len(events)))
+    for ws, sse in zip(events, over_http):
+        assert set(ws) == set(sse), (ws, sse)
+    final = events[-1]["response"]
+    assert events[0]["type"] == "response.created" and events[-1]["type"] == "response.completed"
+    assert final["status"] == "completed" and final["store"] is True
+    assert final["output"][0]["content"][0]["text"] == "Counting: one, two, three."
+    # Stored: the HTTP API has it.
+    assert client.responses.retrieve(final["id"]).output_text == "Counting: one, two, three."
+
+
+@pytest.mark.asyncio
+async def test_async_connection_streams_text(aclient, scripted, model_name):
+    scripted.script(model_name, [{"content": "Hello over a socket."}])
+    async with aclient.responses.connect() as connection:
+        await connection.response.create(model=model_name, input="Hi", stream=True)
+        events = await aturn(connection)
+        deltas = "".join(e["delta"] for e in events if e["type"] == "response.output_text.delta")
+        assert deltas == "Hello over a socket."
+        assert events[-1]["response"]["status"] == "completed"
+
+
+def test_a_function_call_and_its_output_continue_on_the_socket(client, scripted, model_name):
+    scripted.script(
+        model_name,
+        [
+            {"tool_calls": [{"name": "get_weather", "arguments": {"city": "Paris"}, "id": "call_paris1"}]},
+            {"content": "Sunny in Paris."},
+        ],
+    )
+    with client.responses.connect() as connection:
+        connection.response.create(model=model_name, input="Weather in Paris?", tools=[WEATHER])
+        first = turn(connection)
+        assert "response.function_call_arguments.done" in [e["type"] for e in first]
+        (call,) = first[-1]["response"]["output"]
+        assert call["type"] == "function_call" and call["call_id"] == "call_paris1"
+        connection.response.create(
+            model=model_name,
+            previous_response_id=first[-1]["response"]["id"],
+            tools=[WEATHER],
+            input=[{"type": "function_call_output", "call_id": "call_paris1", "output": "sunny, 21 °C"}],
+        )
+        second = turn(connection)
+    final = second[-1]["response"]
+    assert final["status"] == "completed" and final["previous_response_id"] == first[-1]["response"]["id"]
+    assert final["output"][0]["content"][0]["text"] == "Sunny in Paris."
+    sent = scripted.requests(model_name)[-1]["body"]["messages"]
+    assert sent[-1] == {"role": "tool", "content": "sunny, 21 °C", "tool_call_id": "call_paris1"}
+
+
+@pytest.mark.asyncio
+async def test_a_store_false_chain_lives_on_its_connection_only(aclient, scripted, model_name):
+    scripted.script(
+        model_name,
+        [
+            {"content": "Noted: cobalt."},
+            {"tool_calls": [{"name": "get_weather", "arguments": {"city": "Oslo"}, "id": "call_oslo"}]},
+            {"content": "Cold in Oslo; the word is cobalt."},
+        ],
+    )
+    async with aclient.responses.connect() as connection:
+        await connection.response.create(model=model_name, store=False, input="Remember the code word cobalt.")
+        first = (await aturn(connection))[-1]["response"]
+        assert first["store"] is False and first["status"] == "completed"
+        with pytest.raises(openai.NotFoundError):
+            await aclient.responses.retrieve(first["id"])  # not stored
+        await connection.response.create(
+            model=model_name, store=False, previous_response_id=first["id"], input="Weather in Oslo?", tools=[WEATHER]
+        )
+        second = (await aturn(connection))[-1]["response"]
+        assert second["previous_response_id"] == first["id"] and second["output"][0]["type"] == "function_call"
+        await connection.response.create(
+            model=model_name, store=False, previous_response_id=second["id"], tools=[WEATHER],
+            input=[{"type": "function_call_output", "call_id": "call_oslo", "output": "-3 °C"}],
+        )
+        third = (await aturn(connection))[-1]["response"]
+        assert third["status"] == "completed" and third["previous_response_id"] == second["id"]
+    # The model saw the whole chain: the first exchange, the call and its output.
+    sent = scripted.requests(model_name)[-1]["body"]["messages"]
+    assert [m["role"] for m in sent] == ["user", "assistant", "user", "assistant", "tool"]
+    assert sent[1]["content"] == "Noted: cobalt." and sent[-1]["tool_call_id"] == "call_oslo"
+    async with aclient.responses.connect() as connection:
+        await connection.response.create(model=model_name, store=False, previous_response_id=third["id"], input="Again?")
+        event = error_of(await aturn(connection))
+        assert event["status"] == 400
+        assert event["error"]["code"] == "previous_response_not_found"
+        assert event["error"]["param"] == "previous_response_id"
+        # The connection goes on: a new chain with the full context.
+        await connection.response.create(model=model_name, store=False, input="Start over.")
+        assert (await aturn(connection))[-1]["response"]["status"] == "completed"
+
+
+def test_a_failed_continuation_evicts_the_response_it_continued(client, scripted, model_name):
+    with client.responses.connect() as connection:
+        connection.response.create(model=model_name, store=False, input="First.")
+        first = turn(connection)[-1]["response"]
+        connection.response.create(
+            model=model_name, store=False, previous_response_id=first["id"],
+            input=[{"type": "function_call_output", "call_id": "call_missing", "output": "?"}],
+        )
+        assert error_of(turn(connection))["error"]["param"] == "input"
+        connection.response.create(model=model_name, store=False, previous_response_id=first["id"], input="Again.")
+        assert error_of(turn(connection))["error"]["code"] == "previous_response_not_found"
+
+
+def test_a_warm_up_makes_no_model_call_and_starts_a_chain(client, scripted, model_name):
+    scripted.script(model_name, [{"content": "Ready."}])
+    with client.responses.connect() as connection:
+        connection.send(
+            {
+                "type": "response.create", "generate": False, "model": model_name, "store": False,
+                "instructions": "You are a coding agent.", "tools": [WEATHER],
+                "input": [{"role": "user", "content": "The repository is assistgraph."}],
+            }
+        )
+        warm = turn(connection)
+        assert [e["type"] for e in warm] == ["response.created", "response.completed"]
+        response = warm[-1]["response"]
+        assert response["output"] == [] and response["usage"]["output_tokens"] == 0
+        assert response["instructions"] == "You are a coding agent."
+        assert scripted.requests(model_name) == []
+        connection.response.create(
+            model=model_name, store=False, previous_response_id=response["id"], input="What is it called?"
+        )
+        answer = turn(connection)[-1]["response"]
+    assert answer["status"] == "completed" and answer["previous_response_id"] == response["id"]
+    (request,) = scripted.requests(model_name)
+    texts = [m["content"] for m in request["body"]["messages"]]
+    assert texts == ["The repository is assistgraph.", "What is it called?"]
+
+
+def test_turns_sent_together_run_one_after_the_other(client, scripted, model_name):
+    scripted.script(model_name, [{"content": "one"}, {"content": "two"}])
+    with client.responses.connect() as connection:
+        connection.response.create(model=model_name, store=False, input="First")
+        connection.response.create(model=model_name, store=False, input="Second")
+        first, second = turn(connection), turn(connection)
+    assert first[0]["type"] == second[0]["type"] == "response.created"
+    assert first[-1]["response"]["output"][0]["content"][0]["text"] == "one"
+    assert second[-1]["response"]["output"][0]["content"][0]["text"] == "two"
+    assert second[0]["sequence_number"] == 0
+
+
+def test_bad_events_get_error_events_and_the_connection_stays_open(client, scripted, model_name):
+    with client.responses.connect() as connection:
+        connection.send_raw("{not json")
+        assert error_of(turn(connection))["error"]["code"] == "invalid_json"
+        connection.send({"type": "response.cancel"})
+        event = error_of(turn(connection))
+        assert event["error"]["code"] == "invalid_event_type" and event["error"]["param"] == "type"
+        connection.response.create(model=model_name, input="Hi", temperature=5)
+        event = error_of(turn(connection))
+        assert event["status"] == 400 and event["error"]["param"] == "temperature"
+        connection.send({"type": "response.create", "model": model_name, "input": "Hi", "unknown_field": 1})
+        assert error_of(turn(connection))["error"]["param"] == "unknown_field"
+        connection.send({"type": "response.create", "model": model_name, "input": "Hi", "background": True})
+        assert error_of(turn(connection))["error"]["param"] == "background"
+        connection.send({"type": "response.create", "input": "Hi"})
+        assert error_of(turn(connection))["error"]["param"] == "model"
+        connection.response.create(model=model_name, input="Still here?")
+        assert turn(connection)[-1]["response"]["status"] == "completed"
+
+
+def test_the_handshake_needs_a_valid_key(auth_server, scripted, model_name):
+    for key in ("sk-wrong", ""):
+        refused = openai.OpenAI(base_url=auth_server.url, api_key=key or "unset", max_retries=0)
+        if not key:
+            refused.api_key = ""
+        with pytest.raises(InvalidStatus) as caught:
+            with refused.responses.connect():
+                pass
+        assert caught.value.response.status_code == 401
+        assert json.loads(caught.value.response.body)["error"]["code"] == "invalid_api_key"
+    key = new_key(auth_server, name="websocket tenant")
+    other = new_key(auth_server, name="another tenant")
+    scripted.script(model_name, [{"content": "Yours."}])
+    mine = openai.OpenAI(base_url=auth_server.url, api_key=key["value"], max_retries=0)
+    with mine.responses.connect() as connection:
+        connection.response.create(model=model_name, input="Hello")
+        response = turn(connection)[-1]["response"]
+    assert mine.responses.retrieve(response["id"]).output_text == "Yours."
+    theirs = openai.OpenAI(base_url=auth_server.url, api_key=other["value"], max_retries=0)
+    with pytest.raises(openai.NotFoundError):
+        theirs.responses.retrieve(response["id"])
+    assert ADMIN_KEY  # the admin key made both keys
