@@ -12,9 +12,9 @@ import pytest
 from openai._models import validate_type
 from openai.types.responses import ResponseStreamEvent
 from openai.types.responses.responses_server_event import ResponsesServerEvent
-from websockets.exceptions import InvalidStatus
+from websockets.exceptions import ConnectionClosedOK, InvalidStatus
 
-from tests.conftest import ADMIN_KEY
+from tests.conftest import _extra_server, _own_database, stop_process, wait_for
 from tests.test_tenancy import new_key
 
 WEATHER = {
@@ -256,4 +256,39 @@ def test_the_handshake_needs_a_valid_key(auth_server, scripted, model_name):
     theirs = openai.OpenAI(base_url=auth_server.url, api_key=other["value"], max_retries=0)
     with pytest.raises(openai.NotFoundError):
         theirs.responses.retrieve(response["id"])
-    assert ADMIN_KEY  # the admin key made both keys
+
+
+@pytest.fixture(scope="module")
+def short_socket_server(scripted, workdir, database_url):
+    """A server whose WebSocket connections last two seconds."""
+    srv = _extra_server(
+        scripted, workdir, "short-socket", _own_database(database_url, "short_socket"),
+        ASSISTGRAPH_WEBSOCKET_MAX_SECONDS="2",
+    )
+    yield srv
+    stop_process(srv.proc)
+
+
+def test_a_connection_ends_at_its_time_limit_after_its_response(short_socket_server, scripted, model_name):
+    scripted.script(model_name, [{"content": "Just in time."}])
+    client = openai.OpenAI(base_url=short_socket_server.url, api_key="sk-client", max_retries=0)
+    with client.responses.connect() as connection:
+        connection.response.create(model=model_name, input="Hi")
+        assert turn(connection)[-1]["response"]["status"] == "completed"
+        event = error_of(turn(connection))  # pushed once the limit passed, with no request in flight
+        assert event["status"] == 400 and event["error"]["code"] == "websocket_connection_limit_reached"
+        with pytest.raises(ConnectionClosedOK) as closed:
+            connection.recv_bytes()
+    assert closed.value.rcvd.code == 1000
+
+
+def test_closing_the_socket_cancels_the_response_it_runs(client, scripted, model_name):
+    scripted.script(model_name, [{"content": "a long answer that never comes", "gate": "ws-close", "gate_after": 1}])
+    with client.responses.connect() as connection:
+        connection.response.create(model=model_name, input="Take your time.")
+        created = json.loads(connection.recv_bytes())
+        assert created["type"] == "response.created"
+        scripted.wait_for_gate("ws-close")
+    scripted.release("ws-close")
+    response_id = created["response"]["id"]
+    assert wait_for(lambda: client.responses.retrieve(response_id).status == "cancelled")
