@@ -26,12 +26,14 @@ TERMINAL = ("response.completed", "response.incomplete", "response.failed")
 
 
 def turn(connection) -> list[dict]:
-    """The events of one turn, as sent, each checked against the SDK's types (strict), up to its
-    terminal event or an error."""
+    """The events of one turn, as sent, each checked against the SDK's types (strict) and parsed
+    by the connection as `recv()` parses it, up to its terminal event or an error."""
     events = []
     while True:
-        event = json.loads(connection.recv_bytes())
+        raw = connection.recv_bytes()
+        event = json.loads(raw)
         validate_type(type_=ResponsesServerEvent, value=event)
+        assert connection.parse_event(raw).type == event["type"]
         events.append(event)
         if event["type"] in TERMINAL or event["type"] == "error":
             return events
@@ -52,6 +54,17 @@ def sse_events(client: openai.OpenAI, **body) -> list[dict]:
         return [event.to_dict() for event in stream]
 
 
+def assert_same_events(over_socket: list[dict], over_http: list[dict]) -> None:
+    """The same events in the same order, with the same fields and numbers, as the SSE stream."""
+    for event in over_http:
+        validate_type(type_=ResponseStreamEvent, value=event)
+    assert [e["type"] for e in over_socket] == [e["type"] for e in over_http]
+    assert [e["sequence_number"] for e in over_socket] == list(range(len(over_socket)))
+    for ws, sse in zip(over_socket, over_http):
+        assert set(ws) == set(sse), (ws, sse)
+        assert ws["sequence_number"] == sse["sequence_number"]
+
+
 def error_of(events: list[dict]) -> dict:
     assert [e["type"] for e in events] == ["error"], events
     (event,) = events
@@ -69,12 +82,7 @@ def test_a_streamed_turn_carries_the_sse_stream_events(client, scripted, model_n
         events = turn(connection)
     scripted.script(model_name, script)
     over_http = sse_events(client, model=model_name, input=[{"role": "user", "content": "Count from 1 to 3."}])
-    for event in over_http:
-        validate_type(type_=ResponseStreamEvent, value=event)
-    assert [e["type"] for e in events] == [e["type"] for e in over_http]
-    assert [e["sequence_number"] for e in events] == list(range(len(events)))
-    for ws, sse in zip(events, over_http):
-        assert set(ws) == set(sse), (ws, sse)
+    assert_same_events(events, over_http)
     final = events[-1]["response"]
     assert events[0]["type"] == "response.created" and events[-1]["type"] == "response.completed"
     assert final["status"] == "completed" and final["store"] is True
@@ -95,13 +103,11 @@ async def test_async_connection_streams_text(aclient, scripted, model_name):
 
 
 def test_a_function_call_and_its_output_continue_on_the_socket(client, scripted, model_name):
-    scripted.script(
-        model_name,
-        [
-            {"tool_calls": [{"name": "get_weather", "arguments": {"city": "Paris"}, "id": "call_paris1"}]},
-            {"content": "Sunny in Paris."},
-        ],
-    )
+    script = [
+        {"tool_calls": [{"name": "get_weather", "arguments": {"city": "Paris"}, "id": "call_paris1"}]},
+        {"content": "Sunny in Paris."},
+    ]
+    scripted.script(model_name, script)
     with client.responses.connect() as connection:
         connection.response.create(model=model_name, input="Weather in Paris?", tools=[WEATHER])
         first = turn(connection)
@@ -120,6 +126,15 @@ def test_a_function_call_and_its_output_continue_on_the_socket(client, scripted,
     assert final["output"][0]["content"][0]["text"] == "Sunny in Paris."
     sent = scripted.requests(model_name)[-1]["body"]["messages"]
     assert sent[-1] == {"role": "tool", "content": "sunny, 21 °C", "tool_call_id": "call_paris1"}
+    # The same two turns over HTTP stream the same events.
+    scripted.script(model_name, script)
+    http_first = sse_events(client, model=model_name, input="Weather in Paris?", tools=[WEATHER])
+    assert_same_events(first, http_first)
+    http_second = sse_events(
+        client, model=model_name, previous_response_id=http_first[-1]["response"]["id"], tools=[WEATHER],
+        input=[{"type": "function_call_output", "call_id": "call_paris1", "output": "sunny, 21 °C"}],
+    )
+    assert_same_events(second, http_second)
 
 
 @pytest.mark.asyncio
@@ -231,7 +246,13 @@ def test_bad_events_get_error_events_and_the_connection_stays_open(client, scrip
         assert error_of(turn(connection))["error"]["param"] == "background"
         connection.send({"type": "response.create", "input": "Hi"})
         assert error_of(turn(connection))["error"]["param"] == "model"
-        connection.response.create(model=model_name, input="Still here?")
+        connection.response.steer(previous_response_id="resp_1", input="Shorter, please.")
+        refused = json.loads(connection.recv_bytes())
+        validate_type(type_=ResponsesServerEvent, value=refused)
+        assert refused["type"] == "response.steer.failed" and refused["error"]["code"] == "steering_not_supported"
+        assert refused["steer"] == {"previous_response_id": "resp_1", "input": "Shorter, please."}
+        # JSON in a binary message is taken too.
+        connection.send_raw(json.dumps({"type": "response.create", "model": model_name, "input": "Still here?"}).encode())
         assert turn(connection)[-1]["response"]["status"] == "completed"
 
 

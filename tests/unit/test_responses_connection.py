@@ -3,9 +3,12 @@ service gets for each `response.create`, and what is kept or forgotten after eac
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from api.contract.errors import InvalidRequest, NotFound
+from api.http.encoders import responses_ws
 from api.responses.connection import Connection, Latest, PreviousResponseNotFound
 from api.responses.params import CreateResponse
 
@@ -95,3 +98,21 @@ def test_not_found_previous_responses_get_the_mode_s_code():
     assert explained.code == "previous_response_not_found" and "resp_9" in explained.message
     other = InvalidRequest("bad", param="input")
     assert Connection.explain(other, turn) is other
+
+
+def test_a_stream_s_error_event_goes_out_in_the_socket_s_error_shape():
+    sse_error = {"type": "error", "sequence_number": 7, "code": "stream_expired", "message": "gone", "param": None}
+    assert json.loads(responses_ws.encode(sse_error)) == {
+        "type": "error",
+        "status": 500,
+        "sequence_number": 7,
+        "error": {"type": "server_error", "code": "stream_expired", "message": "gone", "param": None},
+    }
+    delta = {"type": "response.output_text.delta", "sequence_number": 3, "delta": "hi"}
+    assert json.loads(responses_ws.encode(delta)) == delta
+    refused = json.loads(responses_ws.error(InvalidRequest("bad", param="input")))
+    assert refused == {
+        "type": "error",
+        "status": 400,
+        "error": {"type": "invalid_request_error", "code": "invalid_request_error", "message": "bad", "param": "input"},
+    }

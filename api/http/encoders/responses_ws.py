@@ -26,6 +26,18 @@ def error(exc: APIError) -> str:
     return compact_json(_error(exc.status_code, exc.error_type, exc.code or exc.error_type, exc.message, exc.param))
 
 
+def steer_refused(event: dict) -> str:
+    """`response.steer` (mid-turn steering, for the models that take it): not supported here; the
+    input comes back, for the client's next `response.create`."""
+    steer = {"previous_response_id": str(event.get("previous_response_id") or ""), "input": event.get("input") or ""}
+    error = {
+        "type": "invalid_request_error",
+        "code": "steering_not_supported",
+        "message": "Steering is not supported by this server: send the input with the next response.create.",
+    }
+    return compact_json({"type": "response.steer.failed", "sequence_number": 0, "steer": steer, "error": error})
+
+
 def _error(status: int, kind: str, code: str, message: str, param: str | None, **extra) -> dict:
     return {
         "type": "error",

@@ -139,6 +139,9 @@ class _Session:
         turn: Turn | None = None
         try:
             event = _decode(message)
+            if event["type"] == "response.steer":
+                await self._send(responses_ws.steer_refused(event))
+                return
             generate = event.get("generate", True)
             if not isinstance(generate, bool):
                 raise InvalidRequest("Invalid value for 'generate': expected a boolean.", param="generate")
@@ -216,7 +219,7 @@ def _decode(message: str | bytes) -> dict[str, Any]:
     if not isinstance(event, dict):
         raise InvalidRequest("Each message is one JSON object with a `type`.", code="invalid_json")
     kind = event.get("type")
-    if kind != "response.create":
+    if kind not in ("response.create", "response.steer"):
         shown = kind[:100] if isinstance(kind, str) else json.dumps(kind)[:100]
         raise InvalidRequest(
             f"Invalid value for 'type': '{shown}'. This connection takes 'response.create' events.",
