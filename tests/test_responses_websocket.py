@@ -6,6 +6,9 @@ authentication."""
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
+from pathlib import Path
 
 import openai
 import pytest
@@ -313,3 +316,47 @@ def test_closing_the_socket_cancels_the_response_it_runs(client, scripted, model
     scripted.release("ws-close")
     response_id = created["response"]["id"]
     assert wait_for(lambda: client.responses.retrieve(response_id).status == "cancelled")
+
+
+@pytest.fixture(scope="module")
+def node_sdk(tmp_path_factory):
+    """The openai package for Node, installed with npm into a folder of the test's own."""
+    npm, node = shutil.which("npm"), shutil.which("node")
+    if npm is None or node is None:
+        pytest.skip("the Node SDK test needs node and npm on PATH")
+    folder = tmp_path_factory.mktemp("node-sdk")
+    installed = subprocess.run(
+        [npm, "install", "--silent", "--no-audit", "--no-fund", "openai@^6.49", "ws"],
+        cwd=folder, capture_output=True, text=True, timeout=300,
+    )
+    if installed.returncode != 0:
+        pytest.skip(f"npm could not install the openai package: {installed.stderr[-500:]}")
+    shutil.copy(Path(__file__).parent / "node" / "responses_ws.cjs", folder)
+    return node, folder
+
+
+def test_the_node_sdk_streams_a_turn_a_call_and_its_continuation(node_sdk, server, scripted, model_name):
+    node, folder = node_sdk
+    scripted.script(
+        model_name,
+        [
+            {"content": "1, 2, 3."},
+            {"tool_calls": [{"name": "get_weather", "arguments": {"city": "Paris"}, "id": "call_node"}]},
+            {"content": "Sunny in Paris."},
+        ],
+    )
+    ran = subprocess.run(
+        [node, "responses_ws.cjs", server.url, model_name], cwd=folder, capture_output=True, text=True, timeout=120
+    )
+    assert ran.returncode == 0, ran.stderr
+    text, call, answer = json.loads(ran.stdout)
+    for events in (text, call, answer):
+        assert events[0]["type"] == "response.created" and events[-1]["type"] == "response.completed"
+        assert [e["sequence_number"] for e in events] == list(range(len(events)))
+        for event in events:
+            validate_type(type_=ResponsesServerEvent, value=event)
+    deltas = "".join(e["delta"] for e in text if e["type"] == "response.output_text.delta")
+    assert deltas == "1, 2, 3."
+    assert call[-1]["response"]["output"][0]["call_id"] == "call_node"
+    assert answer[-1]["response"]["previous_response_id"] == call[-1]["response"]["id"]
+    assert answer[-1]["response"]["output"][0]["content"][0]["text"] == "Sunny in Paris."
