@@ -249,6 +249,9 @@ def test_bad_events_get_error_events_and_the_connection_stays_open(client, scrip
         assert error_of(turn(connection))["error"]["param"] == "background"
         connection.send({"type": "response.create", "input": "Hi"})
         assert error_of(turn(connection))["error"]["param"] == "model"
+        connection.send_raw('{"type": "response.create", "model": "%s", "input": "nul \\u0000 here"}' % model_name)
+        event = error_of(turn(connection))
+        assert event["error"]["param"] == "input" and "NUL" in event["error"]["message"]
         connection.response.steer(previous_response_id="resp_1", input="Shorter, please.")
         refused = json.loads(connection.recv_bytes())
         validate_type(type_=ResponsesServerEvent, value=refused)

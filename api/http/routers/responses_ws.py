@@ -29,6 +29,7 @@ from api.files.file_store import StoreUnavailable
 from api.http.deps import scoped
 from api.http.encoders import responses_ws
 from api.http.errors import validation_failure
+from api.http.guard import off_loop
 from api.responses import items, params, service, streams
 from api.responses.connection import Connection, PreviousResponseNotFound, Turn
 from api.runs import control
@@ -65,6 +66,10 @@ async def _refuse(websocket: WebSocket, exc: APIError) -> None:
         await websocket.send_denial_response(response)
     else:
         await websocket.close(code=1008, reason=exc.message[:120])
+
+
+class _TooLarge(InvalidRequest):
+    status_code = 413
 
 
 class _Closed(Exception):
@@ -138,7 +143,7 @@ class _Session:
     async def _handle(self, message: str | bytes) -> None:
         turn: Turn | None = None
         try:
-            event = _decode(message)
+            event = await _decode(message, self.svc.settings.max_request_bytes)
             if event["type"] == "response.steer":
                 await self._send(responses_ws.steer_refused(event))
                 return
@@ -183,6 +188,8 @@ class _Session:
             raise
         finally:
             await events.aclose()
+            if started.sub is not None:
+                started.sub.close()  # the stream closes it, unless it was cut off before it began
         if final is None:
             self.connection.failed(turn)
         else:
@@ -205,11 +212,16 @@ class _Session:
         self.connection.settled(turn, response, stored=False)
 
 
-def _decode(message: str | bytes) -> dict[str, Any]:
+async def _decode(message: str | bytes, max_bytes: int) -> dict[str, Any]:
+    """The event a message holds, checked as the request guard checks an HTTP body."""
     raw = message.encode() if isinstance(message, str) else message
-    problem = text.json_body_problem(raw)
+    if len(raw) > max_bytes:
+        raise _TooLarge(f"The event is too large: at most {max_bytes} bytes are accepted.")
+    problem = await off_loop(text.json_body_problem, raw)
     if problem is not None:
-        raise InvalidRequest(f"Invalid text in the event: {problem} are not allowed.", code="invalid_json")
+        param = await off_loop(text.locate, raw)
+        where = f"'{param}'" if param else "the event"
+        raise InvalidRequest(f"Invalid value for {where}: strings may not contain {problem}.", param=param)
     try:
         event = json.loads(raw)
     except (ValueError, UnicodeDecodeError):
