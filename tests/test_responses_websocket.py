@@ -222,15 +222,31 @@ def test_a_warm_up_makes_no_model_call_and_starts_a_chain(client, scripted, mode
 
 
 def test_turns_sent_together_run_one_after_the_other(client, scripted, model_name):
-    scripted.script(model_name, [{"content": "one"}, {"content": "two"}])
+    scripted.script(model_name, [{"content": "one, held", "gate": "ws-queue", "gate_after": 1}, {"content": "two"}])
     with client.responses.connect() as connection:
         connection.response.create(model=model_name, store=False, input="First")
+        scripted.wait_for_gate("ws-queue")  # the first response is running
         connection.response.create(model=model_name, store=False, input="Second")
+        scripted.release("ws-queue")
         first, second = turn(connection), turn(connection)
-    assert first[0]["type"] == second[0]["type"] == "response.created"
-    assert first[-1]["response"]["output"][0]["content"][0]["text"] == "one"
-    assert second[-1]["response"]["output"][0]["content"][0]["text"] == "two"
-    assert second[0]["sequence_number"] == 0
+    for events, text in ((first, "one, held"), (second, "two")):
+        assert [e["sequence_number"] for e in events] == list(range(len(events)))
+        assert len({e["response"]["id"] for e in events if "response" in e}) == 1
+        assert events[-1]["response"]["output"][0]["content"][0]["text"] == text
+    assert first[-1]["response"]["id"] != second[-1]["response"]["id"]
+
+
+def test_a_stored_response_continues_from_another_connection(client, scripted, model_name):
+    scripted.script(model_name, [{"content": "Stored."}, {"content": "Continued."}])
+    with client.responses.connect() as connection:
+        connection.response.create(model=model_name, input="Keep this.")
+        first = turn(connection)[-1]["response"]
+    with client.responses.connect() as connection:
+        connection.response.create(model=model_name, previous_response_id=first["id"], input="Go on.")
+        second = turn(connection)[-1]["response"]
+    assert second["status"] == "completed" and second["previous_response_id"] == first["id"]
+    sent = scripted.requests(model_name)[-1]["body"]["messages"]
+    assert [m["content"] for m in sent] == ["Keep this.", "Stored.", "Go on."]
 
 
 def test_bad_events_get_error_events_and_the_connection_stays_open(client, scripted, model_name):
