@@ -72,6 +72,10 @@ class _TooLarge(InvalidRequest):
     status_code = 413
 
 
+class _Unavailable(ServerError):
+    status_code = 503  # as over HTTP: worth trying again
+
+
 class _Closed(Exception):
     """The client closed the connection."""
 
@@ -147,7 +151,7 @@ class _Session:
             if event["type"] == "response.steer":
                 await self._send(responses_ws.steer_refused(event))
                 return
-            generate = event.get("generate", True)
+            generate = True if event.get("generate") is None else event["generate"]
             if not isinstance(generate, bool):
                 raise InvalidRequest("Invalid value for 'generate': expected a boolean.", param="generate")
             body = _body(event)
@@ -258,8 +262,6 @@ def _server_error(exc: Exception) -> APIError:
     if isinstance(exc, psycopg.DataError):
         return InvalidRequest("Invalid value in the request: the database refused one of its values.")
     if isinstance(exc, (*DATABASE_UNAVAILABLE, StoreUnavailable)):
-        unavailable = ServerError("The server's storage is unavailable or overloaded right now. Please try again.")
-        unavailable.status_code = 503
-        return unavailable
+        return _Unavailable("The server's storage is unavailable or overloaded right now. Please try again.")
     log.exception("unhandled error in a responses websocket", exc_info=exc)
     return ServerError("The server had an error while processing your request.")
