@@ -17,7 +17,7 @@ let current = [];
 let next = null;
 
 socket.on('error', (error) => {
-  console.error(String(error));
+  console.error(String(error), JSON.stringify(error.error ?? null), JSON.stringify(current));
   process.exit(1);
 });
 socket.on('event', (event) => {
