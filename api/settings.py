@@ -234,6 +234,12 @@ class Settings(BaseSettings):
     stream_keepalive: float = Field(
         default=10.0, description="Seconds of silence after which a stream sends a keep-alive comment."
     )
+    websocket_max_seconds: float = Field(
+        default=3600.0,
+        gt=0,
+        description="Seconds a WebSocket connection on /v1/responses may last (OpenAI's limit is 60 minutes): then "
+        "the server answers `websocket_connection_limit_reached` and closes it, never cutting a response short.",
+    )
     db_pool_size: int = Field(default=20, description="Maximum connections in the API's Postgres pool.")
     db_prepared_statements: bool = Field(
         default=True,

@@ -23,6 +23,7 @@ from api.http.routers import (
     models,
     ops,
     responses,
+    responses_ws,
     runs,
     threads,
     tools,
@@ -85,7 +86,7 @@ def create_app(database_url: str, settings: Settings | None = None) -> FastAPI:
         # /threads/runs is registered before /threads/{thread_id} so it is not read as an id.
         for router in (
             assistants.router, runs.router, threads.router, files.router, vector_stores.router, tools.router,
-            actions.router, keys.router, models.router, responses.router, conversations.router,
+            actions.router, keys.router, models.router, responses.router, responses_ws.router, conversations.router,
         ):
             app.include_router(router, prefix=prefix, include_in_schema=in_schema)
         app.include_router(mcp_servers.router, prefix=prefix, include_in_schema=in_schema)

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Annotated, Literal
 
 from fastapi import Depends, Path, Query, Request
+from starlette.requests import HTTPConnection
 
 from api.contract.errors import InvalidRequest
 from api.contract.objects import FILE_SEARCH_CONTENT
@@ -25,11 +26,17 @@ async def _server(request: Request) -> Services:
 
 async def _authenticated(request: Request) -> Services:
     """The services, scoped to the calling key's tenant (the default tenant when auth is off)."""
-    svc: Services = request.app.state.services
+    return await scoped(request)
+
+
+async def scoped(connection: HTTPConnection) -> Services:
+    """The services for a request or a WebSocket handshake: scoped to the key of its Authorization
+    header (the default tenant when auth is off)."""
+    svc: Services = connection.app.state.services
     if not svc.settings.auth:
         return svc
     async with svc.pool.connection() as conn:
-        caller = await authenticate(conn, bearer(request))
+        caller = await authenticate(conn, bearer(connection))
     return dataclasses.replace(svc, caller=caller)
 
 

@@ -11,7 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from api.contract.errors import APIError, error_body
+from api.contract.errors import APIError, InvalidRequest, error_body
 from api.files.file_store import StoreUnavailable
 from api.storage.database import DATABASE_UNAVAILABLE, OUTAGE
 
@@ -116,6 +116,15 @@ def _validation_message(err: dict, param: str | None) -> str:
     return f"Invalid value for '{param}': {msg}" if param else msg
 
 
+def validation_failure(errors: list[dict], body: object) -> InvalidRequest:
+    """The error a body that failed validation gets (errors located as FastAPI locates them, from
+    "body")."""
+    err, param = _pick_error(errors, body)
+    if err.get("type") == "json_invalid":
+        param = None
+    return InvalidRequest(_validation_message(err, param), param=param)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(APIError)
     async def _api_error(_: Request, exc: APIError):
@@ -174,12 +183,8 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_: Request, exc: RequestValidationError):
-        err, param = _pick_error(list(exc.errors()), exc.body)
-        if err.get("type") == "json_invalid":
-            param = None
-        return JSONResponse(
-            error_body(_validation_message(err, param), "invalid_request_error", param), status_code=400
-        )
+        invalid = validation_failure(list(exc.errors()), exc.body)
+        return JSONResponse(error_body(invalid.message, "invalid_request_error", invalid.param), status_code=400)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_: Request, exc: StarletteHTTPException):

@@ -61,9 +61,9 @@ class RequestGuard:
             return await _refuse(send, 413, self._too_large(), None, close=True)
         except _Disconnected:
             return None  # nobody to answer
-        problem = await _off_loop(text.json_body_problem, body)
+        problem = await off_loop(text.json_body_problem, body)
         if problem is not None:
-            param = await _off_loop(text.locate, body)
+            param = await off_loop(text.locate, body)
             where = f"'{param}'" if param else "the request body"
             return await _refuse(send, 400, f"Invalid value for {where}: strings may not contain {problem}.", param)
         return await self.app(scope, _replay(body, receive), send)
@@ -105,7 +105,8 @@ class RequestGuard:
 _INLINE_SCAN_BYTES = 256 * 1024
 
 
-async def _off_loop(check, body: bytes):
+async def off_loop(check, body: bytes):
+    """`check(body)`, in a thread when the body is large and has escapes to look at."""
     if len(body) <= _INLINE_SCAN_BYTES or b"\\u" not in body:
         return check(body)
     return await asyncio.to_thread(check, body)

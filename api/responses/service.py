@@ -23,7 +23,7 @@ from api.contract.objects import ACTIVE_RUN_STATUSES, TERMINAL_RUN_STATUSES
 from api.files import files_store
 from api.files import vector_stores as vs
 from api.responses import items as item_views
-from api.responses import compaction, params, reads, records, writes
+from api.responses import compaction, objects, params, reads, records, writes
 from api.responses.ids import container_id, conversation_id, new_response_id, thread_id_of
 from api.responses.objects import with_sampling_defaults
 from api.runs import control
@@ -357,26 +357,7 @@ async def _start(
             conn, svc, target.thread_id, items[compacted.split :], jobs, start=compacted.split
         )
     stream = bool(body.stream)
-    fields = schemas.RunFields.model_construct(
-        assistant_id=defaults["id"],
-        model=model,
-        instructions=body.instructions,
-        tools=tools,
-        temperature=body.temperature,
-        top_p=body.top_p,
-        # Deltas are kept for streams, and for background responses a client may stream later.
-        stream=stream or bool(body.background),
-        max_prompt_tokens=None,
-        max_completion_tokens=body.max_output_tokens,
-        truncation_strategy=None,
-        tool_choice=choice,
-        parallel_tool_calls=body.parallel_tool_calls,
-        response_format=response_format,
-        reasoning_effort=body.reasoning.effort if body.reasoning is not None else None,
-        metadata=body.metadata,
-        action_credentials=body.action_credentials,
-        mcp_headers=mcp_headers or None,
-    )
+    fields = _run_fields(body, defaults["id"], model, tools, choice, response_format, mcp_headers)
     run, events = await control.create_run(
         svc, conn, target.thread_id, fields, jobs=jobs, assistant=defaults,
         config={
@@ -392,6 +373,31 @@ async def _start(
         row["leading"] = [compacted.item]
     await records.insert_response(conn, row)
     return Started(row, sub, jobs)
+
+
+def _run_fields(
+    body: params.CreateResponse, assistant_id: str, model: str, tools, choice, response_format, mcp_headers: dict
+) -> schemas.RunFields:
+    return schemas.RunFields.model_construct(
+        assistant_id=assistant_id,
+        model=model,
+        instructions=body.instructions,
+        tools=tools,
+        temperature=body.temperature,
+        top_p=body.top_p,
+        # Deltas are kept for streams, and for background responses a client may stream later.
+        stream=bool(body.stream) or bool(body.background),
+        max_prompt_tokens=None,
+        max_completion_tokens=body.max_output_tokens,
+        truncation_strategy=None,
+        tool_choice=choice,
+        parallel_tool_calls=body.parallel_tool_calls,
+        response_format=response_format,
+        reasoning_effort=body.reasoning.effort if body.reasoning is not None else None,
+        metadata=body.metadata,
+        action_credentials=body.action_credentials,
+        mcp_headers=mcp_headers or None,
+    )
 
 
 def _row(
@@ -554,3 +560,29 @@ async def purge(svc: Services, ids: list[str], *, any_of_tenant: bool = False) -
             await records.delete_response(conn, row["id"], svc.tenant)
             if not row["in_conversation"] and not await records.thread_has_stored(conn, row["thread_id"]):
                 await records.delete_thread(conn, row["thread_id"], svc.tenant)
+
+
+# --- warm-ups (WebSocket mode) ------------------------------------------------------------------------
+
+
+def warm_up(svc: Services, body: params.CreateResponse) -> dict:
+    """The response of a `generate: false` request: checked and shown as a response with these
+    settings would be, completed with no output, without a run (no model call, nothing written).
+    The connection that asked keeps it so that its next response can continue from it."""
+    if body.conversation is not None:
+        raise InvalidRequest("A warm-up (`generate: false`) cannot take a `conversation`.", param="conversation")
+    item_views.normalize_input(body.input)
+    choice, allowed_names = params.run_tool_choice(body.tool_choice)
+    request_tools = params.run_tools(body.tools) if body.tools is not None else None
+    tools = request_tools.tools if request_tools is not None else None
+    if allowed_names is not None and tools is not None:
+        tools = params.allowed(tools, allowed_names)
+    if not body.model:
+        raise InvalidRequest("Missing required parameter: 'model'.", param="model")
+    fields = _run_fields(body, "", body.model, tools, choice, params.response_format(body.text), {})
+    run = assistants_objects.run("", NO_ASSISTANT, fields, svc.settings.run_expires_after)
+    row = _row(svc, body, run, _Target("", False), steps_after=0, first_event=0, written=[],
+               text=body.text, container=None, choice=body.tool_choice)
+    ended = {**run, "status": "completed", "completed_at": row["obj"]["created_at"],
+             "usage": {"prompt_tokens": 0, "completion_tokens": 0}}
+    return objects.response(row["obj"], ended, [], {}, whole_run=True, include=set(), filenames={}, container="")

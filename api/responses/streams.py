@@ -96,3 +96,9 @@ async def events(
         await source.aclose()
         if on_end is not None:
             await on_end()
+
+
+def without_run(response: dict) -> list[dict]:
+    """The events of a response that never ran (a warm-up): created, then how it ended."""
+    translator = ResponseEventTranslator(skeleton=response, kinds={}, container="", include=set())
+    return [*translator.start(), *translator.finish(response)]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from fastapi import Request
+from starlette.requests import HTTPConnection
 from psycopg import AsyncConnection
 
 from api.contract.errors import APIError
@@ -36,7 +36,7 @@ class Caller:
 DEFAULT_CALLER = Caller(tenant="default")
 
 
-def bearer(request: Request) -> str | None:
+def bearer(request: HTTPConnection) -> str | None:
     """The key of `Authorization: Bearer <key>`, or of `api-key: <key>` (what the AzureOpenAI client sends)."""
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
