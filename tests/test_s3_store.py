@@ -70,18 +70,24 @@ def moto_s3(workdir: Path):
     stop_process(proc)
 
 
+def _s3_server(scripted, workdir: Path, database_url: str, name: str, endpoint: str, **env: str):
+    """A server whose file store is the bucket at `endpoint`, with a data directory and database of its own."""
+    return _extra_server(
+        scripted,
+        workdir,
+        name.replace("_", "-"),
+        _own_database(database_url, name),
+        ASSISTGRAPH_FILE_STORE=f"s3://{BUCKET}/{PREFIX}",
+        AWS_ENDPOINT_URL=endpoint,
+        **CREDENTIALS,
+        **env,
+    )
+
+
 @pytest.fixture(scope="session")
 def s3_server(scripted, workdir: Path, database_url: str, moto_s3):
     """A server whose file store is the bucket, with a data directory and database of its own."""
-    srv = _extra_server(
-        scripted,
-        workdir,
-        "s3-store",
-        _own_database(database_url, "s3_store"),
-        ASSISTGRAPH_FILE_STORE=f"s3://{BUCKET}/{PREFIX}",
-        AWS_ENDPOINT_URL=moto_s3.meta.endpoint_url,
-        **CREDENTIALS,
-    )
+    srv = _s3_server(scripted, workdir, database_url, "s3_store", moto_s3.meta.endpoint_url)
     yield srv
     stop_process(srv.proc)
 
@@ -236,16 +242,7 @@ def test_a_large_upload_streams_with_flat_memory(s3_server, moto_s3):
 def store_that_goes_away(scripted, workdir: Path, database_url: str):
     """A server on a bucket of a moto server of its own, which the test stops."""
     moto, s3 = start_moto(workdir, "moto-stopped")
-    srv = _extra_server(
-        scripted,
-        workdir,
-        "s3-unreachable",
-        _own_database(database_url, "s3_unreachable"),
-        ASSISTGRAPH_FILE_STORE=f"s3://{BUCKET}/{PREFIX}",
-        AWS_ENDPOINT_URL=s3.meta.endpoint_url,
-        ASSISTGRAPH_EXECUTOR="false",
-        **CREDENTIALS,
-    )
+    srv = _s3_server(scripted, workdir, database_url, "s3_unreachable", s3.meta.endpoint_url, ASSISTGRAPH_EXECUTOR="false")
     yield srv, moto, s3
     stop_process(srv.proc)
     stop_process(moto)
