@@ -49,13 +49,19 @@ class QuietQueue(logging.Filter):
         return record.levelno >= self.threshold
 
 
-def _database_gone(record: logging.LogRecord) -> bool:
-    exc = record.exc_info[1] if record.exc_info else None
+def raised_from(exc: BaseException | None, kinds: type | tuple, *, wrapped_only: bool = False) -> bool:
+    """Whether an exception is, or comes from, one of `kinds` (procrastinate wraps the driver's).
+    `wrapped_only`: follow only what an exception was raised from, not what was being handled when it
+    was raised (a pool's timeout raised while it handled a failed attempt is not that failure)."""
     while exc is not None:
-        if isinstance(exc, (psycopg.OperationalError, PoolTimeout)):
+        if isinstance(exc, kinds):
             return True
-        exc = exc.__cause__ or exc.__context__
+        exc = exc.__cause__ if wrapped_only else (exc.__cause__ or exc.__context__)
     return False
+
+
+def _database_gone(record: logging.LogRecord) -> bool:
+    return raised_from(record.exc_info[1] if record.exc_info else None, (psycopg.OperationalError, PoolTimeout))
 
 
 def logging_config(settings: Settings) -> dict:

@@ -16,6 +16,7 @@ import psycopg
 from psycopg_pool import AsyncConnectionPool
 
 from api.files.ingest_jobs import IngestionJobs
+from api.observability.logs import raised_from
 from api.runs.sink import EventSink
 from api.runs.executor import RunExecutor, setup_checkpointer
 from api.runs.streaming import EventHub
@@ -87,10 +88,10 @@ async def _keep_running(name: str, worker: Callable[[], Awaitable[None]]) -> Non
             reason = "stopped"
         except Exception as exc:
             reason = f"failed ({exc.__class__.__name__}: {str(exc).strip()})"
-            if _database_gone(exc, psycopg.OperationalError, wrapped_only=True):
+            if raised_from(exc, psycopg.OperationalError, wrapped_only=True):
                 OUTAGE.seen(exc)  # said once for the whole process, not at every restart
             # A pool still reconnecting just after an outage times out too: part of the same outage.
-            database_gone = _database_gone(exc, DATABASE_UNAVAILABLE) and OUTAGE.recent(2 * RECONNECT_TIMEOUT)
+            database_gone = raised_from(exc, DATABASE_UNAVAILABLE) and OUTAGE.recent(2 * RECONNECT_TIMEOUT)
         task = asyncio.current_task()
         if task is not None and task.cancelling():
             # This process is stopping (a worker that cannot reach the database to say goodbye
@@ -102,17 +103,6 @@ async def _keep_running(name: str, worker: Callable[[], Awaitable[None]]) -> Non
             backoff.reset()
         log.log(logging.DEBUG if database_gone else logging.WARNING, "%s %s; starting it again in %.1f s", name, reason, backoff.delay)
         await backoff.wait()
-
-
-def _database_gone(exc: BaseException | None, kinds: type | tuple, *, wrapped_only: bool = False) -> bool:
-    """Whether an exception (procrastinate wraps the driver's) comes from one of `kinds`.
-    `wrapped_only`: follow only what an exception was raised from, not what was being handled when it
-    was raised (a pool's timeout raised while it handled a failed attempt is not that failure)."""
-    while exc is not None:
-        if isinstance(exc, kinds):
-            return True
-        exc = exc.__cause__ if wrapped_only else (exc.__cause__ or exc.__context__)
-    return False
 
 
 @asynccontextmanager

@@ -152,11 +152,7 @@ class Pool(AsyncConnectionPool):
     async def getconn(self, timeout: float | None = None):
         if OUTAGE.since is not None:
             timeout = min(self.timeout if timeout is None else timeout, OUTAGE_CHECKOUT_SECONDS)
-        try:
-            return await super().getconn(timeout)
-        except psycopg.OperationalError as exc:
-            OUTAGE.seen(exc)
-            raise
+        return await super().getconn(timeout)
 
 
 class Backoff:
