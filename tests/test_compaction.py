@@ -6,6 +6,8 @@ too. The model is the scripted chat-completions server."""
 
 from __future__ import annotations
 
+import concurrent.futures
+
 import httpx
 import openai
 import pytest
@@ -154,6 +156,37 @@ def test_context_management_compacts_a_conversation_past_the_threshold(client, s
     sent = sent_messages(scripted, model_name)[2]
     assert not any("question 0" in str(m["content"]) for m in sent) and SUMMARY in str(sent)
     assert {"role": "assistant", "content": "Answer after compaction."} in sent
+
+
+def test_a_server_side_summary_holds_no_lock_and_follows_the_conversation(client, scripted, model_name):
+    """The summary is a model call: it is made with no lock (nor pooled connection) held, so the
+    conversation stays writable meanwhile; when it changed under the summary, the window is
+    summarised again as it now is."""
+    conversation = long_conversation(client, turns=6)
+    scripted.script(model_name, [
+        {"content": "Stale summary.", "gate": "summary"},
+        {"content": SUMMARY},
+        {"content": "Answer after compaction."},
+    ])
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        pending = pool.submit(
+            client.responses.create, model=model_name, conversation=conversation.id,
+            input="The newest question?", context_management=MANAGED,
+        )
+        scripted.wait_for_gate("summary")
+        # Held under the create's lock, this would wait for the summary (and time out).
+        late = client.with_options(timeout=15, max_retries=0).conversations.items.create(
+            conversation.id, items=[{"role": "user", "content": "A late note."}],
+        )
+        scripted.release("summary")
+        response = pending.result(timeout=60)
+    assert response.status == "completed" and response.output_text == "Answer after compaction."
+    stale, fresh, answering = sent_messages(scripted, model_name)
+    assert "A late note." not in str(stale) and "A late note." in str(fresh)
+    assert any(m["role"] == "system" and SUMMARY in m["content"] for m in answering)
+    assert "Stale summary." not in str(answering)
+    listed = [i.id for i in client.conversations.items.list(conversation.id, order="asc", limit=100)]
+    assert listed.index(late.data[0].id) < listed.index(response.output[0].id)
 
 
 def test_context_management_below_the_threshold_changes_nothing(client, scripted, model_name):

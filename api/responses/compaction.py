@@ -17,8 +17,9 @@ it continues; everything before the item is then left out of what the model sees
 
 from __future__ import annotations
 
+import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from langchain_core.messages import AIMessage, AnyMessage, HumanMessage, SystemMessage, ToolMessage
 from langchain_core.messages.utils import count_tokens_approximately
@@ -244,12 +245,49 @@ def threshold(body: params.CreateResponse, window: int | None) -> int | None:
     return None
 
 
+@dataclass
+class SummaryNeeded(Exception):
+    """Raised inside the create transaction when a server-side compaction needs a summary that is not
+    at hand. A summary is a model call (seconds): made inside the transaction it would hold the
+    thread's lock and a pooled connection all that time. The caller rolls back, makes the summary
+    with nothing held, and tries again with it (`Summaries`)."""
+
+    digest: str
+    model: str
+    messages: list[AnyMessage] = field(repr=False)
+    instructions: str | None = None
+
+
+class Summaries(dict[str, Summary]):
+    """Summaries made outside the transaction, by the digest of the window they summarise: a retried
+    create uses one only if the window it reads under the lock is still the same."""
+
+    async def make(self, svc: Services, need: SummaryNeeded) -> None:
+        self[need.digest] = await summarise(svc, need.model, need.messages, need.instructions)
+
+
+def _digest(model: str, instructions: str | None, window: list[AnyMessage]) -> str:
+    text = json.dumps([model, instructions, transcript(window)], ensure_ascii=False)
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
 async def compact_if_over(
-    conn, svc: Services, thread_id: str, items: list[dict], model: str, instructions: str | None, limit: int
+    conn,
+    svc: Services,
+    thread_id: str,
+    items: list[dict],
+    model: str,
+    instructions: str | None,
+    limit: int,
+    summaries: Summaries | None = None,
 ) -> Compacted | None:
     """Server-side compaction before a response: when the history it continues plus its input come to
     `limit` tokens or more, everything before the input's last user message becomes one compaction
-    item (origin server_side: the history starts there from now on)."""
+    item (origin server_side: the history starts there from now on).
+
+    With `summaries` given, a window with no summary in it raises `SummaryNeeded` instead of calling
+    the model here; without, the model is called here (the last try of a create whose window kept
+    changing under it)."""
     rows = list(await store.thread_history(conn, thread_id))
     new = item_rows(svc, items)
     system = [SystemMessage(instructions)] if instructions else []
@@ -261,7 +299,13 @@ async def compact_if_over(
     window = history.render(window_rows)
     if not window:
         return None  # the input alone is over the threshold: nothing before it to compact
-    summary = await summarise(svc, model, window, instructions)
+    digest = _digest(model, instructions, window)
+    if summaries is None:
+        summary = await summarise(svc, model, window, instructions)
+    elif digest in summaries:
+        summary = summaries[digest]
+    else:
+        raise SummaryNeeded(digest, model, window, instructions)
     opened = Opened(summary.text, SERVER_SIDE, newest_within(user_messages(window_rows), limit // 5))
     item = {"id": new_item_id(ITEM), "type": ITEM, "encrypted_content": seal(svc, summary.text, SERVER_SIDE, opened.user_messages)}
     return Compacted(split, item, {**item, **opened.private()})

@@ -87,6 +87,35 @@ async def create(svc: Services, body: params.CreateResponse) -> Started:
     choice, allowed_names = params.run_tool_choice(body.tool_choice)
     response_format = params.response_format(body.text)
     await purge(svc, [], any_of_tenant=True)  # store: false responses a cut-off request left behind
+    summaries = compaction.Summaries()
+    for tried in range(_SUMMARIES_OUTSIDE + 1):
+        try:
+            started = await _create(
+                svc, body, input_items, choice, allowed_names, response_format,
+                summaries if tried < _SUMMARIES_OUTSIDE else None,
+            )
+        except compaction.SummaryNeeded as need:
+            await summaries.make(svc, need)
+        else:
+            break
+    await control.launch(svc, started.jobs)
+    return started
+
+
+# A server-side compaction's summary is made between tries of the create, with no lock held; should
+# the window change under it this many times, the next try summarises under the lock.
+_SUMMARIES_OUTSIDE = 3
+
+
+async def _create(
+    svc: Services,
+    body: params.CreateResponse,
+    input_items: list[dict],
+    choice,
+    allowed_names: set[str] | None,
+    response_format,
+    summaries: compaction.Summaries | None,
+) -> Started:
     async with svc.pool.connection() as conn, conn.transaction():
         request_tools, mcp_headers = None, dict(body.mcp_headers or {})
         if body.tools is not None:
@@ -105,9 +134,8 @@ async def create(svc: Services, body: params.CreateResponse) -> Started:
             started = await _start(
                 conn, svc, body, target, input_items,
                 assistant=assistant, request_tools=request_tools, choice=choice, allowed_names=allowed_names,
-                response_format=response_format, mcp_headers=mcp_headers,
+                response_format=response_format, mcp_headers=mcp_headers, summaries=summaries,
             )
-    await control.launch(svc, started.jobs)
     return started
 
 
@@ -300,6 +328,7 @@ async def _start(
     allowed_names: set[str] | None,
     response_format,
     mcp_headers: dict[str, dict],
+    summaries: compaction.Summaries | None,
 ) -> Started:
     """A new run in the target thread, after the input items."""
     defaults = dict(assistant or NO_ASSISTANT)
@@ -346,7 +375,9 @@ async def _start(
     limit = compaction.threshold(body, svc.settings.model_context_window)
     compacted = None
     if limit is not None:
-        compacted = await compaction.compact_if_over(conn, svc, target.thread_id, items, model, instructions, limit)
+        compacted = await compaction.compact_if_over(
+            conn, svc, target.thread_id, items, model, instructions, limit, summaries
+        )
     if compacted is None:
         written = await writes.write_items(conn, svc, target.thread_id, items, jobs)
     else:
