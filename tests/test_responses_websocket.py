@@ -358,7 +358,7 @@ def node_sdk(tmp_path_factory):
         pytest.skip("the Node SDK test needs node and npm on PATH")
     folder = tmp_path_factory.mktemp("node-sdk")
     installed = subprocess.run(
-        [npm, "install", "--silent", "--no-audit", "--no-fund", "openai@^6.49", "ws"],
+        [npm, "install", "--silent", "--no-audit", "--no-fund", "openai@^7.60", "ws"],
         cwd=folder, capture_output=True, text=True, timeout=300,
     )
     if installed.returncode != 0:
