@@ -207,6 +207,7 @@ async def compact(svc: Services, body: params.CompactResponse) -> dict:
         {"id": new_item_id("message"), "type": "message", "status": "completed", "role": "user",
          "content": [{"type": "input_text", "text": text}]}
         for text in user_messages(rows)
+        if text  # a message of images only: nothing of it is kept
     ]
     sealed = seal(svc, summary.text, FROM_ENDPOINT, [])
     return {
