@@ -30,7 +30,6 @@ from tests.test_responses_shapes import RESPONSE_RESOURCE, nullable
 INTEGER = {"type": "integer"}
 STRING = {"type": "string"}
 NUMBER = {"type": "number"}
-ARRAY = {"type": "array"}
 
 
 def kind(name: str) -> dict:
