@@ -262,3 +262,13 @@ def test_a_responses_input_past_the_item_limit_is_400(http, scripted, model_name
     error = assert_error(http.post("/responses", json={"model": model_name, "input": items}), 400, param="input")
     assert str(MAX_INPUT_ITEMS) in error["message"]
     assert scripted.requests(model_name) == []
+
+
+def test_other_methods_on_threads_runs_are_405_not_a_thread_id(server):
+    # /threads/runs is POST only (create a thread and run it); `runs` is not read as a thread id.
+    root = server.url.removesuffix("/v1")
+    for base in (server.url, f"{root}/api/v1", f"{root}/openai"):
+        for method in ("GET", "DELETE"):
+            resp = httpx.request(method, f"{base}/threads/runs", timeout=30)
+            assert_error(resp, 405, message="Method not allowed for this URL.")
+            assert resp.headers["allow"] == "POST"

@@ -5,10 +5,11 @@ derived from ASSISTGRAPH_SECRET_KEY and the tenant: opaque to clients, and a blo
 tenant (or edited by a client) does not open for another. The server opens it when the item comes
 back as input and gives the model the summary in its place.
 
-The user messages of the window travel inside the sealed item too, and reach the model verbatim
-before the summary. (OpenAI returns them as message items before the compaction item; the official
-SDK types a compaction's output as output items, which have no user message, so strict clients
-could not read them.)
+`POST /v1/responses/compact` returns the window's user messages as message items, followed by the
+compaction item, as OpenAI does: the client sends them back as they are, and the model reads them
+verbatim before the summary. A server-side compaction keeps the newest user messages inside its
+sealed item instead (its item replaces the history in place), and so did the endpoint's items
+before; both are still read.
 
 Two origins: `POST /v1/responses/compact` (the window is the request's) and `context_management`
 (server side: a response whose context passes `compact_threshold` tokens first compacts the history
@@ -186,7 +187,7 @@ def user_messages(rows: list[dict]) -> list[str]:
 
 
 async def compact(svc: Services, body: params.CompactResponse) -> dict:
-    """`POST /v1/responses/compact`: one compaction item for the window."""
+    """`POST /v1/responses/compact`: the window's user messages and one compaction item."""
     check_model_allowed(svc.caller, body.model, svc.settings)
     items = item_views.normalize_input(body.input)
     rows: list[dict] = []
@@ -203,12 +204,18 @@ async def compact(svc: Services, body: params.CompactResponse) -> dict:
     if not messages:
         raise InvalidRequest("Nothing to compact: give `input` (or a `previous_response_id`).", param="input")
     summary = await summarise(svc, body.model, messages, body.instructions)
-    sealed = seal(svc, summary.text, FROM_ENDPOINT, user_messages(rows))
+    retained = [
+        {"id": new_item_id("message"), "type": "message", "status": "completed", "role": "user",
+         "content": [{"type": "input_text", "text": text}]}
+        for text in user_messages(rows)
+        if text  # a message of images only: nothing of it is kept
+    ]
+    sealed = seal(svc, summary.text, FROM_ENDPOINT, [])
     return {
         "id": new_response_id(),
         "object": "response.compaction",
         "created_at": now(),
-        "output": [{"id": new_item_id(ITEM), "type": ITEM, "encrypted_content": sealed}],
+        "output": [*retained, {"id": new_item_id(ITEM), "type": ITEM, "encrypted_content": sealed}],
         "usage": summary.usage(),
     }
 

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi import APIRouter, Header, HTTPException, Query, Request, Response
 
 from api.contract import objects, schemas
 from api.contract.errors import InvalidRequest, not_found
@@ -71,6 +71,12 @@ async def create_thread_and_run(body: schemas.CreateThreadAndRun, app: App, incl
     if sub:
         return stream(app, sub, include, after, first=[KeptEvent.unkept("thread.created", thread)])
     return run
+
+
+@router.api_route("/threads/runs", methods=["GET", "DELETE"], include_in_schema=False)
+async def thread_runs_other_methods() -> None:
+    # `runs` is no thread id: the thread routes' other methods on it are a 405, not a malformed id.
+    raise HTTPException(405, headers={"Allow": "POST"})
 
 
 @router.post("/threads/{thread_id}/runs")
