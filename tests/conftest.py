@@ -160,6 +160,17 @@ def database_url(server: Server, workdir: Path) -> str:
 
 
 @pytest.fixture(scope="session")
+def debian_postgres():
+    """A cluster of the system's own PostgreSQL server (Debian's package, with pgvector), started for the
+    session: the external database of a deployment (see tests/debian_postgres.py)."""
+    from tests.debian_postgres import require_server, start
+
+    cluster, stop = start(require_server())
+    yield cluster
+    stop()
+
+
+@pytest.fixture(scope="session")
 def moto_s3(workdir: Path):
     """moto's S3 server with the file store's bucket (tests/shared_services.py): a boto3 client of it."""
     from tests.shared_services import start_moto
