@@ -1,7 +1,8 @@
 """An external PostgreSQL, as a deployment brings its own: `assistgraph serve` with DATABASE_URL on a
 cluster of Debian's own server (PostgreSQL 15, pgvector built from Debian's source package by .ci/run),
 not the embedded one. The schema and the queue's migrations apply, pgvector's extension is created,
-and runs and file_search work on it."""
+and a run completes on it. Vector stores and file_search on that server are in tests/test_multinode.py,
+whose processes share one of its databases."""
 
 from __future__ import annotations
 
@@ -49,32 +50,3 @@ def test_a_run_completes(external, scripted, model_name):
     assert run.status == "completed", run.last_error
     (message,) = client.beta.threads.messages.list(thread_id=run.thread_id, run_id=run.id).data
     assert message.content[0].text.value == "Stored in an external database."
-
-
-def test_file_search_over_a_vector_store(external, scripted, model_name):
-    srv, _ = external
-    client = sdk(srv.url)
-    text = "The ferry to Texel leaves Den Helder every hour, and the crossing takes twenty minutes."
-    f = client.files.create(file=("ferry.txt", text.encode()), purpose="assistants")
-    store = client.vector_stores.create(name="timetables", file_ids=[f.id])
-    done = client.vector_stores.files.poll(f.id, vector_store_id=store.id, poll_interval_ms=50)
-    assert done.status == "completed", done.last_error
-    found = client.vector_stores.search(store.id, query="how long is the ferry crossing to Texel")
-    assert found.data[0].file_id == f.id and "twenty minutes" in found.data[0].content[0].text
-
-    scripted.script(
-        model_name,
-        [{"tool_calls": [{"name": "file_search", "arguments": {"query": "ferry crossing time"}}]}, {"content": "Twenty minutes."}],
-    )
-    assistant = client.beta.assistants.create(
-        model=model_name, tools=[{"type": "file_search"}], tool_resources={"file_search": {"vector_store_ids": [store.id]}}
-    )
-    run = client.beta.threads.create_and_run_poll(
-        assistant_id=assistant.id, thread={"messages": [{"role": "user", "content": "how long?"}]}, poll_interval_ms=50
-    )
-    assert run.status == "completed", run.last_error
-    steps = client.beta.threads.runs.steps.list(thread_id=run.thread_id, run_id=run.id, order="asc").data
-    (call,) = steps[0].step_details.tool_calls
-    assert call.file_search.results[0].file_id == f.id
-    tool_result = scripted.requests(model_name)[1]["body"]["messages"][-1]
-    assert tool_result["role"] == "tool" and "twenty minutes" in tool_result["content"]
