@@ -159,6 +159,40 @@ def database_url(server: Server, workdir: Path) -> str:
     return f"postgresql://postgres:@/postgres?host={workdir / 'data' / 'pgdata'}"
 
 
+@pytest.fixture(scope="session")
+def debian_postgres():
+    """A cluster of the system's own PostgreSQL server (Debian's package, with pgvector), started for the
+    session: the external database of a deployment (see tests/debian_postgres.py)."""
+    from tests.debian_postgres import require_server, start
+
+    cluster, stop = start(require_server())
+    yield cluster
+    stop()
+
+
+@pytest.fixture(scope="session")
+def moto_s3(workdir: Path):
+    """moto's S3 server with the file store's bucket (tests/shared_services.py): a boto3 client of it."""
+    from tests.shared_services import start_moto
+
+    proc, s3 = start_moto(workdir, "moto")
+    yield s3
+    stop_process(proc)
+
+
+@pytest.fixture(scope="session")
+def kernel_gateway(workdir: Path):
+    """A Jupyter Kernel Gateway on loopback, as a deployment with several workers would share: the
+    settings of a process using it."""
+    from tests.shared_services import gateway_env, start_kernel_gateway
+
+    home = workdir / "gateway"
+    proc, url = start_kernel_gateway(home)
+    yield gateway_env(url, home)
+    proc.terminate()
+    proc.wait(10)
+
+
 def _extra_server(scripted, workdir: Path, name: str, database_url: str, args=("serve",), **env: str):
     port = free_port()
     log_path = workdir / f"{name}.log"

@@ -7,11 +7,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import shutil
-import subprocess
-import sys
-from pathlib import Path
 
 import httpx
 import psycopg
@@ -19,7 +14,7 @@ import pytest
 from openai import AssistantEventHandler
 from typing_extensions import override
 
-from tests.conftest import free_port, sdk, wait_for
+from tests.conftest import sdk
 from tests.test_crashes import Cluster
 from tests.test_streaming import BETA
 
@@ -253,44 +248,11 @@ def test_runaway_and_hostile_code_fails_inside_the_sandbox(client, server, scrip
     assert r.status_code == 200 and json.loads(r.text)["object"] == "list"
 
 
-@pytest.fixture(scope="module")
-def kernel_gateway(workdir):
-    """A Jupyter Kernel Gateway on loopback, as a deployment with several workers would share."""
-    executable = shutil.which("jupyter-kernelgateway", path=str(Path(sys.executable).parent))
-    assert executable, "jupyter-kernel-gateway is part of the test extra"
-    home = workdir / "gateway"
-    home.mkdir(exist_ok=True)
-    port, token = free_port(), "gateway-token-for-tests"
-    proc = subprocess.Popen(
-        [executable, "--KernelGatewayApp.ip=127.0.0.1", f"--KernelGatewayApp.port={port}", f"--KernelGatewayApp.auth_token={token}"],
-        cwd=home, env={"PATH": os.environ["PATH"], "HOME": str(home)},
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    wait_for(lambda: _answers(url, token), timeout=30, interval=0.1)
-    yield url, token, home
-    proc.terminate()
-    proc.wait(10)
-
-
-def _answers(url: str, token: str) -> bool:
-    try:
-        return httpx.get(f"{url}/api", headers={"Authorization": f"token {token}"}).status_code == 200
-    except httpx.HTTPError:
-        return False
-
-
 def test_a_threads_session_is_found_by_another_worker_through_the_gateway(kernel_gateway, scripted, workdir, database_url, model_name):
     """Two workers share kernels through the gateway: the thread → kernel mapping is in Postgres, so
     the run on the second worker finds the variable and the file the first one left."""
-    url, token, home = kernel_gateway
     cluster = Cluster(scripted, workdir, database_url, "gateway")
-    cluster.env.update(
-        ASSISTGRAPH_CODE_INTERPRETER_BACKEND="gateway",
-        ASSISTGRAPH_CODE_INTERPRETER_GATEWAY_URL=url,
-        ASSISTGRAPH_CODE_INTERPRETER_GATEWAY_TOKEN=token,
-        ASSISTGRAPH_CODE_INTERPRETER_GATEWAY_DATA_DIR=str(home / "data"),
-    )
+    cluster.env.update(kernel_gateway)
     try:
         api = cluster.api()
         first = cluster.worker()

@@ -6,68 +6,23 @@ flat memory, and a store that cannot be reached."""
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import threading
-import time
 import uuid
 from pathlib import Path
 
-import boto3
 import openai
 import httpx
 import psutil
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.conftest import _extra_server, _own_database, assert_error, free_port, sdk, stop_process
+from tests.conftest import _extra_server, _own_database, assert_error, sdk, stop_process
+from tests.shared_services import BUCKET, PREFIX, s3_store_env, start_moto
 from tests.test_code_interpreter import code_call
 
-BUCKET = "assistgraph-files"
-PREFIX = "tests"
-CREDENTIALS = dict(AWS_ACCESS_KEY_ID="moto-key", AWS_SECRET_ACCESS_KEY="moto-secret", AWS_REGION="us-east-1")
 # Big enough for many S3 parts; `S3_LARGE_UPLOAD_MB=512` runs the full-size upload.
 LARGE_UPLOAD_MB = 96
 RSS_GROWTH_LIMIT = 150 * 1024 * 1024
-
-
-def start_moto(workdir: Path, name: str):
-    """moto's standalone S3 server on an ephemeral port, with the store's bucket: the process and a
-    boto3 client of it."""
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    log_path = workdir / f"{name}.log"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=open(log_path, "wb"),
-        stderr=subprocess.STDOUT,
-    )
-    deadline = time.time() + 60
-    while True:
-        try:
-            httpx.get(url, timeout=2)
-            break
-        except httpx.HTTPError:
-            if time.time() > deadline or proc.poll() is not None:
-                stop_process(proc)
-                raise RuntimeError(log_path.read_text(errors="replace")) from None
-            time.sleep(0.2)
-    s3 = boto3.client(
-        "s3",
-        endpoint_url=url,
-        region_name=CREDENTIALS["AWS_REGION"],
-        aws_access_key_id=CREDENTIALS["AWS_ACCESS_KEY_ID"],
-        aws_secret_access_key=CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
-    )
-    s3.create_bucket(Bucket=BUCKET)
-    return proc, s3
-
-
-@pytest.fixture(scope="session")
-def moto_s3(workdir: Path):
-    proc, s3 = start_moto(workdir, "moto")
-    yield s3
-    stop_process(proc)
 
 
 def _s3_server(scripted, workdir: Path, database_url: str, name: str, endpoint: str, **env: str):
@@ -77,9 +32,7 @@ def _s3_server(scripted, workdir: Path, database_url: str, name: str, endpoint: 
         workdir,
         name.replace("_", "-"),
         _own_database(database_url, name),
-        ASSISTGRAPH_FILE_STORE=f"s3://{BUCKET}/{PREFIX}",
-        AWS_ENDPOINT_URL=endpoint,
-        **CREDENTIALS,
+        **s3_store_env(endpoint),
         **env,
     )
 
