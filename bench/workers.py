@@ -70,6 +70,7 @@ WORKER_ROWS = "SELECT id FROM procrastinate_workers"
 QUEUE_FUNCTIONS = """
     SELECT funcname, calls, total_time FROM pg_stat_user_functions WHERE funcname LIKE 'procrastinate%'
 """
+FETCH_JOB = "procrastinate_fetch_job_v2"
 CONNECTIONS = """
     SELECT count(*), current_setting('max_connections')::int FROM pg_stat_activity WHERE backend_type = 'client backend'
 """
@@ -299,7 +300,8 @@ def main(argv: list[str] | None = None) -> int:
             for concurrency, n in order:
                 print(f"# round {r + 1}/{args.rounds}: {n} worker(s), concurrency {concurrency} ...", flush=True)
                 got = measure(s, dsn, db, assistant.id, n, concurrency, args, f"{r}-{concurrency}-{n}", not external)
-                print(f"#   {got['runs_per_s']} runs/s, {got['errors']} errors, cores busy {got['cores_busy']}", flush=True)
+                print(f"#   {got['runs_per_s']} runs/s, {got['errors']} errors, cores busy {got['cores_busy']}",
+                      flush=True)
                 for line in got["worker_log_problem_samples"]:
                     print(f"#   !! {line}", flush=True)
                 for name in got["workers_not_stopped_cleanly"]:
@@ -328,7 +330,7 @@ def main(argv: list[str] | None = None) -> int:
                 k: round(statistics.median(m["cpu_ms_per_run"][k] for m in got), 2) for k in got[0]["cpu_ms_per_run"]
             },
             "fetches_per_run": statistics.median(
-                m["queue_functions_per_run"].get("procrastinate_fetch_job_v2", {}).get("calls", float("nan")) for m in got
+                m["queue_functions_per_run"].get(FETCH_JOB, {}).get("calls", float("nan")) for m in got
             ),
             "queue_functions_ms_per_run": statistics.median(
                 sum(f["ms"] for f in m["queue_functions_per_run"].values()) for m in got

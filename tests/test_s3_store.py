@@ -5,6 +5,7 @@ flat memory, and a store that cannot be reached."""
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -355,3 +356,33 @@ def test_store_failures_become_unavailable_or_missing(error, becomes):
         assert isinstance(got, StoreUnavailable)
     else:
         assert isinstance(got, becomes)
+
+
+def _record(exc: BaseException) -> logging.LogRecord:
+    return logging.LogRecord(
+        "uvicorn.error", logging.ERROR, __file__, 1, "Exception in ASGI application", (), (type(exc), exc, None)
+    )
+
+
+def test_a_response_cut_short_is_reported_once_not_again_with_a_traceback():
+    from api.observability.logs import QuietQueue, ResponseCutShort
+
+    quiet = QuietQueue("warning")
+
+    def raised(exc: BaseException, during: BaseException | None = None) -> BaseException:
+        try:
+            try:
+                if during is not None:
+                    raise during
+            finally:
+                raise exc
+        except BaseException as caught:  # noqa: BLE001 - the exception as a handler would see it
+            return caught
+
+    cut = ResponseCutShort("file-1")
+    # As uvicorn sees it: itself, wrapped by a framework, or inside the task group that streamed the body.
+    for exc in (cut, raised(RuntimeError("response already started"), cut), BaseExceptionGroup("body", [cut])):
+        assert quiet.filter(_record(exc)) is False
+    # Any other failure of a request keeps its traceback.
+    for exc in (RuntimeError("boom"), BaseExceptionGroup("body", [ValueError("x")])):
+        assert quiet.filter(_record(exc)) is True
