@@ -261,6 +261,24 @@ class Stack:
         return [line for line in text.splitlines() if any(w in line for w in ("WARNING", "ERROR", "Traceback", "CRITICAL"))]
 
 
+def assistgraph_env(model_url: str, data_dir: Path, **extra: str) -> dict[str, str]:
+    """The environment of an assistgraph process (`serve` or `worker`) of a benchmark: none of the
+    caller's own settings, the scripted model, quiet logs."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ASSISTGRAPH_", "OPENAI_", "DATABASE_URL"))}
+    env.update(
+        ASSISTGRAPH_DATA_DIR=str(data_dir),
+        OPENAI_BASE_URL=model_url,
+        OPENAI_API_KEY="sk-bench-model-key",
+        # The server's default: one retry, as deployed. Model servers on uvicorn (the scripted
+        # one, vLLM) close a keep-alive connection after 5 s idle, the moment the client's pool
+        # may reuse it; without a retry that race fails a run now and then under 1,000 streams.
+        ASSISTGRAPH_MODEL_MAX_RETRIES="1",
+        ASSISTGRAPH_LOG_LEVEL="warning",
+    )
+    env.update(extra)
+    return env
+
+
 @contextlib.contextmanager
 def stack(
     *, server_env: dict[str, str] | None = None, keep_logs: Path | None = None, profile: Path | None = None
@@ -282,18 +300,7 @@ def stack(
         model_url = f"http://127.0.0.1:{model_port}/v1"
         wait_http_ok(f"{model_url}/models", model, timeout=30)
 
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("ASSISTGRAPH_", "OPENAI_", "DATABASE_URL"))}
-        env.update(
-            ASSISTGRAPH_DATA_DIR=str(workdir / "data"),
-            OPENAI_BASE_URL=model_url,
-            OPENAI_API_KEY="sk-bench-model-key",
-            # The server's default: one retry, as deployed. Model servers on uvicorn (the scripted
-            # one, vLLM) close a keep-alive connection after 5 s idle, the moment the client's pool
-            # may reuse it; without a retry that race fails a run now and then under 1,000 streams.
-            ASSISTGRAPH_MODEL_MAX_RETRIES="1",
-            ASSISTGRAPH_LOG_LEVEL="warning",
-        )
-        env.update(server_env or {})
+        env = assistgraph_env(model_url, workdir / "data", **(server_env or {}))
         server_port = free_port()
         prefix = ["-m", "cProfile", "-o", str(profile.resolve())] if profile else []
         server = start_child(

@@ -5,6 +5,7 @@ flat memory, and a store that cannot be reached."""
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import uuid
@@ -23,6 +24,8 @@ from tests.test_code_interpreter import code_call
 # Big enough for many S3 parts; `S3_LARGE_UPLOAD_MB=512` runs the full-size upload.
 LARGE_UPLOAD_MB = 96
 RSS_GROWTH_LIMIT = 150 * 1024 * 1024
+# Larger than the socket and client buffers between the store, the server and a client that pauses.
+CUT_SHORT_DOWNLOAD_MB = 48
 
 
 def _s3_server(scripted, workdir: Path, database_url: str, name: str, endpoint: str, **env: str):
@@ -205,13 +208,26 @@ def test_an_unreachable_store_answers_503_and_loses_nothing(store_that_goes_away
     server, moto, s3 = store_that_goes_away
     client = sdk(server.url)
     kept = client.files.create(file=("kept.txt", b"still here"), purpose="assistants")
-    stop_process(moto)
+    # A download under way when the store goes: more bytes than every buffer between the store and
+    # the client holds, so the server is still reading from the store when it stops.
+    large = client.files.create(file=("large.bin", b"z" * (CUT_SHORT_DOWNLOAD_MB << 20)), purpose="assistants")
+    with httpx.stream("GET", f"{server.url}/files/{large.id}/content", timeout=60) as response:
+        assert response.status_code == 200
+        assert response.headers["content-length"] == str(CUT_SHORT_DOWNLOAD_MB << 20)
+        body = response.iter_bytes()
+        got = len(next(body))
+        stop_process(moto)
+        # The response ends where the store did: the connection closes before the declared length.
+        with pytest.raises(httpx.RemoteProtocolError):
+            for chunk in body:
+                got += len(chunk)
+    assert 0 < got < CUT_SHORT_DOWNLOAD_MB << 20
 
     http = httpx.Client(base_url=server.url, timeout=60)
     for data in (b"small", b"y" * (9 * 1024 * 1024)):  # a single PUT, and a multipart upload
         resp = http.post("/files", files={"file": ("a.txt", data)}, data={"purpose": "assistants"})
         assert_error(resp, 503, type_="server_error")
-    assert [f["id"] for f in http.get("/files").json()["data"]] == [kept.id]  # no row for either
+    assert {f["id"] for f in http.get("/files").json()["data"]} == {kept.id, large.id}  # no row for either
     assert_error(http.get(f"/files/{kept.id}/content"), 503, type_="server_error")
     # A delete that cannot remove the bytes keeps the row, to be tried again.
     assert_error(http.delete(f"/files/{kept.id}"), 503, type_="server_error")
@@ -223,7 +239,11 @@ def test_an_unreachable_store_answers_503_and_loses_nothing(store_that_goes_away
     assert failed.value.status_code == 503
     log = server.log()
     assert "file store unavailable" in log
+    # The cut-short download is one warning line, with no traceback.
+    (cut_short,) = [line for line in log.splitlines() if large.id in line]
+    assert f"WARNING api.http.routers.files: download of {large.id} cut short: file store unavailable" in cut_short
     assert "Traceback" not in log
+    assert "Exception in ASGI application" not in log
 
 
 # --- the pure parts --------------------------------------------------------------------------------
@@ -289,3 +309,33 @@ def test_store_failures_become_unavailable_or_missing(error, becomes):
         assert isinstance(got, StoreUnavailable)
     else:
         assert isinstance(got, becomes)
+
+
+def _record(exc: BaseException) -> logging.LogRecord:
+    return logging.LogRecord(
+        "uvicorn.error", logging.ERROR, __file__, 1, "Exception in ASGI application", (), (type(exc), exc, None)
+    )
+
+
+def test_a_response_cut_short_is_reported_once_not_again_with_a_traceback():
+    from api.observability.logs import QuietQueue, ResponseCutShort
+
+    quiet = QuietQueue("warning")
+
+    def raised(exc: BaseException, during: BaseException | None = None) -> BaseException:
+        try:
+            try:
+                if during is not None:
+                    raise during
+            finally:
+                raise exc
+        except BaseException as caught:  # noqa: BLE001 - the exception as a handler would see it
+            return caught
+
+    cut = ResponseCutShort("file-1")
+    # As uvicorn sees it: itself, wrapped by a framework, or inside the task group that streamed the body.
+    for exc in (cut, raised(RuntimeError("response already started"), cut), BaseExceptionGroup("body", [cut])):
+        assert quiet.filter(_record(exc)) is False
+    # Any other failure of a request keeps its traceback.
+    for exc in (RuntimeError("boom"), BaseExceptionGroup("body", [ValueError("x")])):
+        assert quiet.filter(_record(exc)) is True

@@ -7,6 +7,8 @@ them, and a cancelled run's job ends with a `CancelledError` traceback. Its INFO
 demoted to DEBUG here (still there with `ASSISTGRAPH_LOG_LEVEL=debug`), and an aborted job — a
 cancel or an expiry, the expected way a run's job ends early — never carries a traceback. A database
 outage is said once (api/storage/database.py), not by each pool attempt, listener and job that meets it.
+A streamed response whose source failed after the headers were sent (`ResponseCutShort`) is said once,
+by the code that streams it, not again with a traceback by the server.
 """
 
 from __future__ import annotations
@@ -25,6 +27,13 @@ JSON_FIELDS = "%(asctime)s %(levelname)s %(name)s %(message)s"
 _EXPECTED_ENDINGS = {"job_aborted", "job_aborted_retry"}
 
 
+class ResponseCutShort(Exception):
+    """Raised out of a streamed response body that cannot be finished once its headers are sent (its
+    source failed): the server closes the connection, so the client sees a short body and can try
+    again. Whoever raises it has said why in one log line; the server's own report of the exception
+    (a traceback) is dropped."""
+
+
 class QuietQueue(logging.Filter):
     """A handler filter: procrastinate's INFO chatter becomes DEBUG (dropped unless the handler's
     threshold lets DEBUG through); expected job endings lose their traceback."""
@@ -34,6 +43,8 @@ class QuietQueue(logging.Filter):
         self.threshold = logging._checkLevel(level.upper() if isinstance(level, str) else level)
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and raised_from(record.exc_info[1], ResponseCutShort):
+            return False
         if record.name.startswith(("procrastinate", "asyncio")) and _database_gone(record):
             # procrastinate's listener or a job of its (whose task nobody awaits, so asyncio reports
             # it) met a database that went away: the storage layer says so once for the whole outage
@@ -55,6 +66,11 @@ def raised_from(exc: BaseException | None, kinds: type | tuple, *, wrapped_only:
     was raised (a pool's timeout raised while it handled a failed attempt is not that failure)."""
     while exc is not None:
         if isinstance(exc, kinds):
+            return True
+        # A task group's failure (Starlette streams a response body in one) carries the real ones.
+        if isinstance(exc, BaseExceptionGroup) and any(
+            raised_from(inner, kinds, wrapped_only=wrapped_only) for inner in exc.exceptions
+        ):
             return True
         exc = exc.__cause__ if wrapped_only else (exc.__cause__ or exc.__context__)
     return False

@@ -8,6 +8,8 @@ Files carry no `OpenAI-Beta` header and have their own pagination (limit up to 1
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator
+from contextlib import aclosing
 from typing import Annotated, Literal
 from urllib.parse import quote
 
@@ -18,8 +20,9 @@ from api.contract import objects
 from api.contract.errors import InvalidRequest, NotFound
 from api.contract.ids import new_id, now
 from api.files import file_storage, files_store
-from api.files.file_store import remove_all, store_for
+from api.files.file_store import StoreUnavailable, remove_all, store_for
 from api.http.deps import App, _id_checker
+from api.observability.logs import ResponseCutShort
 from api.storage import store
 
 log = logging.getLogger(__name__)
@@ -217,7 +220,20 @@ async def download_file(file_id: FileId, app: App) -> StreamingResponse:
     else:
         disposition = f"attachment; filename*=utf-8''{quoted}"
     return StreamingResponse(
-        chunks,
+        _cut_short_quietly(chunks, file_id),
         media_type=file_storage.media_type(filename),
         headers={"content-length": str(size), "content-disposition": disposition},
     )
+
+
+async def _cut_short_quietly(chunks: AsyncIterator[bytes], file_id: str) -> AsyncIterator[bytes]:
+    """The store's chunks; a store that fails once the headers are sent (the status and length are
+    on their way) ends the response with one warning line: the connection is closed mid-body, so
+    the client sees a short read and can download again."""
+    async with aclosing(chunks):
+        try:
+            async for chunk in chunks:
+                yield chunk
+        except StoreUnavailable as exc:
+            log.warning("download of %s cut short: file store unavailable (%s)", file_id, exc)
+            raise ResponseCutShort(file_id) from None
