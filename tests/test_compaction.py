@@ -205,6 +205,28 @@ def test_a_server_side_summary_holds_no_lock_and_follows_the_conversation(client
     assert listed.index(late.data[0].id) < listed.index(response.output[0].id)
 
 
+def test_a_compacted_conversation_goes_on_past_the_models_window(client, scripted, model_name):
+    """A conversation whose items come to more than the model holds keeps going: each response compacts
+    once its context passes the threshold, so no prompt (summarising calls included) reaches the
+    window, and the scripted model refuses any that would."""
+    window = 1600
+    scripted.script(model_name, [{"content": "noted: " + "z" * 400, "context_window": window, "repeat": True}])
+    conversation = client.conversations.create()
+    outputs = []
+    for n in range(10):
+        response = client.responses.create(
+            model=model_name, conversation=conversation.id, input=f"turn {n}: " + "w" * 600,
+            context_management=MANAGED,
+        )
+        assert response.status == "completed", response.error
+        outputs.append([i.type for i in response.output])
+    assert sum(types[0] == "compaction" for types in outputs) >= 2  # compacted, and compacted again
+    items = client.conversations.items.list(conversation.id, order="asc", limit=100).data
+    kept = sum(len(part.text) for i in items if i.type == "message" for part in i.content) // 4
+    assert kept > window  # the conversation itself is longer than the model's window
+    assert [i for i in items if i.type == "message"][-1].content[0].text.startswith("noted: ")
+
+
 def test_context_management_below_the_threshold_changes_nothing(client, scripted, model_name):
     scripted.script(model_name, [{"content": "Short answer."}])
     response = client.responses.create(model=model_name, input="Hi.", context_management=MANAGED)
