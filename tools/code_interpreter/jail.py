@@ -342,7 +342,9 @@ class Jail:
             max_cpus=config.cpus,
             seccomp_string=SECCOMP_POLICY,
         )
-        self.budget.apply(options, memory_mb=config.memory_mb, max_processes=config.max_processes)
+        self.budget.apply(
+            options, memory_mb=config.memory_mb, max_processes=config.max_processes, cpu_quota=config.cpu_quota
+        )
         if identity.user_namespace:
             options.user = f"{JAIL_UID}:{identity.uid}:1"
             options.group = f"{JAIL_UID}:{identity.gid}:1"
