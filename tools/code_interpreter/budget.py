@@ -2,10 +2,10 @@
 
 Where the host lets this server create cgroups, nsjail puts each jail in a cgroup of its own
 (NSJAIL.<pid>, in the server's own cgroup or, for v1's memory and pids, under a parent this module
-prepares) with `memory`, `pids` and `cpu` limits, so three
-children of a session cannot each take the per-process limit, and a fork bomb's leftovers count
-against their own session only, and a session's busy loops take at most its CPU quota however many
-processes (and CPUs: affinity is no limit, code may widen its own) they spread over. cgroup v2 needs a delegated subtree; cgroup v1 hierarchies (still
+prepares) with `memory`, `pids` and `cpu` limits: three children of a session cannot each take the
+per-process limit, a fork bomb's leftovers count against their own session only, and a session's
+busy loops get its CPU quota however many processes (and CPUs: affinity is no limit, code may widen
+its own) they spread over. cgroup v2 needs a delegated subtree; cgroup v1 hierarchies (still
 the layout of many VMs and older hosts) need write access to the controllers' directories. Where
 neither works the per-process rlimits (address space, processes per uid, CPU time, file size) are
 all there is; they stay in force under a cgroup budget too. Which one holds is logged at start and
