@@ -67,11 +67,16 @@ class CodeInterpreterSettings(BaseSettings):
     cpu_seconds: int = Field(
         default=1800, ge=10, description="CPU seconds a session's kernel may use over its life; past it the kernel is restarted."
     )
-    cpus: int = Field(default=1, ge=1, description="CPUs one sandbox may run on at once.")
+    cpus: int = Field(default=1, ge=1, description="CPUs one sandbox may run on at once (affinity).")
+    cpu_quota: float = Field(
+        default=1.0,
+        ge=0,
+        description="Cores' worth of CPU time a session's processes may use together (cgroup CPU quota over a one-second period, where a cgroup budget is in force). 0: no quota.",
+    )
     tmp_mb: int = Field(default=256, ge=1, description="Size of a sandbox's private /tmp (memory-backed, MB).")
     cgroups: bool = Field(
         default=True,
-        description="Give each session one memory and process budget in a cgroup where the host allows it (v2 delegated, or v1); false: per-process rlimits only.",
+        description="Give each session one memory, process and CPU budget in a cgroup where the host allows it (v2 delegated, or v1); false: per-process rlimits only.",
     )
     data_mb: int = Field(
         default=1024,

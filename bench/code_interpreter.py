@@ -10,7 +10,10 @@
   messages until idle, the reply), since the kernel's own work is nil;
 - concurrency: `--concurrent` sessions started at once, then each runs a small pandas job at once;
 - budgets: cold start and warm round trip again with cgroups off (per-process rlimits only), so the
-  cost of a session's cgroup budget shows (when the host gives one); `--figure` draws both.
+  cost of a session's cgroup budget shows (when the host gives one); `--figure` draws both;
+- CPU quota: `--quota-starts` sessions started at once with the default quota, with none and with
+  half a core, interleaved over `--quota-rounds` rounds (a quota below what a kernel start uses
+  throttles the start; `--quota-only` runs just this part).
 
 Targets on 2 cores: warm p50 <= 50 ms, cold start <= 2 s.
 """
@@ -59,8 +62,8 @@ def quantiles(values: list[float]) -> dict[str, float]:
     }
 
 
-async def open_store(args: argparse.Namespace, *, cgroups: bool) -> LocalSessionStore:
-    config = CodeInterpreterConfig(max_sessions=max(args.concurrent + args.cold + 2, 50), cgroups=cgroups)
+async def open_store(args: argparse.Namespace, *, cgroups: bool, **settings) -> LocalSessionStore:
+    config = CodeInterpreterConfig(max_sessions=max(args.concurrent + args.cold + 2, 50), cgroups=cgroups, **settings)
     store = await open_session_store(config)
     if not isinstance(store, LocalSessionStore):
         raise SystemExit(f"no sandbox: {getattr(store, 'reason', store)}")
@@ -125,7 +128,34 @@ def draw(report: dict, path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
+async def quota_starts(args: argparse.Namespace) -> dict:
+    """Wall time to start `--quota-starts` sessions at once (each to its first `1+1`), per CPU quota."""
+    quotas = {"default": CodeInterpreterConfig().cpu_quota, "none": 0.0, "half a core": 0.5}
+    walls: dict[str, list[float]] = {name: [] for name in quotas}
+    limits = None
+    for _ in range(args.quota_rounds):
+        for name, quota in quotas.items():
+            store = await open_store(args, cgroups=True, cpu_quota=quota)
+            limits = store.jail.budget.describe()
+            try:
+                started = time.perf_counter()
+                sessions = await asyncio.gather(*(store.session(f"q-{n}") for n in range(args.quota_starts)))
+                results = await asyncio.gather(*(s.execute("1+1") for s in sessions))
+                walls[name].append(time.perf_counter() - started)
+                assert all(r.logs == "2" for r in results)
+            finally:
+                await store.aclose()
+    return {
+        "limits": limits,
+        "sessions": args.quota_starts,
+        "quotas": quotas,
+        "start_all_wall_s": {name: quantiles(values) for name, values in walls.items()},
+    }
+
+
 async def main(args: argparse.Namespace) -> dict:
+    if args.quota_only:
+        return {"environment": {"cpus": os.cpu_count(), "python": sys.version.split()[0]}, "cpu_quota": await quota_starts(args)}
     store = await open_store(args, cgroups=True)
     try:
         default = await start_and_warm(store, args)
@@ -165,6 +195,7 @@ async def main(args: argparse.Namespace) -> dict:
         "concurrent": concurrent,
         "default": default,
         "rlimits_only": rlimits_only,
+        "cpu_quota": await quota_starts(args),
     }
 
 
@@ -173,6 +204,9 @@ if __name__ == "__main__":
     parser.add_argument("--cold", type=int, default=7)
     parser.add_argument("--warm", type=int, default=300)
     parser.add_argument("--concurrent", type=int, default=20)
+    parser.add_argument("--quota-starts", type=int, default=10)
+    parser.add_argument("--quota-rounds", type=int, default=3)
+    parser.add_argument("--quota-only", action="store_true")
     parser.add_argument("--out", type=Path)
     parser.add_argument("--figure", type=Path, help="a PNG of session start and warm-call overhead")
     args = parser.parse_args()
@@ -181,5 +215,5 @@ if __name__ == "__main__":
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(report, indent=2) + "\n")
-    if args.figure:
+    if args.figure and "default" in report:
         draw(report, args.figure)

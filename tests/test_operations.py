@@ -117,7 +117,10 @@ def test_health_and_readiness(ops):
     ready = httpx.get(_root(srv) + "/readyz")
     assert ready.status_code == 200
     body = ready.json()
-    assert body.pop("code_interpreter")["limits"] in ("cgroup v2", "cgroup v1", "rlimits")  # what bounds a session here
+    sandbox = body.pop("code_interpreter")  # what bounds a session here, and the figures in force
+    assert sandbox["limits"] in ("cgroup v2", "cgroup v1", "rlimits")
+    assert set(sandbox) == {"limits", "memory_mb", "max_processes", "cpu_quota", "cpus", "data_mb"}
+    assert sandbox["limits"] != "rlimits" or sandbox["cpu_quota"] == 0  # a quota needs a cgroup
     assert body == {"status": "ready", "checks": {"database": "ok", "migrations": "ok", "executor": "ok"}}
     # A database whose schema is behind this code is not ready (as after a failed migration).
     with psycopg.connect(url, autocommit=True) as conn:

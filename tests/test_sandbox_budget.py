@@ -1,5 +1,5 @@
 """Which session budget a host allows, read from /proc texts (pure functions, no sandbox), and the
-nsjail options each budget adds."""
+nsjail options each budget adds (a CPU quota only where the budget has the `cpu` controller)."""
 
 from __future__ import annotations
 
@@ -49,27 +49,48 @@ def test_memberships_and_mounts_are_read_from_proc(cgroup, mountinfo, membership
     assert cgroup_mounts(mountinfo) == mounts
 
 
+V1 = Budget(
+    "cgroup v1",
+    v1=(
+        ("memory", "/sys/fs/cgroup/memory", "a/assistgraph-sandboxes"),
+        ("pids", "/sys/fs/cgroup/pids", "assistgraph-sandboxes"),
+        ("cpu", "/sys/fs/cgroup/cpu", "assistgraph-sandboxes"),
+    ),
+)
+V1_WITHOUT_CPU = Budget("cgroup v1", v1=V1.v1[:2])
+V2 = Budget("cgroup v2", v2_parent="/sys/fs/cgroup/x/assistgraph-sandboxes", v2_controllers=("memory", "pids", "cpu"))
+V2_WITHOUT_CPU = Budget("cgroup v2", v2_parent="/sys/fs/cgroup/x/assistgraph-sandboxes")
+
+
 @pytest.mark.parametrize(
-    ("budget", "expected", "absent"),
+    ("budget", "cpu_quota", "expected", "absent"),
     [
         (
-            Budget("cgroup v1", v1=(("memory", "/sys/fs/cgroup/memory", "a/assistgraph-sandboxes"), ("pids", "/sys/fs/cgroup/pids", "assistgraph-sandboxes"))),
-            ["--cgroup_mem_max", str(512 * 1024 * 1024), "--cgroup_mem_parent", "a/assistgraph-sandboxes", "--cgroup_pids_max", "40"],
-            ["--use_cgroupv2", "--cgroup_cpu_ms_per_sec"],
+            V1,
+            0.25,
+            ["--cgroup_mem_max", str(512 * 1024 * 1024), "--cgroup_mem_parent", "a/assistgraph-sandboxes", "--cgroup_pids_max", "40",
+             "--cgroup_cpu_ms_per_sec", "250", "--cgroup_cpu_mount", "/sys/fs/cgroup/cpu", "--cgroup_cpu_parent"],
+            ["--use_cgroupv2"],
         ),
+        (V1, 0, ["--cgroup_mem_max", "--cgroup_pids_max"], ["--cgroup_cpu_ms_per_sec", "--cgroup_cpu_mount"]),
+        (V1_WITHOUT_CPU, 1.0, ["--cgroup_mem_max", "--cgroup_pids_max"], ["--cgroup_cpu_ms_per_sec"]),
         (
-            Budget("cgroup v2", v2_parent="/sys/fs/cgroup/x/assistgraph-sandboxes"),
-            ["--use_cgroupv2", "--cgroupv2_mount", "/sys/fs/cgroup/x/assistgraph-sandboxes", "--cgroup_mem_max", "--cgroup_pids_max", "--cgroup_mem_swap_max"],
-            ["--cgroup_mem_parent", "--cgroup_cpu_ms_per_sec"],
+            V2,
+            1.5,
+            ["--use_cgroupv2", "--cgroupv2_mount", "/sys/fs/cgroup/x/assistgraph-sandboxes", "--cgroup_mem_max", "--cgroup_pids_max",
+             "--cgroup_mem_swap_max", "--cgroup_cpu_ms_per_sec", "1500"],
+            ["--cgroup_mem_parent", "--cgroup_cpu_mount"],
         ),
-        (RLIMITS_ONLY, [], ["--cgroup_mem_max", "--cgroup_pids_max", "--use_cgroupv2"]),
+        (V2_WITHOUT_CPU, 1.0, ["--use_cgroupv2", "--cgroup_mem_max"], ["--cgroup_cpu_ms_per_sec"]),
+        (RLIMITS_ONLY, 1.0, [], ["--cgroup_mem_max", "--cgroup_pids_max", "--use_cgroupv2", "--cgroup_cpu_ms_per_sec"]),
     ],
-    ids=["v1", "v2", "rlimits"],
+    ids=["v1", "v1 no quota", "v1 without cpu controller", "v2", "v2 without cpu controller", "rlimits"],
 )
-def test_each_budget_adds_its_nsjail_options(budget, expected, absent):
+def test_each_budget_adds_its_nsjail_options(budget, cpu_quota, expected, absent):
     options = NsjailOptions()
-    budget.apply(options, memory_mb=512, max_processes=40)
+    budget.apply(options, memory_mb=512, max_processes=40, cpu_quota=cpu_quota)
     args = list(options.build_args())
     assert all(flag in args for flag in expected), args
     assert not any(flag in args for flag in absent), args
     assert budget.kind in budget.describe()
+    assert ("cpu" in budget.describe()) == budget.bounds_cpu

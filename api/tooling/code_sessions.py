@@ -40,10 +40,11 @@ RELEASE_KERNEL = "DELETE FROM code_interpreter_kernels WHERE key = %s AND kernel
 # Sessions whose staged files are remembered; one that falls out has its files placed again.
 STAGED_SESSIONS_KEPT = 1000
 # What bounds this process's sessions (the store's `limits`), for /readyz; None: it runs no code.
-_limits_in_force: str | None = None
+_limits_in_force: dict | None = None
 
 
-def limits_in_force() -> str | None:
+def limits_in_force() -> dict | None:
+    """What bounds this process's code_interpreter sessions: the kind of budget and its figures."""
     return _limits_in_force
 
 
@@ -91,7 +92,7 @@ class CodeSessions:
         global _limits_in_force
         mapping = PostgresKernelIds(pool) if settings.code_interpreter.backend == "gateway" else None
         sessions = await open_session_store(config_from(settings), mapping=mapping)
-        _limits_in_force = sessions.limits
+        _limits_in_force = {"limits": sessions.limits, **sessions.budgets}
         return cls(sessions, pool, settings)
 
     async def close(self) -> None:

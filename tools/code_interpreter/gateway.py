@@ -23,8 +23,10 @@ import json
 import logging
 import secrets
 import time
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from queue import Empty
+from types import MappingProxyType
 from typing import Any, Protocol
 from urllib.parse import quote
 
@@ -315,6 +317,7 @@ class GatewaySessionStore(KernelStore[GatewaySession]):
 
     reaper_name = "code_interpreter gateway reaper"
     limits = "gateway"
+    budgets: Mapping[str, float] = MappingProxyType({})  # the gateway's operator sets them
 
     def __init__(self, config: CodeInterpreterConfig, mapping: KernelIdMapping) -> None:
         if not config.gateway_url:

@@ -24,6 +24,7 @@ import site
 import subprocess
 import sys
 import sysconfig
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -127,6 +128,16 @@ class UidLeases:
     @staticmethod
     def release(fd: int) -> None:
         os.close(fd)  # closing the descriptor drops its lock
+
+
+def wait_until_uid_free(uid: int, timeout: float) -> bool:
+    """Wait (blocking: call from a thread) until no process runs as `uid`; False if some still do."""
+    deadline = time.monotonic() + timeout
+    while uid in _uids_in_use():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
 
 
 def _uids_in_use() -> set[int]:
@@ -342,7 +353,9 @@ class Jail:
             max_cpus=config.cpus,
             seccomp_string=SECCOMP_POLICY,
         )
-        self.budget.apply(options, memory_mb=config.memory_mb, max_processes=config.max_processes)
+        self.budget.apply(
+            options, memory_mb=config.memory_mb, max_processes=config.max_processes, cpu_quota=config.cpu_quota
+        )
         if identity.user_namespace:
             options.user = f"{JAIL_UID}:{identity.uid}:1"
             options.group = f"{JAIL_UID}:{identity.gid}:1"

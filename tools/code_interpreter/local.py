@@ -235,6 +235,20 @@ class LocalSessionStore(KernelStore[LocalSession]):
         """What bounds a session's resources here: `cgroup v2`, `cgroup v1`, `rlimits` or `none`."""
         return self.jail.budget.kind if self.jail is not None else "none"
 
+    @property
+    def budgets(self) -> dict[str, float]:
+        """The figures in force per session (memory and processes per process under `rlimits`; 0: none)."""
+        if self.jail is None:
+            return {}
+        config = self.config
+        return {
+            "memory_mb": config.memory_mb,
+            "max_processes": config.max_processes,
+            "cpu_quota": _cpu_quota(config, self.jail.budget),
+            "cpus": config.cpus,
+            "data_mb": config.data_mb if data_limited() else 0,
+        }
+
     async def _open(self, key: str, replacing: LocalSession | None) -> LocalSession:
         if replacing is not None:
             self._sessions.pop(key, None)
@@ -325,10 +339,17 @@ def _limits_line(config: CodeInterpreterConfig, budget: Budget) -> str:
     else:
         data = f"{config.data_mb} MB" if data_limited() else "unlimited (the server is not root)"
     scope = "each session" if budget.kind != "rlimits" else "each process"
+    quota = _cpu_quota(config, budget)
+    cpu = f"{quota:g} core(s) of CPU time" if quota else "no CPU quota"
     return (
         f"limits by {budget.describe()}: {config.memory_mb} MB of memory and {config.max_processes} processes "
-        f"for {scope}, {config.cpus} CPU(s); /mnt/data {data}"
+        f"for {scope}, {cpu}, {config.cpus} CPU(s); /mnt/data {data}"
     )
+
+
+def _cpu_quota(config: CodeInterpreterConfig, budget: Budget) -> float:
+    """The CPU quota in force per session (cores; 0: none)."""
+    return config.cpu_quota if budget.bounds_cpu else 0.0
 
 
 def _make_base(parent: Path | None) -> Path:

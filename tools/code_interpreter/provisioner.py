@@ -12,6 +12,7 @@ code, and only the launch differs. Two things make a jailed launch different fro
 
 from __future__ import annotations
 
+import asyncio
 import ctypes
 import json
 import os
@@ -26,8 +27,11 @@ from jupyter_client.manager import AsyncKernelManager
 from jupyter_client.provisioning import LocalProvisioner
 
 from .figures import SHOW_OPEN_FIGURES
+from .jail import wait_until_uid_free
 
 PR_SET_PDEATHSIG = 1
+# Seconds a launch waits for a previous jail of the same uid to be gone before starting anyway.
+PREVIOUS_JAIL_WAIT = 10.0
 
 # The kernel's own options: no history database to write at start, no colour codes in tracebacks,
 # figures of every matplotlib backend shown.
@@ -72,6 +76,11 @@ class JailProvisioner(LocalProvisioner):
 
     async def pre_launch(self, **kwargs: Any) -> dict[str, Any]:
         kwargs = await super().pre_launch(**kwargs)
+        if self.jail_owner is not None:
+            # A restart keeps the session's uid, and the previous jail's processes (a fork bomb's
+            # leftovers) die asynchronously after it is killed: until they are gone they count against
+            # the per-uid process limit, and a kernel started meanwhile dies before it answers.
+            await asyncio.to_thread(wait_until_uid_free, self.jail_owner[0], PREVIOUS_JAIL_WAIT)
         cmd: list[str] = kwargs["cmd"]
         km = self.parent
         if self.jail_connection_file is not None and km is not None:

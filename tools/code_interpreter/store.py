@@ -8,6 +8,8 @@ picks one. `UnavailableStore` stands in when no sandbox works: its calls fail wi
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Protocol, runtime_checkable
 
 from .errors import SandboxUnavailable
@@ -39,6 +41,8 @@ class SessionStore(Protocol):
     # What bounds a session's resources: `cgroup v2`, `cgroup v1` or `rlimits` (see budget.py), `none`
     # (unsandboxed), `gateway` (the gateway's operator decides) or `unavailable`.
     limits: str
+    # The figures behind `limits` (memory_mb, max_processes, cpu_quota, cpus, data_mb), where this process sets them.
+    budgets: Mapping[str, float]
 
     async def session(self, key: str) -> Session:
         """The running session of `key`, started if there is none."""
@@ -59,6 +63,7 @@ class UnavailableStore:
     """Stands in when no sandbox works: every call says why, nothing runs."""
 
     limits = "unavailable"
+    budgets: Mapping[str, float] = MappingProxyType({})
 
     def __init__(self, reason: str) -> None:
         self.reason = reason

@@ -55,7 +55,7 @@ async def readyz(request: Request) -> JSONResponse:
     body: dict = {"status": "ready" if ready else "not_ready", "checks": checks}
     limits = code_sessions.limits_in_force()
     if limits is not None:  # what bounds this process's code_interpreter sessions (README: The sandbox)
-        body["code_interpreter"] = {"limits": limits}
+        body["code_interpreter"] = limits
     return JSONResponse(body, status_code=200 if ready else 503)
 
 
