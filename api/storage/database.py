@@ -113,6 +113,11 @@ class DatabaseOutage:
         return self.since is not None or time.monotonic() - self._ended < seconds
 
     def seen(self, exc: BaseException) -> None:
+        # What fails just after a new connection ended the outage began in it (a checkout that waited
+        # for a pool still reconnecting, a queue worker that was restarting): part of that outage, not
+        # a new one to say again. A database that goes away again keeps failing past this and is said then.
+        if time.monotonic() - self._ended <= OUTAGE_CHECKOUT_SECONDS:
+            return
         if self.since is None:
             self.since = time.monotonic()
             log.warning("the database is unavailable (%s); retrying until it is back", _first_line(exc))
@@ -128,8 +133,10 @@ OUTAGE = DatabaseOutage()
 # How long a connection attempt keeps being retried (growing pauses) before the pool gives it up. The
 # pool's own default (5 minutes of pauses doubling from 1 s) left a pool whose database had been away
 # for minutes waiting up to a minute after its return; given up sooner, the pool makes a fresh
-# attempt as soon as a request needs a connection.
-RECONNECT_TIMEOUT = 8.0
+# attempt as soon as a request needs a connection. The pauses are psycopg_pool's (1 s, then doubling,
+# cut at this timeout): at 2 s none is longer than 1 s, so a database that comes back is found within
+# about a second (at 8 s a 4 s pause let requests wait ~4 s after its return: bench/outage.py).
+RECONNECT_TIMEOUT = 2.0
 OUTAGE_CHECKOUT_SECONDS = 2.0
 
 
