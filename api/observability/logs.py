@@ -50,6 +50,10 @@ class QuietQueue(logging.Filter):
             # it) met a database that went away: the storage layer says so once for the whole outage
             # (api/storage/database.py, DatabaseOutage).
             return False
+        if record.name == "psycopg" and any(isinstance(arg, psycopg.OperationalError) for arg in record.args or ()):
+            # A pipeline or COPY closing on a connection the outage cut ("error ignored terminating
+            # ...: the connection is lost"): the failure its user met is reported already.
+            return False
         if not record.name.startswith("procrastinate"):
             return record.levelno >= self.threshold
         if getattr(record, "action", None) in _EXPECTED_ENDINGS:
