@@ -28,8 +28,8 @@ class DatabaseProxy:
 
     def down(self) -> None:
         """Close every connection through the proxy; refuse new ones until `up()`."""
-        self._up.clear()
         with self._lock:
+            self._up.clear()
             sockets, self._open = self._open, set()
         for sock in sockets:
             try:
@@ -51,16 +51,17 @@ class DatabaseProxy:
                 client, _ = self._listener.accept()
             except OSError:
                 return
-            if not self._up.is_set():
-                client.close()  # as a refused connection: the client sees the server close at once
-                continue
-            upstream = socket.socket(socket.AF_UNIX)
-            try:
-                upstream.connect(self._target)
-            except OSError:
-                client.close()
-                continue
+            # Under the lock: a connection accepted just as `down()` runs is either closed by it or refused.
             with self._lock:
+                if not self._up.is_set():
+                    client.close()  # as a refused connection: the client sees the server close at once
+                    continue
+                upstream = socket.socket(socket.AF_UNIX)
+                try:
+                    upstream.connect(self._target)
+                except OSError:
+                    client.close()
+                    continue
                 self._open.update((client, upstream))
             threading.Thread(target=self._pipe, args=(client, upstream), daemon=True).start()
             threading.Thread(target=self._pipe, args=(upstream, client), daemon=True).start()
