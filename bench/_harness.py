@@ -344,6 +344,20 @@ def script_model(model_url: str, model: str, turns: list[dict]) -> None:
     r.raise_for_status()
 
 
+def wait_for_gate(model_url: str, gate: str, timeout: float = 60) -> None:
+    """Return once a response of the scripted model is held at `gate` (a turn's "gate")."""
+    base = model_url.removesuffix("/v1")
+    r = httpx.get(f"{base}/_gate", params={"name": gate, "timeout": timeout}, timeout=timeout + 10)
+    r.raise_for_status()
+    if not r.json()["reached"]:
+        raise TimeoutError(f"no response reached gate {gate!r} within {timeout} s")
+
+
+def release_gate(model_url: str, gate: str) -> None:
+    base = model_url.removesuffix("/v1")
+    httpx.post(f"{base}/_release", params={"name": gate}, timeout=10).raise_for_status()
+
+
 # --- clients ------------------------------------------------------------------------------------
 
 

@@ -15,7 +15,8 @@ In-process (pytest)::
 Standalone (benchmarks)::
 
     python -m tests.scripted_model --port 8765
-    # then POST /_script, GET /_requests?model=..., POST /_reset over HTTP
+    # then POST /_script, GET /_requests?model=..., POST /_reset over HTTP,
+    # and GET /_gate?name=...&timeout=..., POST /_release?name=... for gates
 
 Endpoints
 ---------
@@ -23,7 +24,10 @@ Endpoints
 ``POST /v1/embeddings`` (deterministic 8-dimensional vectors from a hash of each input),
 ``POST /api/chat`` (Ollama's chat API, streamed as NDJSON or not, from the same turns),
 ``POST /_script`` with ``{"model": str, "turns": [...]}``,
-``GET /_requests[?model=...]`` returning ``{"requests": [...]}``, ``POST /_reset``.
+``GET /_requests[?model=...]`` returning ``{"requests": [...]}``, ``POST /_reset``,
+``GET /_gate?name=...[&timeout=s]`` returning ``{"reached": bool}`` once a response is
+held at that gate (or the timeout passes), ``POST /_release?name=...``: the gate
+calls below, for a model in another process.
 Each recorded request is ``{"model", "body", "headers", "path"}``.
 
 Turns
@@ -243,6 +247,15 @@ class ScriptedModel:
                 await conn.json(200, {"requests": self.requests(model)})
             elif route == "/_reset" and method == "POST":
                 self.reset()
+                await conn.json(200, {"ok": True})
+            elif route == "/_gate" and method == "GET":
+                query = parse_qs(scope.get("query_string", b"").decode())
+                reached = self._gate(query["name"][0])[0]
+                # In a thread: the held response itself is served by this loop.
+                timeout = float(query.get("timeout", ["30"])[0])
+                await conn.json(200, {"reached": await asyncio.to_thread(reached.wait, timeout)})
+            elif route == "/_release" and method == "POST":
+                self.release(parse_qs(scope.get("query_string", b"").decode())["name"][0])
                 await conn.json(200, {"ok": True})
             else:
                 await conn.error(404, f"no route for {method} {path}", "invalid_request_error")
