@@ -100,13 +100,32 @@ def _lines(srv) -> list[dict]:
     return [json.loads(line) for line in srv.log().splitlines() if line.strip()]
 
 
+# Every periodic job of an idle server: per second (run expiry), every 5 s (recovery sweeps), per
+# minute (event pruning, vector store expiry).
+PERIODIC = ("expiry", "run_recovery", "ingestion_recovery", "prune", "vector_store_expiry")
+RAN_SINCE = """
+SELECT count(DISTINCT d.periodic_id) FROM procrastinate_periodic_defers d
+WHERE d.periodic_id = ANY(%s) AND d.defer_timestamp > %s
+  AND NOT EXISTS (SELECT 1 FROM procrastinate_jobs j WHERE j.id = d.job_id AND j.status IN ('todo', 'doing'))
+"""
+
+
+def _periodic_jobs_ran_since(url: str, since: int, jobs: tuple[str, ...] = PERIODIC) -> bool:
+    with psycopg.connect(url, autocommit=True) as conn:
+        return conn.execute(RAN_SINCE, (list(jobs), since)).fetchone()[0] == len(jobs)
+
+
 def test_an_idle_server_writes_no_log_line(ops):
-    srv, _ = ops
-    time.sleep(2)  # the start-up and the readiness probe's request are logged
+    srv, url = ops
+    # The start-up and the readiness probe's request are logged; once an expiry tick has run since,
+    # the server is idle.
+    started = int(time.time())
+    wait_for(lambda: _periodic_jobs_ran_since(url, started, ("expiry",)), timeout=30, interval=0.2)
     before = srv.log()
-    # A minute and a bit: 60 ticks of the per-second expiry job, the 5-second recovery sweeps, the
-    # per-minute jobs (event pruning, vector store expiry), heartbeats.
-    time.sleep(62)
+    since = int(time.time())
+    # Each periodic job deferred after `before` and done (a minute's tick at most; the jobs are
+    # deleted once they succeeded), with the heartbeats in between.
+    wait_for(lambda: _periodic_jobs_ran_since(url, since), timeout=75, interval=0.5)
     assert srv.log() == before, srv.log()[len(before) :]
     assert all(isinstance(line, dict) and {"time", "level", "logger", "message"} <= set(line) for line in _lines(srv))
 
