@@ -23,6 +23,7 @@ from tests.held_embeddings import HeldEmbeddings
 from tests.test_vector_stores import upload
 
 MARKER = "stallmarker"
+STALL_SECONDS = 6  # a worker silent this long has lost its jobs (the default is longer)
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +32,11 @@ def recovery(scripted, workdir, database_url):
     workers (started by the test): same data_dir and embedding endpoint."""
     embeddings = HeldEmbeddings(MARKER).start()
     url = _own_database(database_url, "ingestion_recovery")
-    env = dict(**embeddings.env(), ASSISTGRAPH_DATA_DIR=str(workdir / "ingestion-recovery"))
+    env = dict(
+        **embeddings.env(),
+        ASSISTGRAPH_DATA_DIR=str(workdir / "ingestion-recovery"),
+        ASSISTGRAPH_WORKER_STALL_TIMEOUT=str(STALL_SECONDS),
+    )
     api_srv = _extra_server(scripted, workdir, "ingestion-recovery-api", url, ASSISTGRAPH_EXECUTOR="false", **env)
     worker_env = server_env(scripted.base_url, workdir / "ingestion-recovery", DATABASE_URL=url, **env)
     yield api_srv, url, worker_env, embeddings
@@ -85,8 +90,8 @@ def test_a_killed_workers_ingestion_is_retried_by_another_worker(recovery, workd
         second = start_process(["worker"], worker_env, workdir / "ingestion-recovery-worker-2.log")
         done = settled(client, store.id, kept.id)
         assert done.status == "completed", done.last_error
-        # Not before procrastinate's own stall threshold: a live worker keeps its jobs.
-        assert time.monotonic() - killed_at > 15
+        # Not before the stall threshold: a live worker keeps its jobs.
+        assert time.monotonic() - killed_at > STALL_SECONDS
         failed = settled(client, store.id, doomed.id)
         assert failed.status == "failed" and failed.last_error.code == "server_error"
         assert "worker ingesting it stopped" in failed.last_error.message
