@@ -21,8 +21,8 @@ from tests.conftest import _extra_server, _own_database, assert_error, sdk, stop
 from tests.shared_services import BUCKET, PREFIX, s3_store_env, start_moto
 from tests.test_code_interpreter import code_call
 
-# Big enough for many S3 parts; `S3_LARGE_UPLOAD_MB=512` runs the full-size upload.
-LARGE_UPLOAD_MB = 96
+# The figure: 64 S3 parts, several times the server's memory growth limit below.
+LARGE_UPLOAD_MB = 512
 RSS_GROWTH_LIMIT = 150 * 1024 * 1024
 # Larger than the socket and client buffers between the store, the server and a client that pauses.
 CUT_SHORT_DOWNLOAD_MB = 48
