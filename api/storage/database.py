@@ -116,11 +116,10 @@ class DatabaseOutage:
         # What fails just after a new connection ended the outage began in it (a checkout that waited
         # for a pool still reconnecting, a queue worker that was restarting): part of that outage, not
         # a new one to say again. A database that goes away again keeps failing past this and is said then.
-        if time.monotonic() - self._ended <= OUTAGE_CHECKOUT_SECONDS:
-            return
-        if self.since is None:
-            self.since = time.monotonic()
-            log.warning("the database is unavailable (%s); retrying until it is back", _first_line(exc))
+        if self.recent(OUTAGE_CHECKOUT_SECONDS):
+            return  # said already, or said for the outage this failure began in
+        self.since = time.monotonic()
+        log.warning("the database is unavailable (%s); retrying until it is back", _first_line(exc))
 
     def over(self) -> None:
         if self.since is not None:
